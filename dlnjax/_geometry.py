@@ -1,0 +1,83 @@
+"""Geometry of the fibers ``F_X = {W : X(W) = X}`` (MATH.md §1-3; §2 of Lindsey & Menon, seed 001).
+
+Inner product on weight tuples: ``<A, B> = Re Tr(A^* B)`` summed over layers. ``dX`` is the
+differential of the product map, ``dX^*`` its adjoint; the tangent space of the fiber is
+``ker dX`` and the normal space ``range dX^*``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Inexact
+
+from ._network import DLN, _ct, _dot, end_to_end
+
+__all__ = [
+    "product_differential",
+    "product_adjoint",
+    "network_gradient",
+    "partial_grams",
+    "inner",
+]
+
+
+def inner(a: DLN, b: DLN) -> Array:
+    """The real inner product ``<A, B> = sum_k Re Tr(A_k^* B_k)`` of two weight tuples (MATH.md §1)."""
+    return sum(jnp.sum(jnp.real(jnp.conj(x) * y)) for x, y in zip(a.arrays(), b.arrays()))
+
+
+def product_differential(net: DLN, V: DLN) -> Inexact[Array, "dN d0"]:
+    """``dX(V) = sum_k P_k V_k Q_k``: the derivative of ``X = W_N ... W_1`` at ``net`` along ``V`` (MATH.md §1)."""
+    return jax.jvp(end_to_end, (net,), (V,))[1]
+
+
+def product_adjoint(net: DLN, Z: Inexact[Array, "dN d0"]) -> DLN:
+    """``dX^*(Z)_k = P_k^* Z Q_k^*``: the adjoint of `product_differential` for ``Re Tr(A^* B)`` (MATH.md §1).
+
+    (JAX's ``vjp`` of a complex-linear map is its transpose, hence the conjugations.)
+    """
+    _, vjp = jax.vjp(end_to_end, net)
+    (out,) = vjp(jnp.conj(Z))
+    return jax.tree_util.tree_map(jnp.conj, out)
+
+
+def network_gradient(loss: Callable[[Array], Array], net: DLN) -> DLN:
+    """``grad_W E(X(W))``, with ``grad_{W_k} E = P_k^* grad E(X) Q_k^*`` (MATH.md §1; (1.2) of seed 001).
+
+    The gradient is for the real inner product ``Re Tr(A^* B)``: for complex weights it is the
+    complex conjugate of what ``jax.grad`` returns, so that ``E(W - eps g)`` decreases.
+    """
+    g = jax.grad(lambda n: jnp.real(loss(end_to_end(n))))(net)
+    return jax.tree_util.tree_map(jnp.conj, g)
+
+
+def partial_grams(net: DLN) -> tuple[Array, Array]:
+    """The Gram matrices ``A_k = P_k P_k^*`` (``d_N x d_N``) and ``B_k = Q_k^* Q_k`` (``d_0 x d_0``), ``k = 1..N``.
+
+    ``P_k = W_N ... W_{k+1}`` and ``Q_k = W_{k-1} ... W_1`` (MATH.md §1), so the normal operator of
+    the fiber is ``(dX dX^*)(lam) = sum_k A_k lam B_k`` (MATH.md §3). Two scans, O(N d^3).
+    """
+    dN, d0 = net.widths[-1], net.widths[0]
+    eye_n = jnp.eye(dN, dtype=net.dtype)[None]
+    eye_0 = jnp.eye(d0, dtype=net.dtype)[None]
+    if net.depth == 1:
+        return eye_n, eye_0
+    gram = lambda p: _dot(p, _ct(p))
+    cogram = lambda q: _dot(_ct(q), q)
+
+    def back(p, w):  # p = P_k, w = W_k  ->  P_{k-1} = P_k W_k
+        p = _dot(p, w)
+        return p, gram(p)
+
+    def fwd(q, w):  # q = Q_k, w = W_k  ->  Q_{k+1} = W_k Q_k
+        q = _dot(w, q)
+        return q, cogram(q)
+
+    _, a_mid = jax.lax.scan(back, net.last, net.inner, reverse=True)  # A_1 .. A_{N-2}
+    _, b_mid = jax.lax.scan(fwd, net.first, net.inner)  # B_3 .. B_N
+    A = jnp.concatenate([a_mid, gram(net.last)[None], eye_n])
+    B = jnp.concatenate([eye_0, cogram(net.first)[None], b_mid])
+    return A, B

@@ -1,0 +1,10 @@
+"""The flows of the deep linear network (seed 001 and MATH.md §4).
+
+Each flow is an Equinox module with ``flow(t, net, args) -> velocity``, a `dlnjax.DLN` of the
+same widths, so it can be handed to `dlnjax.simulate` or used directly as a Diffrax vector field.
+"""
+
+from ._fiber import FiberL2 as FiberL2, FiberSchatten as FiberSchatten
+from ._gradient import Gradient as Gradient, Regularized as Regularized
+from ._kirwan_ness import KirwanNess as KirwanNess
+from ._base import AbstractFlow as AbstractFlow
