@@ -50,7 +50,15 @@ def network_gradient(loss: Callable[[Array], Array], net: DLN) -> DLN:
     The gradient is for the real inner product ``Re Tr(A^* B)``: for complex weights it is the
     complex conjugate of what ``jax.grad`` returns, so that ``E(W - eps g)`` decreases.
     """
-    g = jax.grad(lambda n: jnp.real(loss(end_to_end(n))))(net)
+    def objective(n):
+        value = loss(end_to_end(n))
+        if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
+            raise ValueError(
+                f"loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}."
+            )
+        return value
+
+    g = jax.grad(objective)(net)
     return jax.tree_util.tree_map(jnp.conj, g)
 
 
