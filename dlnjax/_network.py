@@ -125,6 +125,20 @@ class DLN(eqx.Module):
         """The stored arrays ``(first, inner, last)`` (only ``(first,)`` at depth one)."""
         return (self.first,) if self.depth == 1 else (self.first, self.inner, self.last)
 
+    def mask(self) -> "DLN":
+        """A network of the same widths whose entries are 1 on the weights and 0 on the zero padding."""
+        d = self.widths
+        if self.depth == 1:
+            return self.replace_arrays(jnp.ones(self.first.shape[-2:], self.dtype))
+        m = self.inner_width
+        idx = np.arange(m)
+        live = lambda r, c: ((idx[:, None] < np.asarray(r)[..., None, None]) & (idx[None, :] < np.asarray(c)[..., None, None]))
+        first = live(d[1], m)[:, : d[0]]
+        inner = live(np.array(d[2:-1], dtype=int), np.array(d[1:-2], dtype=int)).reshape(self.depth - 2, m, m)
+        last = live(m, d[-2])[: d[-1], :]
+        first, inner, last = (jnp.asarray(a, self.dtype) for a in (first, inner, last))
+        return self.replace_arrays(first, inner, last)
+
     def replace_arrays(self, *arrays: Array) -> "DLN":
         """A network of the same widths whose stored arrays are ``arrays`` (no checks).
 

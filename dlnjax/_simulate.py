@@ -9,7 +9,7 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Bool, PyTree, Real
+from jaxtyping import Array, Bool, PRNGKeyArray, PyTree, Real
 
 __all__ = ["Trajectory", "simulate"]
 
@@ -58,6 +58,7 @@ def simulate(
     max_steps: int | None = 16**4,
     adjoint: dfx.AbstractAdjoint | None = None,
     progress: bool = False,
+    key: PRNGKeyArray | None = None,
 ) -> Trajectory:
     """Integrate ``dy/dt = flow(t, y, args)`` from ``ts[0]`` to ``ts[-1]``, saving at ``ts``.
 
@@ -67,6 +68,11 @@ def simulate(
     with a non-adaptive ``stepsize_controller``). ``adjoint`` defaults to Diffrax's
     ``RecursiveCheckpointAdjoint`` so ``jax.grad`` works through the solve; ``progress=True``
     shows a progress bar (``diffrax.TqdmProgressMeter``).
+
+    Stochastic flows (those with a ``diffusion`` method, e.g. `dlnjax.flows.Langevin`) are
+    integrated as Ito SDEs driven by a ``diffrax.VirtualBrownianTree`` drawn from ``key``
+    (required), with a fixed step ``dt0`` (required) and ``diffrax.Heun()`` by default (for additive
+    noise Ito and Stratonovich agree). ``jax.vmap`` over keys gives independent paths.
 
     Works under ``jax.jit``, ``jax.vmap`` (over ``y0``, batches of initial conditions) and
     ``jax.grad``. Never raises on a failed solve: see `Trajectory.success`. Invalid arguments
@@ -79,8 +85,18 @@ def simulate(
         ts = ts.astype(float)
     ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) < 0) | ~jnp.all(jnp.isfinite(ts)), "simulate: ts must be finite and non-decreasing.")
     y0 = eqx.error_if(y0, ~_all_finite(y0), "simulate: the initial condition y0 holds non-finite values.")
-    if solver is None:
-        solver = dfx.Tsit5()
+    stochastic = hasattr(flow, "diffusion")
+    if stochastic:
+        if key is None or dt0 is None:
+            raise ValueError("simulate: a stochastic flow needs key= (a PRNG key) and a step dt0=.")
+        bm = dfx.VirtualBrownianTree(ts[0], ts[-1], tol=dt0 / 2, shape=jax.eval_shape(lambda: y0), key=key)
+        terms = dfx.MultiTerm(dfx.ODETerm(flow), dfx.ControlTerm(flow.diffusion, bm))
+        solver = dfx.Heun() if solver is None else solver
+    else:
+        if key is not None:
+            raise ValueError("simulate: key= is only for stochastic flows; this flow has no diffusion.")
+        terms = dfx.ODETerm(flow)
+        solver = dfx.Tsit5() if solver is None else solver
     if stepsize_controller is None:
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
     if adjoint is None:
@@ -90,14 +106,14 @@ def simulate(
         # Diffrax warns on any complex state. The flows here are real-analytic in (Re W, Im W) and
         # their complex invariants are tested (tests/test_flows.py) with the default Tsit5 + PID.
         warnings.filterwarnings("ignore", message="Complex dtype support in Diffrax", category=UserWarning)
-        sol = _diffeqsolve(flow, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter)
+        sol = _diffeqsolve(terms, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter)
     success = (sol.result == dfx.RESULTS.successful) & _all_finite(sol.ys)
     return Trajectory(ts=sol.ts, ys=sol.ys, success=success, result=sol.result, stats=dict(sol.stats))
 
 
-def _diffeqsolve(flow, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter):
+def _diffeqsolve(terms, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter):
     return dfx.diffeqsolve(
-        dfx.ODETerm(flow),
+        terms,
         solver,
         t0=ts[0],
         t1=ts[-1],

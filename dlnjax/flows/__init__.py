@@ -7,4 +7,5 @@ same widths, so it can be handed to `dlnjax.simulate` or used directly as a Diff
 from ._fiber import FiberL2 as FiberL2, FiberSchatten as FiberSchatten
 from ._gradient import Gradient as Gradient, Regularized as Regularized
 from ._kirwan_ness import KirwanNess as KirwanNess
+from ._langevin import Langevin as Langevin
 from ._base import AbstractFlow as AbstractFlow

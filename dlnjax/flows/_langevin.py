@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import lineax as lx
+
+from .._geometry import network_gradient
+from .._network import DLN
+from ._base import AbstractFlow
+
+
+class Langevin(AbstractFlow):
+    """Langevin dynamics of the regularized loss, ``dW = -(grad_W E + kappa W) dt + sqrt(2/beta) dB`` ((4.4) of seed 001).
+
+    Real weights only (``B`` is a standard Brownian motion on every entry). Calling the flow gives the
+    drift; ``diffusion`` the (additive) noise coefficient. `dlnjax.simulate` integrates it as an Ito SDE
+    when given ``key=`` and a step ``dt0``. Facts (MATH.md §4): for every loss,
+    ``d/dt E[G_k] = -2 kappa E[G_k] + (2/beta)(d_{k-1} - d_{k+1}) I``; for ``E = 0`` the law tends to
+    the Gaussian with variance ``1/(beta kappa)`` per entry, the prior (4.3).
+    """
+
+    loss: Callable | None
+    kappa: float
+    beta: float
+
+    def __check_init__(self):
+        for name in ("kappa", "beta"):
+            v = getattr(self, name)
+            if isinstance(v, (int, float)) and not v > 0:
+                raise ValueError(f"Langevin: {name} must be positive; got {v}.")
+
+    def __call__(self, t, net: DLN, args=None) -> DLN:
+        if self.loss is None:
+            return jax.tree_util.tree_map(lambda w: -self.kappa * w, net)
+        g = network_gradient(self.loss, net)
+        return jax.tree_util.tree_map(lambda gk, w: -gk - self.kappa * w, g, net)
+
+    def diffusion(self, t, net: DLN, args=None) -> lx.AbstractLinearOperator:
+        if jnp.iscomplexobj(net.first):
+            raise ValueError("Langevin: only real weights are supported.")
+        # Noise on the weights only, never on the zero padding of non-uniform widths.
+        scale = jax.tree_util.tree_map(lambda m: jnp.sqrt(2.0 / self.beta) * m, net.mask())
+        struct = jax.eval_shape(lambda: net)
+        return lx.FunctionLinearOperator(lambda db: jax.tree_util.tree_map(jnp.multiply, scale, db), struct)
