@@ -15,8 +15,11 @@ Solvers. Any Lineax solver may be passed:
   dense ``(d_N d_0) x (d_N d_0)`` matrix ``sum_k A_k (x) B_k^T``, built in O(N d^4).
 
 Rank-deficient ``X``: ``dX`` is then not onto and ``L`` is singular, but ``dX(V)`` lies in its range.
-The projection onto ``ker dX`` is still well defined, and CG (or ``lineax.SVD()``) returns it: the
-least-squares projection. ``lineax.Cholesky()`` cannot and raises. A solve that does not converge,
+The projection onto ``ker dX`` is still well defined: the least-squares projection. ``lineax.SVD()``
+returns it always (its cutoff decides what counts as rank-deficient). The default CG returns it when
+``X`` is exactly rank-deficient (zero singular values in the layers); when ``X`` is only numerically
+rank-deficient (singular values ~1e-14 of the largest) the system is ill-posed, CG does not converge and
+raises, naming ``lineax.SVD()`` as the remedy. ``lineax.Cholesky()`` raises at any rank-deficient ``X``. A solve that does not converge,
 or produces non-finite values, raises an error at run time, also under ``jit``.
 """
 
@@ -68,8 +71,9 @@ def _preconditioner(net: DLN, A: Array, B: Array) -> lx.FunctionLinearOperator:
     a = jnp.real(jnp.einsum("ai,kab,bi->ki", jnp.conj(u), A, u))
     b = jnp.real(jnp.einsum("ai,kab,bi->ki", jnp.conj(v), B, v))
     diag = _dot(a.T, b)  # (dN, d0): the diagonal of L in the basis u_i v_j^*
-    floor = jnp.finfo(diag.dtype).eps * jnp.max(diag)
-    inv = 1.0 / jnp.maximum(diag, floor)  # pseudo-inverse on (numerically) null directions
+    # Directions with a zero diagonal (exactly rank-deficient X) are null directions of L, not
+    # reached by a consistent right-hand side: the pseudo-inverse leaves them alone.
+    inv = jnp.where(diag > 8 * jnp.finfo(diag.dtype).eps * jnp.max(diag), 1.0 / diag, 0.0)
     struct = jax.ShapeDtypeStruct((net.widths[-1], net.widths[0]), net.dtype)
     fn = lambda r: _dot(_dot(u, inv * _dot(_dot(_ct(u), r), v)), _ct(v))
     return lx.FunctionLinearOperator(fn, struct, lx.positive_semidefinite_tag)
@@ -115,9 +119,9 @@ def solve_normal(
     lam = eqx.error_if(
         lam,
         sol.result != lx.RESULTS.successful,
-        "fiber gradient: the normal-system solve (dX dX^*) lam = dX(V) failed (did not converge within "
-        "max_steps, or the operator is singular for this solver). Raise max_steps, or pass "
-        "solver=lineax.SVD() for a least-squares solve.",
+        "fiber gradient: the normal-system solve (dX dX^*) lam = dX(V) failed: it did not converge within "
+        "max_steps, or the operator is singular for this solver. Is X (numerically) rank-deficient or very "
+        "ill-conditioned? Pass solver=lineax.SVD() for the least-squares projection, or raise max_steps.",
     )
     return eqx.error_if(
         lam,

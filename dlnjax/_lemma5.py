@@ -59,6 +59,8 @@ def fiber_l2_gradient_lemma5(net: DLN) -> tuple:
     beyond ``rank X`` -- still gives the unique ``w_b``).
     """
     d = net.widths
+    if net.depth == 1:  # the fiber is a point
+        return (jnp.zeros_like(net.first),)
     G = moments(net)
     g = tuple(G[k, : d[k + 1], : d[k + 1]] for k in range(net.depth - 1))
     struct = tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in g)

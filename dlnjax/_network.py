@@ -193,8 +193,9 @@ def squared_norm(net: DLN) -> Array:
 def balancedness(net: DLN) -> Array:
     """Relative distance to the balanced variety: ``||G||_F / ||W||^2`` (zero iff balanced).
 
-    Dimensionless and invariant under rescaling ``W -> c W``; ``||G||_F`` itself is
+    Dimensionless and invariant under rescaling ``W -> c W`` (zero for the zero network); ``||G||_F`` itself is
     ``jnp.linalg.norm(moments(net))``.
     """
-    g = moments(net)
-    return jnp.sqrt(jnp.sum(jnp.abs(g) ** 2)) / squared_norm(net)
+    g = jnp.sqrt(jnp.sum(jnp.abs(moments(net)) ** 2))
+    sq = squared_norm(net)
+    return jnp.where(sq > 0, g / jnp.where(sq > 0, sq, 1.0), 0.0)  # the zero network is balanced

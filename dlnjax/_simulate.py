@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import diffrax as dfx
@@ -37,6 +36,11 @@ class Trajectory(eqx.Module):
     def __getitem__(self, i):
         """The state saved at index ``i`` of ``ts``."""
         return jax.tree_util.tree_map(lambda y: y[i], self.ys)
+
+
+def _leaf_dtypes(tree):
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.zeros((), jnp.result_type(*leaves)) if leaves else jnp.zeros(())
 
 
 def _all_finite(tree) -> Array:
@@ -95,20 +99,40 @@ def simulate(
     else:
         if key is not None:
             raise ValueError("simulate: key= is only for stochastic flows; this flow has no diffusion.")
-        terms = dfx.ODETerm(flow)
+        like = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), y0)
+        terms = dfx.ODETerm(_RealView(flow, like) if jnp.iscomplexobj(_leaf_dtypes(y0)) else flow)
         solver = dfx.Tsit5() if solver is None else solver
     if stepsize_controller is None:
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
     if adjoint is None:
         adjoint = dfx.RecursiveCheckpointAdjoint()
     meter = dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter()
-    with warnings.catch_warnings():
-        # Diffrax warns on any complex state. The flows here are real-analytic in (Re W, Im W) and
-        # their complex invariants are tested (tests/test_flows.py) with the default Tsit5 + PID.
-        warnings.filterwarnings("ignore", message="Complex dtype support in Diffrax", category=UserWarning)
-        sol = _diffeqsolve(terms, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter)
-    success = (sol.result == dfx.RESULTS.successful) & _all_finite(sol.ys)
-    return Trajectory(ts=sol.ts, ys=sol.ys, success=success, result=sol.result, stats=dict(sol.stats))
+    sol = _diffeqsolve(terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter)
+    ys = _from_real(sol.ys, y0)
+    success = (sol.result == dfx.RESULTS.successful) & _all_finite(ys)
+    return Trajectory(ts=sol.ts, ys=ys, success=success, result=sol.result, stats=dict(sol.stats))
+
+
+# Diffrax's complex support is partial (no initial step-size selection, a warning), so complex states
+# are integrated as real ones: each complex leaf becomes a real array with a trailing (re, im) axis.
+def _to_real(tree):
+    f = lambda x: jnp.stack([jnp.real(x), jnp.imag(x)], axis=-1) if jnp.iscomplexobj(x) else x
+    return jax.tree_util.tree_map(f, tree)
+
+
+def _from_real(tree, like):
+    f = lambda x, l: jax.lax.complex(x[..., 0], x[..., 1]) if jnp.iscomplexobj(l) else x
+    return jax.tree_util.tree_map(f, tree, like)
+
+
+class _RealView(eqx.Module):
+    """A vector field on the real view of a (possibly complex) state."""
+
+    fn: Any
+    like: PyTree
+
+    def __call__(self, t, y, args):
+        return _to_real(self.fn(t, _from_real(y, self.like), args))
 
 
 def _diffeqsolve(terms, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter):
