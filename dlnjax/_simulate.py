@@ -93,6 +93,8 @@ def simulate(
     if stochastic:
         if key is None or dt0 is None:
             raise ValueError("simulate: a stochastic flow needs key= (a PRNG key) and a step dt0=.")
+        if jnp.iscomplexobj(_leaf_dtypes(y0)):
+            raise ValueError("simulate: stochastic flows support only real weights (a real y0).")
         bm = dfx.VirtualBrownianTree(ts[0], ts[-1], tol=dt0 / 2, shape=jax.eval_shape(lambda: y0), key=key)
         terms = dfx.MultiTerm(dfx.ODETerm(flow), dfx.ControlTerm(flow.diffusion, bm))
         solver = dfx.Heun() if solver is None else solver
