@@ -256,3 +256,17 @@ NONUNIFORM = (3, 4, 6, 5, 2)
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+def explicit_tangent_vector(W, a):
+    """Explicit ``(w_a)_k = a_k W_k - W_k a_{k-1}`` with ``a_0 = a_N = 0`` (seed 001, §2.3)."""
+    aa = [None] + list(a) + [None]
+    out = []
+    for k in range(1, len(W) + 1):
+        v = np.zeros_like(W[k - 1])
+        if aa[k] is not None:
+            v = v + aa[k] @ W[k - 1]
+        if aa[k - 1] is not None:
+            v = v - W[k - 1] @ aa[k - 1]
+        out.append(v)
+    return out

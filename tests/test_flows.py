@@ -19,6 +19,7 @@ import pytest
 import dlnjax
 from dlnjax import flows
 from conftest import (
+    explicit_tangent_vector,
     NONUNIFORM,
     assert_close,
     ct,
@@ -197,15 +198,7 @@ def test_kirwan_ness_rate_identity(vel):
     Wj = [jnp.asarray(w) for w in W]
     _, dF = jax.jvp(_half_G_sq, (Wj,), ([jnp.asarray(x) for x in v],))  # d/dt F along the velocity
     dF = float(dF)
-    G = [None] + vel["G"] + [None]
-    wG = []
-    for k in range(1, len(W) + 1):
-        x = np.zeros_like(W[k - 1])
-        if G[k] is not None:
-            x = x + G[k] @ W[k - 1]
-        if G[k - 1] is not None:
-            x = x - W[k - 1] @ G[k - 1]
-        wG.append(x)
+    wG = explicit_tangent_vector(W, vel["G"])
     wG2 = sq_norm(wG)
     assert wG2 > 0
     assert abs(dF + sq_norm(v)) <= 1e-12 * abs(dF), "dF/dt = -||Wdot||^2"

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import dlnjax
 from conftest import (
+    explicit_tangent_vector,
     HYP,
     NONUNIFORM,
     assert_close,
@@ -293,15 +294,7 @@ def test_lemma5_tangent_vectors_and_operator(widths, is_complex):
     wa, wb, Ha = run(W, a, b)
     n = len(W)
     # explicit (w_a)_k = a_k W_k - W_k a_{k-1}, a_0 = a_N = 0
-    aa = [None] + list(a) + [None]
-    ref = []
-    for k in range(1, n + 1):
-        v = np.zeros_like(W[k - 1])
-        if aa[k] is not None:
-            v = v + aa[k] @ W[k - 1]
-        if aa[k - 1] is not None:
-            v = v - W[k - 1] @ aa[k - 1]
-        ref.append(v)
+    ref = explicit_tangent_vector(W, a)
     assert_close(wa, ref, 1e-13, "tangent_vector")
     P, Q = explicit_partials(W)
     dX = sum(P[k] @ np.asarray(wa[k]) @ Q[k] for k in range(n))
