@@ -8,6 +8,7 @@ from . import flows as flows
 from ._fiber import (
     balanced_preconditioner as balanced_preconditioner,
     default_fiber_solver as default_fiber_solver,
+    fiber_l2_gradient as fiber_l2_gradient,
     fiber_normal_projection as fiber_normal_projection,
     fiber_tangent_projection as fiber_tangent_projection,
     normal_operator as normal_operator,
@@ -17,6 +18,7 @@ from ._geometry import (
     inner as inner,
     network_gradient as network_gradient,
     partial_grams as partial_grams,
+    partial_products as partial_products,
     product_adjoint as product_adjoint,
     product_differential as product_differential,
 )

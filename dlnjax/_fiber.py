@@ -31,7 +31,13 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact
 
-from ._geometry import partial_grams, product_adjoint, product_differential
+from ._geometry import (
+    adjoint_from_products,
+    differential_from_products,
+    grams_from_products,
+    partial_grams,
+    partial_products,
+)
 from ._network import DLN, _ct, _dot
 
 __all__ = [
@@ -41,6 +47,7 @@ __all__ = [
     "fiber_normal_projection",
     "fiber_tangent_projection",
     "default_fiber_solver",
+    "fiber_l2_gradient",
 ]
 
 
@@ -68,8 +75,8 @@ def _preconditioner(net: DLN, A: Array, B: Array) -> lx.FunctionLinearOperator:
     # point: 27 CG steps, against 61 with the singular vectors of X and 580 unpreconditioned.)
     _, u = jnp.linalg.eigh(jnp.sum(A, axis=0))
     _, v = jnp.linalg.eigh(jnp.sum(B, axis=0))
-    a = jnp.real(jnp.einsum("ai,kab,bi->ki", jnp.conj(u), A, u))
-    b = jnp.real(jnp.einsum("ai,kab,bi->ki", jnp.conj(v), B, v))
+    a = jnp.real(jnp.sum(jnp.conj(u) * _dot(A, u), axis=-2))  # a[k, i] = (u^* A_k u)_ii
+    b = jnp.real(jnp.sum(jnp.conj(v) * _dot(B, v), axis=-2))
     diag = _dot(a.T, b)  # (dN, d0): the diagonal of L in the basis u_i v_j^*
     # Directions with a zero diagonal (exactly rank-deficient X) are null directions of L, not
     # reached by a consistent right-hand side: the pseudo-inverse leaves them alone.
@@ -91,26 +98,22 @@ def _dense(A: Array, B: Array) -> Array:
     return jnp.einsum("kab,kdc->acbd", A, B).reshape(dN * d0, dN * d0)
 
 
-def solve_normal(
-    net: DLN, rhs: Inexact[Array, "dN d0"], *, solver: lx.AbstractLinearSolver | None = None
-) -> Inexact[Array, "dN d0"]:
-    """Solve ``(dX dX^*)(lam) = rhs`` for ``lam`` (MATH.md §3). See the module docstring for ``solver``.
-
-    Raises (at run time, also under ``jit``) if the solve fails or returns non-finite values.
-    """
+def _solve(net: DLN, A: Array, B: Array, rhs: Array, solver) -> Array:
     if solver is None:
         solver = default_fiber_solver(net.dtype)
-    A, B = partial_grams(net)
     dN, d0 = net.widths[-1], net.widths[0]
     if isinstance(solver, lx.CG):
         # Scale the right-hand side to max-norm one, so that CG's tolerances are relative.
         scale = jnp.max(jnp.abs(rhs))
         scale = jnp.where(scale > 0, scale, 1.0)
+        b = rhs / scale
         op = lx.FunctionLinearOperator(
             lambda lam: _apply(A, B, lam), jax.ShapeDtypeStruct((dN, d0), net.dtype), lx.positive_semidefinite_tag
         )
         pre = _preconditioner(net, A, B)
-        sol = lx.linear_solve(op, rhs / scale, solver, options={"preconditioner": pre}, throw=False)
+        # No warm start y0 = M^{-1} b: CG's first step already gives its optimal multiple, and a y0
+        # costs an extra operator application for the initial residual.
+        sol = lx.linear_solve(op, b, solver, options={"preconditioner": pre}, throw=False)
         lam = sol.value * scale
     else:
         op = lx.MatrixLinearOperator(_dense(A, B), lx.positive_semidefinite_tag)
@@ -131,19 +134,50 @@ def solve_normal(
     )
 
 
+def solve_normal(
+    net: DLN, rhs: Inexact[Array, "dN d0"], *, solver: lx.AbstractLinearSolver | None = None
+) -> Inexact[Array, "dN d0"]:
+    """Solve ``(dX dX^*)(lam) = rhs`` for ``lam`` (MATH.md §3). See the module docstring for ``solver``.
+
+    Raises (at run time, also under ``jit``) if the solve fails or returns non-finite values.
+    """
+    A, B = partial_grams(net)
+    return _solve(net, A, B, rhs, solver)
+
+
+def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
+    P, Q = partial_products(net)
+    A, B = grams_from_products(net, P, Q)
+    if rhs is None:
+        if V is None:  # V = W: dX(W) = N X, since X is homogeneous of degree N in W
+            X = net.first if net.depth == 1 else _dot(P[-1], Q[-1])
+            rhs = net.depth * X
+        else:
+            rhs = differential_from_products(net, P, Q, V)
+    lam = _solve(net, A, B, rhs, solver)
+    return adjoint_from_products(net, P, Q, lam)
+
+
 def fiber_normal_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:
     """``Pi_N(V) = dX^*(lam)``, the orthogonal projection of ``V`` onto ``range dX^*`` (MATH.md §3).
 
     ``rhs``, if given, must equal ``dX(V)`` (a caller that knows it in closed form saves a pass).
     """
-    if rhs is None:
-        rhs = product_differential(net, V)
-    return product_adjoint(net, solve_normal(net, rhs, solver=solver))
+    return _normal_part(net, V, solver, rhs)
 
 
 def fiber_tangent_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:
     """``Pi_T(V) = V - dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)``: the orthogonal projection of ``V`` onto
     the tangent space ``ker dX`` of the fiber through ``net`` (MATH.md §3; Lemma 5 of seed 001).
     """
-    normal = fiber_normal_projection(net, V, solver=solver, rhs=rhs)
+    normal = _normal_part(net, V, solver, rhs)
     return jax.tree_util.tree_map(lambda v, n: v - n, V, normal)
+
+
+def fiber_l2_gradient(net: DLN, *, solver: lx.AbstractLinearSolver | None = None) -> DLN:
+    """``Pi_T(W)``, the gradient of ``1/2 ||W||^2`` on the fiber ((1.17), Lemma 5 of seed 001).
+
+    Uses ``dX(W) = N X`` (``X`` is homogeneous of degree ``N``), which saves a pass.
+    """
+    normal = _normal_part(net, None, solver, None)
+    return jax.tree_util.tree_map(jnp.subtract, net, normal)

@@ -20,6 +20,7 @@ __all__ = [
     "product_adjoint",
     "network_gradient",
     "partial_grams",
+    "partial_products",
     "inner",
 ]
 
@@ -62,30 +63,60 @@ def network_gradient(loss: Callable[[Array], Array], net: DLN) -> DLN:
     return jax.tree_util.tree_map(jnp.conj, g)
 
 
+def partial_products(net: DLN) -> tuple[Array, Array]:
+    """The partial products ``P_k = W_N ... W_{k+1}`` for ``k = 1..N-1`` and ``Q_k = W_{k-1} ... W_1`` for ``k = 2..N``.
+
+    Stacked: ``P`` has shape ``(N-1, d_N, m)`` and ``Q`` shape ``(N-1, m, d_0)`` (MATH.md §1;
+    ``P_N = I`` and ``Q_1 = I`` are left out). Two scans, O(N d^3). Depth one: empty stacks.
+    """
+    if net.depth == 1:
+        dN, d0 = net.widths[-1], net.widths[0]
+        return jnp.zeros((0, dN, dN), net.dtype), jnp.zeros((0, d0, d0), net.dtype)
+
+    def back(p, w):  # p = P_k, w = W_k  ->  P_{k-1} = P_k W_k
+        p = _dot(p, w)
+        return p, p
+
+    def fwd(q, w):  # q = Q_k, w = W_k  ->  Q_{k+1} = W_k Q_k
+        q = _dot(w, q)
+        return q, q
+
+    _, p_mid = jax.lax.scan(back, net.last, net.inner, reverse=True)  # P_1 .. P_{N-2}
+    _, q_mid = jax.lax.scan(fwd, net.first, net.inner)  # Q_3 .. Q_N
+    return jnp.concatenate([p_mid, net.last[None]]), jnp.concatenate([net.first[None], q_mid])
+
+
+def grams_from_products(net: DLN, P: Array, Q: Array) -> tuple[Array, Array]:
+    """``A_k = P_k P_k^*`` and ``B_k = Q_k^* Q_k`` for ``k = 1..N`` from `partial_products` (see `partial_grams`)."""
+    eye_n = jnp.eye(net.widths[-1], dtype=net.dtype)[None]
+    eye_0 = jnp.eye(net.widths[0], dtype=net.dtype)[None]
+    A = jnp.concatenate([_dot(P, _ct(P)), eye_n])
+    B = jnp.concatenate([eye_0, _dot(_ct(Q), Q)])
+    return A, B
+
+
 def partial_grams(net: DLN) -> tuple[Array, Array]:
     """The Gram matrices ``A_k = P_k P_k^*`` (``d_N x d_N``) and ``B_k = Q_k^* Q_k`` (``d_0 x d_0``), ``k = 1..N``.
 
     ``P_k = W_N ... W_{k+1}`` and ``Q_k = W_{k-1} ... W_1`` (MATH.md §1), so the normal operator of
-    the fiber is ``(dX dX^*)(lam) = sum_k A_k lam B_k`` (MATH.md §3). Two scans, O(N d^3).
+    the fiber is ``(dX dX^*)(lam) = sum_k A_k lam B_k`` (MATH.md §3). Stacked along the leading axis.
     """
-    dN, d0 = net.widths[-1], net.widths[0]
-    eye_n = jnp.eye(dN, dtype=net.dtype)[None]
-    eye_0 = jnp.eye(d0, dtype=net.dtype)[None]
+    return grams_from_products(net, *partial_products(net))
+
+
+def adjoint_from_products(net: DLN, P: Array, Q: Array, Z: Array) -> DLN:
+    """``dX^*(Z)_k = P_k^* Z Q_k^*`` from `partial_products` (batched matmuls; same as `product_adjoint`)."""
     if net.depth == 1:
-        return eye_n, eye_0
-    gram = lambda p: _dot(p, _ct(p))
-    cogram = lambda q: _dot(_ct(q), q)
+        return net.replace_arrays(Z)
+    first = _dot(_ct(P[0]), Z)
+    inner = _dot(_dot(_ct(P[1:]), Z[None]), _ct(Q[:-1]))
+    last = _dot(Z, _ct(Q[-1]))
+    return net.replace_arrays(first, inner, last)
 
-    def back(p, w):  # p = P_k, w = W_k  ->  P_{k-1} = P_k W_k
-        p = _dot(p, w)
-        return p, gram(p)
 
-    def fwd(q, w):  # q = Q_k, w = W_k  ->  Q_{k+1} = W_k Q_k
-        q = _dot(w, q)
-        return q, cogram(q)
-
-    _, a_mid = jax.lax.scan(back, net.last, net.inner, reverse=True)  # A_1 .. A_{N-2}
-    _, b_mid = jax.lax.scan(fwd, net.first, net.inner)  # B_3 .. B_N
-    A = jnp.concatenate([a_mid, gram(net.last)[None], eye_n])
-    B = jnp.concatenate([eye_0, cogram(net.first)[None], b_mid])
-    return A, B
+def differential_from_products(net: DLN, P: Array, Q: Array, V: DLN) -> Array:
+    """``dX(V) = sum_k P_k V_k Q_k`` from `partial_products` (batched matmuls; same as `product_differential`)."""
+    if net.depth == 1:
+        return V.first
+    inner = jnp.sum(_dot(_dot(P[1:], V.inner), Q[:-1]), axis=0)
+    return _dot(P[0], V.first) + inner + _dot(V.last, Q[-1])

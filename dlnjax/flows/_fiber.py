@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
-from .._fiber import fiber_tangent_projection
-from .._network import DLN, _dot, end_to_end
+from .._fiber import fiber_l2_gradient, fiber_tangent_projection
+from .._network import DLN, _dot
 from ._base import AbstractFlow
 
 
@@ -22,8 +22,7 @@ class FiberL2(AbstractFlow):
     solver: lx.AbstractLinearSolver | None = None
 
     def __call__(self, t, net: DLN, args=None) -> DLN:
-        rhs = net.depth * end_to_end(net)
-        return jax.tree_util.tree_map(jnp.negative, fiber_tangent_projection(net, net, solver=self.solver, rhs=rhs))
+        return jax.tree_util.tree_map(jnp.negative, fiber_l2_gradient(net, solver=self.solver))
 
 
 def schatten_norm(w, p):
