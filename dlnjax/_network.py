@@ -37,9 +37,19 @@ def _as_layer(w, k: int) -> Array:
     return w
 
 
-def _check_finite(x: Array, what: str) -> Array:
-    """Raise a clear error (eagerly, or at run time under jit) if ``x`` holds non-finite values."""
-    return eqx.error_if(x, ~jnp.all(jnp.isfinite(x)), f"{what} holds non-finite values (nan or inf).")
+def _check_finite(x, what: str):
+    """Raise a clear error if ``x`` (an array or a pytree of them) holds non-finite values.
+
+    Concrete input is checked at once (``ValueError``, no compilation); traced input at run time
+    with ``eqx.error_if`` (an ``EquinoxRuntimeError``).
+    """
+    leaves = jax.tree_util.tree_leaves(x)
+    if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        if not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves):
+            raise ValueError(f"{what} holds non-finite values (nan or inf).")
+        return x
+    bad = jnp.any(jnp.stack([~jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+    return eqx.error_if(x, bad, f"{what} holds non-finite values (nan or inf).")
 
 
 class DLN(eqx.Module):
@@ -82,12 +92,15 @@ class DLN(eqx.Module):
         dtype = jnp.result_type(*layers)
         if not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.result_type(float)
-        layers = [_check_finite(jnp.asarray(w, dtype), f"DLN: layer W_{k + 1}") for k, w in enumerate(layers)]
+        if not any(isinstance(w, jax.core.Tracer) for w in layers):
+            for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
+                _check_finite(w, f"DLN: layer W_{k + 1}")
+        layers = [jnp.asarray(w, dtype) for w in layers]
         widths = (layers[0].shape[1],) + tuple(w.shape[0] for w in layers)
         self.widths = widths
         n = len(layers)
         if n == 1:
-            self.first, self.inner, self.last = layers[0], None, None
+            self.first, self.inner, self.last = _check_finite(layers[0], "DLN: a layer"), None, None
             return
         m = max(widths[1:-1])
         pad = lambda w, rows, cols: jnp.pad(w, ((0, rows - w.shape[0]), (0, cols - w.shape[1])))
@@ -97,6 +110,8 @@ class DLN(eqx.Module):
             self.inner = jnp.stack([pad(w, m, m) for w in layers[1:-1]])
         else:
             self.inner = jnp.zeros((0, m, m), dtype)
+        # Traced input: one run-time check of the stored arrays (not one per layer: deep nets compile fast).
+        self.first, self.inner, self.last = _check_finite((self.first, self.inner, self.last), "DLN: a layer")
 
     @property
     def depth(self) -> int:
