@@ -71,11 +71,12 @@ def residual(key: PRNGKeyArray, depth: int, width: int, scale: float, *, dtype=N
     """The residual initialization ``W_k = I + s / sqrt(N d) * Gaussian`` (seed 004, MATH.md §7), square ``d x d``."""
     if depth < 1 or width < 1:
         raise ValueError(f"residual: need depth >= 1 and width >= 1; got depth={depth}, width={width}.")
-    dtype = _default_dtype(dtype)
-    g = gaussian(key, (width,) * (depth + 1), scale / jnp.sqrt(depth * width), dtype=dtype)
-    eye = jnp.eye(width, dtype=dtype)
-    arrays = tuple(a + eye for a in g.arrays())
-    return g.replace_arrays(*arrays)
+    template = identity(depth, width, dtype=dtype)
+    keys = jr.split(key, len(template.arrays()))
+    std = scale / jnp.sqrt(depth * width)
+    # one draw per stored array (not per layer), so that deep networks are built quickly
+    arrays = tuple(a + std * _normal(k, a.shape, a.dtype) for k, a in zip(keys, template.arrays()))
+    return template.replace_arrays(*arrays)
 
 
 def identity(depth: int, width: int, *, dtype=None) -> DLN:
