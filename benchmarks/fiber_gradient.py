@@ -166,7 +166,8 @@ def make_functions(d: int, N: int, target):
 
     def pcg_steps(net):  # the library's solve (solve_normal), replicated to read the step count
         rhs, scale = _scaled_rhs(net)
-        options = {"preconditioner": dlnjax.balanced_preconditioner(net)}
+        pre = dlnjax.balanced_preconditioner(net)
+        options = {"preconditioner": pre, "y0": pre.mv(rhs / scale)}  # as the library: warm start at M^{-1} b
         solver = dlnjax.default_fiber_solver(net.dtype)
         sol = lx.linear_solve(dlnjax.normal_operator(net), rhs / scale, solver, options=options, throw=False)
         return sol.stats["num_steps"], sol.result == lx.RESULTS.successful
