@@ -66,11 +66,14 @@ def _apply(A: Array, B: Array, lam: Array) -> Array:
     return _dot(A[0], lam) + middle + _dot(lam, B[-1])
 
 
-def normal_operator(net: DLN) -> lx.FunctionLinearOperator:
-    """The normal operator ``(dX dX^*)(lam) = sum_k P_k P_k^* lam Q_k^* Q_k`` (MATH.md §3), as a Lineax operator."""
-    A, B = partial_grams(net)
+def _operator(net: DLN, A: Array, B: Array) -> lx.FunctionLinearOperator:
     struct = jax.ShapeDtypeStruct((net.widths[-1], net.widths[0]), net.dtype)
     return lx.FunctionLinearOperator(lambda lam: _apply(A, B, lam), struct, lx.positive_semidefinite_tag)
+
+
+def normal_operator(net: DLN) -> lx.FunctionLinearOperator:
+    """The normal operator ``(dX dX^*)(lam) = sum_k P_k P_k^* lam Q_k^* Q_k`` (MATH.md §3), as a Lineax operator."""
+    return _operator(net, *partial_grams(net))
 
 
 def _preconditioner(net: DLN, A: Array, B: Array) -> lx.FunctionLinearOperator:
@@ -112,9 +115,7 @@ def _solve(net: DLN, A: Array, B: Array, rhs: Array, solver) -> Array:
         scale = jnp.max(jnp.abs(rhs))
         scale = jnp.where(scale > 0, scale, 1.0)
         b = rhs / scale
-        op = lx.FunctionLinearOperator(
-            lambda lam: _apply(A, B, lam), jax.ShapeDtypeStruct((dN, d0), net.dtype), lx.positive_semidefinite_tag
-        )
+        op = _operator(net, A, B)
         pre = _preconditioner(net, A, B)
         # Warm start at y0 = M^{-1} b, the exact solution at a balanced point: it saves one CG step
         # (measured at d = 64, N = 16: 27 -> 26 generic, 7 -> 6 near balance; benchmarks/README.md).

@@ -30,9 +30,7 @@ def _default_dtype(dtype):
 
 
 def _normal(key, shape, dtype) -> Array:
-    """Standard normal entries with ``E|w|^2 = 1`` (complex: real and imaginary parts of variance 1/2)."""
-    if jnp.issubdtype(dtype, jnp.complexfloating):
-        return jr.normal(key, shape, dtype)  # jax's complex normal has E|z|^2 = 1
+    """Standard normal entries with ``E|w|^2 = 1`` (for complex dtypes JAX splits the variance between re and im)."""
     return jr.normal(key, shape, dtype)
 
 

@@ -92,7 +92,8 @@ class DLN(eqx.Module):
         dtype = jnp.result_type(*layers)
         if not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.result_type(float)
-        if not any(isinstance(w, jax.core.Tracer) for w in layers):
+        traced = any(isinstance(w, jax.core.Tracer) for w in layers)
+        if not traced:
             for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
                 _check_finite(w, f"DLN: layer W_{k + 1}")
         layers = [jnp.asarray(w, dtype) for w in layers]
@@ -100,18 +101,21 @@ class DLN(eqx.Module):
         self.widths = widths
         n = len(layers)
         if n == 1:
-            self.first, self.inner, self.last = _check_finite(layers[0], "DLN: a layer"), None, None
-            return
-        m = max(widths[1:-1])
-        pad = lambda w, rows, cols: jnp.pad(w, ((0, rows - w.shape[0]), (0, cols - w.shape[1])))
-        self.first = pad(layers[0], m, widths[0])
-        self.last = pad(layers[-1], widths[-1], m)
-        if n > 2:
-            self.inner = jnp.stack([pad(w, m, m) for w in layers[1:-1]])
+            self.first, self.inner, self.last = layers[0], None, None
         else:
-            self.inner = jnp.zeros((0, m, m), dtype)
-        # Traced input: one run-time check of the stored arrays (not one per layer: deep nets compile fast).
-        self.first, self.inner, self.last = _check_finite((self.first, self.inner, self.last), "DLN: a layer")
+            m = max(widths[1:-1])
+            pad = lambda w, rows, cols: jnp.pad(w, ((0, rows - w.shape[0]), (0, cols - w.shape[1])))
+            self.first = pad(layers[0], m, widths[0])
+            self.last = pad(layers[-1], widths[-1], m)
+            if n > 2:
+                self.inner = jnp.stack([pad(w, m, m) for w in layers[1:-1]])
+            else:
+                self.inner = jnp.zeros((0, m, m), dtype)
+        if traced:  # one run-time check of the stored arrays (not one per layer: deep nets compile fast)
+            arrays = _check_finite(self.arrays(), "DLN: a layer")
+            self.first = arrays[0]
+            if n > 1:
+                self.inner, self.last = arrays[1], arrays[2]
 
     @property
     def depth(self) -> int:
