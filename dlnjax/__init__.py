@@ -4,7 +4,8 @@ The network state (`DLN`), its geometry (moments, fibers, projections), the flow
 Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffrax.
 """
 
-from . import flows as flows
+from . import flows as flows, losses as losses
+from ._activations import Activation as Activation
 from ._fiber import (
     balanced_preconditioner as balanced_preconditioner,
     default_fiber_solver as default_fiber_solver,
@@ -17,6 +18,7 @@ from ._fiber import (
 from ._geometry import (
     inner as inner,
     network_gradient as network_gradient,
+    network_loss as network_loss,
     partial_grams as partial_grams,
     partial_products as partial_products,
     product_adjoint as product_adjoint,
@@ -40,6 +42,7 @@ from ._network import (
     DLN as DLN,
     balancedness as balancedness,
     end_to_end as end_to_end,
+    forward as forward,
     moments as moments,
     squared_norm as squared_norm,
 )

@@ -13,12 +13,13 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact
 
-from ._network import DLN, _ct, _dot, end_to_end
+from ._network import DLN, _ct, _dot, end_to_end, require_linear
 
 __all__ = [
     "product_differential",
     "product_adjoint",
     "network_gradient",
+    "network_loss",
     "partial_grams",
     "partial_products",
     "inner",
@@ -45,21 +46,37 @@ def product_adjoint(net: DLN, Z: Inexact[Array, "dN d0"]) -> DLN:
     return jax.tree_util.tree_map(jnp.conj, out)
 
 
+def network_loss(loss: Callable, net: DLN) -> Array:
+    """The training objective ``E(W)`` of a network: ``loss(X(W))`` for a linear network (MATH.md §1).
+
+    For a network with a nonlinear activation there is no end-to-end matrix; the loss must then be a
+    data loss with a ``network_loss(net)`` method (`dlnjax.losses.Regression`), which evaluates
+    ``f(x) = W_N phi(... phi(W_1 x))`` on its inputs (MATH.md §6). The value must be a real scalar.
+    """
+    if net.activation.is_linear:
+        value = loss(end_to_end(net))
+    else:
+        method = getattr(loss, "network_loss", None)
+        if method is None:
+            raise ValueError(
+                f"a network with activation {net.activation.name!r} has no end-to-end matrix, so the loss must "
+                "be a data loss with a network_loss(net) method, such as dlnjax.losses.Regression; "
+                f"got {type(loss).__name__}."
+            )
+        value = method(net)
+    if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
+        raise ValueError(f"loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}.")
+    return value
+
+
 def network_gradient(loss: Callable[[Array], Array], net: DLN) -> DLN:
     """``grad_W E(X(W))``, with ``grad_{W_k} E = P_k^* grad E(X) Q_k^*`` (MATH.md §1; (1.2) of seed 001).
 
     The gradient is for the real inner product ``Re Tr(A^* B)``: for complex weights it is the
-    complex conjugate of what ``jax.grad`` returns, so that ``E(W - eps g)`` decreases.
+    complex conjugate of what ``jax.grad`` returns, so that ``E(W - eps g)`` decreases. For a
+    network with a nonlinear activation, the gradient of `network_loss`.
     """
-    def objective(n):
-        value = loss(end_to_end(n))
-        if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
-            raise ValueError(
-                f"loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}."
-            )
-        return value
-
-    g = jax.grad(objective)(net)
+    g = jax.grad(lambda n: network_loss(loss, n))(net)
     return jax.tree_util.tree_map(jnp.conj, g)
 
 
@@ -69,6 +86,7 @@ def partial_products(net: DLN) -> tuple[Array, Array]:
     Stacked: ``P`` has shape ``(N-1, d_N, m)`` and ``Q`` shape ``(N-1, m, d_0)`` (MATH.md §1;
     ``P_N = I`` and ``Q_1 = I`` are left out). Two scans, O(N d^3). Depth one: empty stacks.
     """
+    require_linear(net, "the fiber geometry (partial_products)")
     if net.depth == 1:
         dN, d0 = net.widths[-1], net.widths[0]
         return jnp.zeros((0, dN, dN), net.dtype), jnp.zeros((0, d0, d0), net.dtype)

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Inexact
 
-__all__ = ["DLN", "end_to_end", "moments", "balancedness", "squared_norm"]
+from ._activations import Activation, as_activation
+
+__all__ = ["DLN", "end_to_end", "forward", "moments", "balancedness", "squared_norm"]
 
 
 def _as_layer(w, k: int) -> Array:
@@ -69,14 +71,20 @@ class DLN(eqx.Module):
     - `widths`: the static tuple ``(d_0, ..., d_N)``.
     - `depth`: ``N``.
     - `layers`: the tuple ``(W_1, ..., W_N)``, padding stripped.
+    - `activation`: the pointwise ``phi`` of ``f(x) = W_N phi(... phi(W_1 x))`` (a static
+      `dlnjax.Activation`; the identity unless ``activation=`` says otherwise, e.g. ``"relu"``).
+      Nonlinear networks are for the training path (`forward`, `dlnjax.train`, the gradient
+      flows of a data loss); `end_to_end` and the fiber geometry need a linear network.
     """
 
     first: Inexact[Array, "*batch m d0"]
     inner: Inexact[Array, "*batch n2 m m"] | None
     last: Inexact[Array, "*batch dN m"] | None
     widths: tuple[int, ...] = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
 
-    def __init__(self, layers: Sequence[Array]):
+    def __init__(self, layers: Sequence[Array], *, activation: str | Activation | None = None):
+        self.activation = as_activation(activation)
         layers = [_as_layer(w, k + 1) for k, w in enumerate(layers)]
         if len(layers) == 0:
             raise ValueError("DLN: need at least one layer.")
@@ -92,6 +100,8 @@ class DLN(eqx.Module):
         dtype = jnp.result_type(*layers)
         if not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.result_type(float)
+        if jnp.issubdtype(dtype, jnp.complexfloating) and not self.activation.is_linear:
+            raise ValueError(f"DLN: activation {self.activation.name!r} needs real weights; got {dtype}.")
         traced = any(isinstance(w, jax.core.Tracer) for w in layers)
         if not traced:
             for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
@@ -158,6 +168,16 @@ class DLN(eqx.Module):
         first, inner, last = (jnp.asarray(a, self.dtype) for a in (first, inner, last))
         return self.replace_arrays(first, inner, last)
 
+    def with_activation(self, activation: str | Activation | None) -> "DLN":
+        """The same weights with another activation (``None`` or ``"identity"``: the linear network)."""
+        activation = as_activation(activation)
+        if jnp.iscomplexobj(self.first) and not activation.is_linear:
+            raise ValueError(f"DLN: activation {activation.name!r} needs real weights; got {self.dtype}.")
+        leaves, treedef = jax.tree_util.tree_flatten(self)
+        new = jax.tree_util.tree_unflatten(treedef, leaves)
+        object.__setattr__(new, "activation", activation)
+        return new
+
     def replace_arrays(self, *arrays: Array) -> "DLN":
         """A network of the same widths whose stored arrays are ``arrays`` (no checks).
 
@@ -175,8 +195,21 @@ def _ct(a):
     return jnp.conj(jnp.swapaxes(a, -1, -2))
 
 
+def require_linear(net: DLN, what: str) -> None:
+    """Raise a clear error if ``net`` carries a nonlinear activation (``what`` names the caller)."""
+    if not net.activation.is_linear:
+        raise ValueError(
+            f"{what} is defined for linear networks only; this network has activation "
+            f"{net.activation.name!r} (use net.with_activation(None) for its linear counterpart)."
+        )
+
+
 def end_to_end(net: DLN) -> Inexact[Array, "dN d0"]:
-    """The end-to-end matrix ``X = W_N ... W_1`` (MATH.md §1), computed with one ``lax.scan``."""
+    """The end-to-end matrix ``X = W_N ... W_1`` (MATH.md §1), computed with one ``lax.scan``.
+
+    Linear networks only: a network with a nonlinear activation has no end-to-end matrix (use `forward`).
+    """
+    require_linear(net, "end_to_end")
     if net.depth == 1:
         return net.first
 
@@ -185,6 +218,26 @@ def end_to_end(net: DLN) -> Inexact[Array, "dN d0"]:
 
     y, _ = jax.lax.scan(step, net.first, net.inner)
     return _dot(net.last, y)
+
+
+def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
+    """The network function ``f(x) = W_N phi(W_{N-1} ... phi(W_1 x))`` on a batch of inputs (MATH.md §6).
+
+    ``inputs`` has shape ``(n, d_0)`` (rows are samples, as in seed 004's ``X``) and the result
+    ``(n, d_N)``. ``phi`` is ``net.activation``; for a linear network this is ``inputs @ X^T``.
+    """
+    if jnp.ndim(inputs) != 2 or jnp.shape(inputs)[-1] != net.widths[0]:
+        raise ValueError(f"forward: inputs must have shape (n, d_0) = (n, {net.widths[0]}); got {jnp.shape(inputs)}.")
+    phi = net.activation
+    h = _dot(inputs, jnp.swapaxes(net.first, -1, -2))
+    if net.depth == 1:
+        return h
+
+    def step(h, w):
+        return _dot(phi(h), jnp.swapaxes(w, -1, -2)), None
+
+    h, _ = jax.lax.scan(step, h, net.inner)
+    return _dot(phi(h), jnp.swapaxes(net.last, -1, -2))
 
 
 def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:

@@ -35,11 +35,12 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import dlnjax
 from dlnjax.flows import FiberL2, KirwanNess
+
+from ._common import figure, require_x64, save_figure
 
 __all__ = [
     "Config",
@@ -95,14 +96,6 @@ QUICK = Config(d=4, depth=4, n_starts=8, t_final=4.0, n_saves=41)
 FLOWS: dict[str, dlnjax.flows.AbstractFlow] = {"fiber_l2": FiberL2(), "kirwan_ness": KirwanNess()}
 _LABELS = {"fiber_l2": "FiberL2 (1.17)", "kirwan_ness": "Kirwan-Ness (1.22)"}
 _COLORS = {"fiber_l2": "C0", "kirwan_ness": "C1"}
-
-
-def _require_x64():
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError(
-            "lindsey_menon needs float64: call jax.config.update('jax_enable_x64', True) first "
-            "(the dlnjax CLI does this)."
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,16 +223,10 @@ def solve_hyperbola(
 # Figures (matplotlib Figure objects on the Agg canvas: no pyplot, no global state)
 
 
-def _figure(width: float, height: float, ncols: int, **kw):
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(1, ncols, squeeze=False, **kw)[0]
-
-
 def plot_moment_decay(results: dict[str, Curves]) -> Figure:
     """(a) Theorem 2: ``||G(t)|| / ||G(0)||`` for every start against ``e^{-2t}``, per flow, and the
     Theorem-2 residual of FiberL2."""
-    fig, axes = _figure(15, 4.4, 3)
+    fig, axes = figure(15, 4.4, 3)
     for ax, name in zip(axes[:2], ("fiber_l2", "kirwan_ness")):
         c = results[name]
         for row in c.g_rel:
@@ -266,7 +253,7 @@ def plot_moment_decay(results: dict[str, Curves]) -> Figure:
 
 def plot_norm_approach(results: dict[str, Curves], minimum: float) -> Figure:
     """(b) Theorem 1: ``||W(t)||^2`` tends to ``N sum_i sigma_i^{2/N}`` under both flows."""
-    fig, axes = _figure(12, 4.4, 2)
+    fig, axes = figure(12, 4.4, 2)
     for name, c in results.items():
         for row, own in zip(c.sq_norm, c.minimum):
             axes[0].plot(c.ts, row, color=_COLORS[name], lw=0.8, alpha=0.45)
@@ -293,7 +280,7 @@ def plot_hyperbola(x: float, results: dict[str, dlnjax.Trajectory], curves_: dic
     """(c) Figure 1.1 of seed 001: fibers ``w_2 w_1 = c``, the balanced diagonals ``w_2 = +-w_1``,
     and the trajectories of both flows along the fiber ``w_2 w_1 = x`` (markers at equal time
     steps), with ``|G(t)| / |G(0)|`` (``G = w_1^2 - w_2^2``) beside it."""
-    fig, axes = _figure(13, 6, 2)
+    fig, axes = figure(13, 6, 2)
     ax = axes[0]
     trajs = {name: (np.asarray(t.ys.first[:, :, 0, 0]), np.asarray(t.ys.last[:, :, 0, 0])) for name, t in results.items()}
     lim = 1.15 * max(max(np.abs(w1).max(), np.abs(w2).max()) for w1, w2 in trajs.values())
@@ -407,10 +394,6 @@ def _save_curves(out: Path, name: str, c: Curves, extra: dict):
                 w.writerow([i, f"{t:.6g}"] + [f"{a[i, j]:.17g}" for a in (c.g_norm, c.g_rel, c.g_law, c.sq_norm, c.x_drift, c.balancedness)])
 
 
-def _save_figure(fig: Figure, path: Path):
-    fig.savefig(path, dpi=120)
-
-
 def _summary_text(s: dict) -> str:
     ok = s["status"] == "OK"
     m, h = s["measured"], s["figure_1_1"]["measured"]
@@ -482,7 +465,7 @@ def run(
     Kirwan-Ness flow decreasing ``1/2 ||G||^2``) is violated beyond round-off; the summary then
     says so in capitals. ``config`` overrides ``quick``.
     """
-    _require_x64()
+    require_x64("lindsey-menon")
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -518,8 +501,8 @@ def run(
             f"max X drift {c.x_drift.max():.1e}, max ||G(T)||/||G(0)|| {c.g_rel[:, -1].max():.1e}")
 
     say("figures (a) moment decay and (b) Theorem-1 norm")
-    _save_figure(plot_moment_decay(results), out / "moment_decay.png")
-    _save_figure(plot_norm_approach(results, minimum), out / "theorem1_norm.png")
+    save_figure(plot_moment_decay(results), out / "moment_decay.png")
+    save_figure(plot_norm_approach(results, minimum), out / "theorem1_norm.png")
     measured = measure(results, minimum)
 
     say(f"Figure 1.1: d = 1, N = 2, fiber w2 w1 = {cfg.x:g}, {len(cfg.hyperbola_w1)} starts per flow")
@@ -548,7 +531,7 @@ def run(
             for i in range(w1.shape[0]):
                 for j, t in enumerate(np.asarray(ts)):
                     w.writerow([name, i, f"{t:.6g}", f"{w1[i, j]:.17g}", f"{w2[i, j]:.17g}", f"{w1[i, j] ** 2 - w2[i, j] ** 2:.17g}"])
-    _save_figure(plot_hyperbola(cfg.x, htrajs, hcurves), out / "figure_1_1.png")
+    save_figure(plot_hyperbola(cfg.x, htrajs, hcurves), out / "figure_1_1.png")
     hmeasured = measure(hcurves, 2 * abs(cfg.x))
     timings["total"] = time.perf_counter() - t_start
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._network import DLN, _dot, moments
+from .._network import DLN, _dot, moments, require_linear
 from ._base import AbstractFlow
 
 
@@ -19,6 +19,7 @@ class KirwanNess(AbstractFlow):
     def __call__(self, t, net: DLN, args=None) -> DLN:
         if net.depth == 1:
             return net.replace_arrays(jnp.zeros_like(net.first))
+        require_linear(net, "KirwanNess (a flow on the fibers of X)")
         G = moments(net)  # G_1 .. G_{N-1}
         v_first = -2 * _dot(G[0], net.first)
         v_inner = 2 * (_dot(net.inner, G[:-1]) - _dot(G[1:], net.inner))

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from .._network import _check_finite
+
+
+def _sq(x) -> Array:
+    return jnp.real(x * jnp.conj(x))
+
+
+def _array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Array:
+    if not hasattr(x, "shape"):
+        x = np.asarray(x)
+    ndims = (ndim,) if isinstance(ndim, int) else ndim
+    if jnp.ndim(x) not in ndims:
+        raise ValueError(f"{what} must have {' or '.join(map(str, ndims))} dimensions; got shape {jnp.shape(x)}.")
+    x = jnp.asarray(x, dtype)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        _check_finite(x, what)
+    return x
+
+
+class AbstractLoss(eqx.Module):
+    """A loss ``E(X)`` of the end-to-end matrix ``X`` (shape ``(d_N, d_0)``): a real scalar, jit and vmap friendly.
+
+    Subclasses hold their data as arrays (so a loss is a pytree: ``jax.vmap`` over data works) and
+    an optional ground truth ``truth``; ``test_error(X)`` is the relative Frobenius distance
+    ``||X - truth||_F / ||truth||_F`` and raises without a ground truth.
+    """
+
+    truth: Array | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        raise NotImplementedError
+
+    def _check(self, X) -> None:
+        if jnp.shape(X) != tuple(self.shape):
+            raise ValueError(f"{type(self).__name__}: X must have shape {tuple(self.shape)} (d_N, d_0); got {jnp.shape(X)}.")
+
+    def test_error(self, X) -> Array:
+        """``||X - truth||_F / ||truth||_F``: the relative recovery error against the ground truth."""
+        if self.truth is None:
+            raise ValueError(f"{type(self).__name__}: test_error needs a ground truth; build the loss with truth=.")
+        self._check(X)
+        num = jnp.sqrt(jnp.sum(_sq(X - self.truth)))
+        den = jnp.sqrt(jnp.sum(_sq(self.truth)))
+        return num / jnp.where(den > 0, den, 1.0)
+
+
+def _truth(truth, shape, what: str):
+    if truth is None:
+        return None
+    truth = _array(truth, f"{what}: truth", 2)
+    if tuple(truth.shape) != tuple(shape):
+        raise ValueError(f"{what}: truth must have shape {tuple(shape)}; got {tuple(truth.shape)}.")
+    return truth

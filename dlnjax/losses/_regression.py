@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, PRNGKeyArray
+
+from .._network import DLN, _dot, forward
+from ._base import AbstractLoss, _array, _sq, _truth
+
+
+class Regression(AbstractLoss):
+    """Least-squares regression ``E = (1/n) sum_i ||f(x_i) - y_i||^2`` (no ½, as in seed 004; MATH.md §7).
+
+    ``inputs`` has shape ``(n, d_0)`` (one sample per row) and ``targets`` shape ``(n,)`` (then
+    ``d_N = 1``) or ``(n, d_N)``. As a loss of the end-to-end matrix, ``f(x) = X x``; for a network
+    with a nonlinear activation, `network_loss` evaluates ``f = W_N phi(... phi(W_1 x))`` directly.
+    ``truth`` (optional, shape ``(d_N, d_0)``) is the linear map the data were drawn from.
+    """
+
+    inputs: Array
+    targets: Array
+
+    def __init__(self, inputs, targets, *, truth=None):
+        inputs = _array(inputs, "Regression: inputs", 2)
+        targets = _array(targets, "Regression: targets", (1, 2))
+        if targets.ndim == 1:
+            targets = targets[:, None]
+        if targets.shape[0] != inputs.shape[0] or inputs.shape[0] == 0:
+            raise ValueError(
+                f"Regression: inputs (n, d_0) and targets (n,) or (n, d_N) need the same n >= 1; "
+                f"got {inputs.shape} and {targets.shape}."
+            )
+        self.inputs, self.targets = inputs, targets
+        self.truth = _truth(truth, self.shape, "Regression")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.targets.shape[1], self.inputs.shape[1])
+
+    def __call__(self, X) -> Array:
+        self._check(X)
+        return self._mean_error(_dot(self.inputs, X.T))
+
+    def network_loss(self, net: DLN) -> Array:
+        """``(1/n) sum_i ||f(x_i) - y_i||^2`` for ``f`` the network function, any activation (MATH.md §6)."""
+        if (net.widths[-1], net.widths[0]) != self.shape:
+            raise ValueError(
+                f"Regression: the network maps {net.widths[0]} -> {net.widths[-1]} but the data need "
+                f"{self.shape[1]} -> {self.shape[0]}."
+            )
+        return self._mean_error(forward(net, self.inputs))
+
+    def _mean_error(self, pred) -> Array:
+        return jnp.sum(_sq(pred - self.targets)) / self.inputs.shape[0]
+
+    def covariance(self) -> Array:
+        """The empirical covariance ``Sigma = X^T X / n`` of the inputs (seed 004's ``Sigma``; shape ``(d_0, d_0)``)."""
+        return _dot(jnp.conj(self.inputs.T), self.inputs) / self.inputs.shape[0]
+
+    def least_squares(self) -> Array:
+        """The minimum-norm least-squares end-to-end matrix ``w*`` (shape ``(d_N, d_0)``): ``argmin E``."""
+        sol, *_ = jnp.linalg.lstsq(self.inputs, self.targets)
+        return sol.T
+
+    @classmethod
+    def random(cls, key: PRNGKeyArray, n: int, d_in: int, d_out: int = 1, *, noise: float = 1.0, dtype=None):
+        """Seed 004's synthetic data: ``x_i ~ N(0, I_{d_in})``, ``y_i = w x_i + noise * eps_i`` with ``w`` Gaussian
+        normalized to ``||w||_F = 1`` (published: n = 50, d = 5, noise 1). ``truth = w``."""
+        if n < 1 or d_in < 1 or d_out < 1 or not noise >= 0:
+            raise ValueError(f"Regression.random: need n, d_in, d_out >= 1 and noise >= 0; got {n}, {d_in}, {d_out}, {noise}.")
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        kx, kw, ke = jr.split(key, 3)
+        x = jr.normal(kx, (n, d_in), dtype)
+        w = jr.normal(kw, (d_out, d_in), dtype)
+        w = w / jnp.linalg.norm(w)
+        y = x @ w.T + noise * jr.normal(ke, (n, d_out), dtype)
+        return cls(x, y, truth=w)

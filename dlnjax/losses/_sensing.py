@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, PRNGKeyArray
+
+from ._base import AbstractLoss, _array, _sq, _truth
+
+
+class MatrixSensing(AbstractLoss):
+    """Matrix sensing ``E(X) = (1/m) sum_i |<A_i, X> - y_i|^2`` with ``<A, X> = sum_jk A_jk X_jk``.
+
+    The mean of squared errors, without a ½ (as `MatrixCompletion`, which is the special case of
+    ``A_i`` a matrix unit). ``measurements`` has shape ``(m, d_N, d_0)``, ``values`` shape ``(m,)``;
+    ``truth`` (optional) is the matrix sensed, for `test_error`. `MatrixSensing.random` draws
+    Gaussian measurements of a random low-rank matrix.
+    """
+
+    measurements: Array
+    values: Array
+
+    def __init__(self, measurements, values, *, truth=None):
+        measurements = _array(measurements, "MatrixSensing: measurements", 3)
+        values = _array(values, "MatrixSensing: values", 1)
+        if measurements.shape[0] != values.shape[0] or values.shape[0] == 0:
+            raise ValueError(
+                "MatrixSensing: need as many values as measurement matrices (at least one); "
+                f"got measurements {measurements.shape} and values {values.shape}."
+            )
+        self.measurements, self.values = measurements, values
+        self.truth = _truth(truth, measurements.shape[1:], "MatrixSensing")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.measurements.shape[1:])
+
+    def __call__(self, X) -> Array:
+        self._check(X)
+        pred = jnp.einsum("ijk,jk->i", self.measurements, X, precision="highest")
+        return jnp.mean(_sq(pred - self.values))
+
+    @classmethod
+    def random(cls, key: PRNGKeyArray, shape, rank: int, n_measurements: int, *, norm: float = 1.0, dtype=None):
+        """Gaussian measurements ``A_i`` (entries N(0, 1)) of a random rank-``rank`` ``M`` with ``||M||_F = norm``."""
+        d_out, d_in = (int(s) for s in shape)
+        if not 1 <= rank <= min(d_out, d_in):
+            raise ValueError(f"MatrixSensing.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}.")
+        if n_measurements < 1:
+            raise ValueError(f"MatrixSensing.random: n_measurements must be positive; got {n_measurements}.")
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        ku, kv, ka = jr.split(key, 3)
+        M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)
+        M = norm * M / jnp.linalg.norm(M)
+        A = jr.normal(ka, (n_measurements, d_out, d_in), dtype)
+        return cls(A, jnp.einsum("ijk,jk->i", A, M, precision="highest"), truth=M)
