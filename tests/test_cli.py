@@ -48,6 +48,7 @@ def test_registry_drives_the_cli(monkeypatch):
     assert main(["reproduce", "fake-paper"]) == 7
     assert calls == [(Path("somewhere/else"), True, 3), (Path("results/fake-paper"), False, 0)]
     assert EXPERIMENTS["lindsey-menon"] is lindsey_menon.run
+    assert "du-hu-lee" in EXPERIMENTS
 
 
 @pytest.fixture(scope="module")

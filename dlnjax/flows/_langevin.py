@@ -18,7 +18,10 @@ class Langevin(AbstractFlow):
     drift; ``diffusion`` the (additive) noise coefficient. `dlnjax.simulate` integrates it as an Ito SDE
     when given ``key=`` and a step ``dt0``. Facts (MATH.md §4): for every loss,
     ``d/dt E[G_k] = -2 kappa E[G_k] + (2/beta)(d_{k-1} - d_{k+1}) I``; for ``E = 0`` the law tends to
-    the Gaussian with variance ``1/(beta kappa)`` per entry, the prior (4.3).
+    the Gaussian with variance ``1/(beta kappa)`` per entry, density ``∝ exp(-beta kappa ||W||^2 / 2)``.
+    (The density printed as (4.3) in seed 001, ``∝ exp(-beta kappa ||W||^2)``, has half that variance: a
+    Fokker-Planck computation, tested in ``tests/test_langevin.py``, shows it is stationary only for complex
+    weights driven by complex noise with ``E|dB|^2 = dt`` per entry.)
     """
 
     loss: Callable | None
