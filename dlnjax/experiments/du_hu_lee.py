@@ -41,7 +41,18 @@ from dlnjax.flows import Gradient
 
 from ._common import figure, logger, require_x64, save_figure, write_csv, write_summary
 
-__all__ = ["Config", "DEFAULT", "QUICK", "conservation", "drift", "factorization", "run"]
+__all__ = [
+    "Config",
+    "DEFAULT",
+    "QUICK",
+    "conservation",
+    "drift",
+    "factorization",
+    "plot_conservation",
+    "plot_drift",
+    "plot_factorization",
+    "run",
+]
 
 ACTIVATIONS = ("identity", "relu", "leaky_relu")
 
@@ -169,7 +180,8 @@ def factorization(key, cfg: Config) -> dict:
     }
 
 
-def _plots(out: Path, cons: dict, drifts: dict, fact: dict, cfg: Config):
+def plot_conservation(cons: dict):
+    """(a) The loss and the largest change of the conserved quantities along each gradient flow."""
     fig, ax = figure(12, 3.6, 3)
     for name, c in cons.items():
         ax[0].plot(c["ts"], c["loss"], label=name)
@@ -183,8 +195,11 @@ def _plots(out: Path, cons: dict, drifts: dict, fact: dict, cfg: Config):
     ax[2].set(xlabel="t", ylabel=r"$\|W_2\|^2-\|W_1\|^2$", title="first layer-norm difference")
     for a in ax:
         a.legend(fontsize=7)
-    save_figure(fig, out / "conservation.png")
+    return fig
 
+
+def plot_drift(drifts: dict):
+    """(b) Mean drift per gradient-descent step against the step size, log-log, with the eta^2 line."""
     fig, ax = figure(5, 3.6, 1)
     for name, d in drifts.items():
         ax[0].loglog(d["etas"], d["per_step"], "o-", label=f"{name} (slope {d['slope']:.2f})")
@@ -193,13 +208,16 @@ def _plots(out: Path, cons: dict, drifts: dict, fact: dict, cfg: Config):
     ax[0].loglog(e, ref, "k:", label=r"$\propto \eta^2$")
     ax[0].set(xlabel=r"step size $\eta$", ylabel="mean drift per step", title="(b) gradient descent: O(η²) per step")
     ax[0].legend(fontsize=7)
-    save_figure(fig, out / "drift.png")
+    return fig
 
+
+def plot_factorization(fact: dict, cfg: Config):
+    """(c) The relative error of rank-one factorization per gradient-descent step (log scale)."""
     fig, ax = figure(5, 3.6, 1)
     ax[0].semilogy(fact["steps"], fact["error"])
     ax[0].set(xlabel="gradient-descent step", ylabel=r"$\|uv^T-M\|_F/\|M\|_F$",
               title=f"(c) rank-one factorization, η = {cfg.fact_step:g}: rate {fact['rate']:.4f}/step")
-    save_figure(fig, out / "factorization.png")
+    return fig
 
 
 def _text(s: dict) -> str:
@@ -282,7 +300,9 @@ def run(
     np.savez(out / "du_hu_lee.npz", **{f"{k}_{n}": v for n, c in cons.items() for k, v in c.items() if isinstance(v, np.ndarray)},
              **{f"drift_{k}_{n}": v for n, d in drifts.items() for k, v in d.items() if isinstance(v, np.ndarray)},
              factorization_error=fact["error"])
-    _plots(out, cons, drifts, fact, cfg)
+    save_figure(plot_conservation(cons), out / "conservation.png")
+    save_figure(plot_drift(drifts), out / "drift.png")
+    save_figure(plot_factorization(fact, cfg), out / "factorization.png")
 
     problems = []
     for name, c in cons.items():
