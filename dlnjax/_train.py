@@ -1,0 +1,257 @@
+"""``train``: discrete-time training of a network with any Optax optimizer, as one compiled ``lax.scan``.
+
+The objective is ``E(W) = loss(X(W))`` for a linear network, or the data loss of the network function
+``f(x) = W_N phi(... phi(W_1 x))`` for a nonlinear one (`dlnjax.network_loss`; MATH.md §1, §6), plus
+optionally the weight decay ``kappa/2 ||W||^2`` of the regularized loss (4.1) of Lindsey & Menon
+(seed 001). With ``optax.sgd(eta)`` this is the gradient descent ``W <- W - eta grad E(W)`` whose
+large-step behaviour (sharpness settling at or below ``2/eta``) Marion & Chizat study (seed 004, §5;
+MATH.md §7). Batching is the caller's ``jax.vmap``: over initial networks, over data, or over
+hyperparameters (a learning rate inside ``optax.sgd``, an initialization scale inside a constructor).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Bool, Int, PyTree
+
+from ._geometry import network_loss
+from ._network import DLN, balancedness, end_to_end, squared_norm
+
+__all__ = ["TrainResult", "train", "METRICS"]
+
+METRICS = ("loss", "objective", "test_error", "balancedness", "squared_norm", "grad_norm", "layer_norms")
+"""The built-in metric names of `train` (see its docstring)."""
+
+
+class TrainResult(eqx.Module):
+    """The result of `train`. Under ``jax.vmap`` every attribute gains the leading batch axes.
+
+    **Attributes:**
+
+    - `net`: the final network. For a diverged run, the last accepted iterate ``W_{s-1}``, where
+      ``s = diverged_at``: always finite, with finite objective below the divergence limit.
+    - `history`: a dict ``name -> array`` (or pytree of arrays, for a user metric) whose leading axis
+      runs over the recorded steps `steps`. Entries recorded at steps ``>= diverged_at`` of a diverged run
+      are NaN (integer-valued user metrics hold the value at the frozen network instead).
+    - `steps`: the recorded step indices ``0, every, 2 every, ..., steps`` (int32).
+    - `diverged`: ``True`` iff the run diverged (see `train`).
+    - `diverged_at`: the first step ``s`` whose iterate ``W_s`` was rejected; ``-1`` if the run did not diverge.
+    """
+
+    net: DLN
+    history: dict[str, PyTree]
+    steps: Int[Array, " T"]
+    diverged: Bool[Array, ""]
+    diverged_at: Int[Array, ""]
+
+
+def _tree_select(pred, on_true, on_false):
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _sq_norm_tree(tree) -> Array:
+    return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _layer_norms(net: DLN) -> Array:
+    """Frobenius norms ``||W_k||_F``, ``k = 1..N`` (the zero padding adds nothing)."""
+    sq = lambda a, axes: jnp.sum(jnp.real(a * jnp.conj(a)), axis=axes)
+    if net.depth == 1:
+        return jnp.sqrt(sq(net.first, (-2, -1)))[None]
+    parts = [sq(net.first, (-2, -1))[None], sq(net.inner, (-2, -1)), sq(net.last, (-2, -1))[None]]
+    return jnp.sqrt(jnp.concatenate(parts))
+
+
+def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold):
+    if not isinstance(net0, DLN):
+        raise ValueError(f"train: net0 must be a dlnjax.DLN; got {type(net0).__name__}.")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"train: optimizer must be an optax.GradientTransformation (with init and update); got {type(optimizer).__name__}.")
+    for name, value in (("steps", steps), ("every", every)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"train: {name} must be a Python int (it is static: it sets the compiled loop); got {value!r}.")
+    if steps < 1:
+        raise ValueError(f"train: steps must be >= 1; got {steps}.")
+    if every < 1:
+        raise ValueError(f"train: every must be >= 1; got {every}.")
+    if steps % every != 0:
+        raise ValueError(f"train: every must divide steps so that the final step is recorded; got steps={steps}, every={every}.")
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    metrics = tuple(metrics)
+    for name in metrics:
+        if name not in METRICS:
+            raise ValueError(f"train: unknown metric {name!r}; the built-in metrics are {METRICS} (pass your own functions as metric_fns=).")
+    if len(set(metrics)) != len(metrics):
+        raise ValueError(f"train: metrics lists a name twice: {metrics}.")
+    if "test_error" in metrics:
+        if getattr(loss, "truth", None) is None:
+            raise ValueError(f"train: metric 'test_error' needs a loss with a ground truth (truth=); {type(loss).__name__} has none.")
+        if not net0.activation.is_linear:
+            raise ValueError(
+                f"train: metric 'test_error' compares the end-to-end matrix with loss.truth, but this network has "
+                f"activation {net0.activation.name!r} and no end-to-end matrix."
+            )
+    metric_fns = dict(metric_fns or {})
+    for name, fn in metric_fns.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise ValueError(f"train: metric_fns must map names (str) to functions fn(net); got {name!r}: {fn!r}.")
+        if name in metrics:
+            raise ValueError(f"train: metric {name!r} is both built in (metrics=) and user-given (metric_fns=).")
+    if divergence_threshold is not None and not isinstance(divergence_threshold, jax.core.Tracer):
+        if not np.all(np.asarray(divergence_threshold) > 0):
+            raise ValueError(f"train: divergence_threshold must be positive (or None); got {divergence_threshold!r}.")
+    return metrics, metric_fns
+
+
+def train(
+    loss: Callable,
+    net0: DLN,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    *,
+    every: int = 1,
+    metrics: Sequence[str] = ("loss",),
+    metric_fns: Mapping[str, Callable[[DLN], PyTree]] | None = None,
+    kappa: float | Array | None = None,
+    divergence_threshold: float | Array | None = 1e6,
+) -> TrainResult:
+    """Train ``net0`` for ``steps`` optimizer steps on the objective ``E(W) + kappa/2 ||W||^2``.
+
+    ``E(W) = dlnjax.network_loss(loss, W)`` (MATH.md §1; for a nonlinear network the data loss of its
+    network function, MATH.md §6) and ``kappa/2 ||W||^2`` is the weight decay of the regularized loss
+    (4.1) of seed 001 (omitted when ``kappa`` is ``None`` or ``0``). Each step computes the gradient
+    ``g = grad_W`` of the objective for the inner product ``Re Tr(A^* B)`` (the conjugate of
+    ``jax.grad`` for complex weights, as `dlnjax.network_gradient`), asks ``optimizer.update`` for the
+    update, multiplies it by ``net.mask()`` (the zero padding of non-uniform widths stays exactly zero,
+    whatever the optimizer) and applies it. With ``optax.sgd(eta)`` this is gradient descent
+    ``W_{t+1} = W_t - eta g(W_t)``, the algorithm of seed 004's experiments (§5 of Marion & Chizat).
+
+    The whole run is one jit-compiled ``lax.scan`` (``steps`` and ``every`` are static); it works
+    under ``jax.vmap`` over ``net0``, over the loss data, over ``kappa`` and ``divergence_threshold``,
+    and over hyperparameters that the optimizer closes over::
+
+        results = jax.vmap(lambda lr: dlnjax.train(loss, net0, optax.sgd(lr), 100))(lrs)
+
+    Calling `train` again with the same optimizer object (and the same metric functions) reuses the
+    compiled program; a new ``optax.sgd(lr)`` per call compiles anew, so sweep with ``vmap``.
+
+    **Recording.** The metrics are evaluated on the iterates ``W_0, W_every, W_2every, ..., W_steps``
+    (``every`` must divide ``steps``) and stored in ``result.history[name]`` with a leading axis over
+    those steps (``result.steps``). Built-in ``metrics`` (names in `dlnjax.METRICS`):
+
+    - ``"loss"``: ``E(W)``; ``"objective"``: ``E(W) + kappa/2 ||W||^2``;
+    - ``"test_error"``: ``loss.test_error(X(W))``, the relative distance of the end-to-end matrix to
+      ``loss.truth`` (linear networks, losses built with ``truth=``);
+    - ``"balancedness"``: `dlnjax.balancedness` (``||G||_F / ||W||^2``; for a homogeneous network the
+      quantity whose diagonal gradient flow conserves, seed 002); ``"squared_norm"``: ``||W||^2``;
+    - ``"grad_norm"``: ``||g||``, the norm of the gradient of the objective;
+    - ``"layer_norms"``: ``(||W_1||_F, ..., ||W_N||_F)``, shape ``(N,)``.
+
+    ``metric_fns`` adds user metrics: a dict ``name -> fn(net)`` returning a pytree of arrays, e.g.
+    ``{"sharpness": lambda n: dlnjax.sharpness(loss, n)}`` (seed 004's ``lambda_max`` of the Hessian).
+
+    **Divergence** is a per-run flag, not an error. The iterate ``W_{t+1}`` is rejected when its
+    objective is non-finite (so are non-finite weights) or exceeds ``divergence_threshold``
+    times the objective of ``W_0`` (a relative limit; ``None``, or ``W_0`` with objective ``0``: only
+    non-finite values count). From the first rejection at step ``s`` on, the run is frozen at
+    ``W_{s-1}`` (``result.net``, finite), ``result.diverged`` is ``True``, ``result.diverged_at == s``,
+    and floating-point history entries at steps ``>= s`` are NaN. ``W_0`` itself is checked the same
+    way (then ``s = 0`` and ``result.net`` is ``W_0``). Seed 004 counts such runs as failures (the
+    divergence probability of its Figure 2).
+
+    Raises ``ValueError`` for ``steps < 1``, ``every < 1`` or not dividing ``steps``, an unknown metric
+    name, ``"test_error"`` without ``loss.truth`` (or for a nonlinear network) and a non-positive
+    threshold.
+    """
+    metrics, metric_fns = _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold)
+    regularized = kappa is not None and not (isinstance(kappa, (int, float)) and kappa == 0)
+    kappa = jnp.asarray(kappa if regularized else 0.0, jnp.real(jnp.zeros((), net0.dtype)).dtype)
+    limit = jnp.asarray(jnp.inf if divergence_threshold is None else divergence_threshold, kappa.dtype)
+    return _train(loss, net0, optimizer, kappa, limit, steps, every, metrics, metric_fns, regularized)
+
+
+@eqx.filter_jit
+def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metric_fns, regularized) -> TrainResult:
+    mask = net0.mask()
+
+    def objective(net):
+        value = network_loss(loss, net)
+        return value + 0.5 * kappa * squared_norm(net) if regularized else value
+
+    def value_and_grad(net):
+        value, g = jax.value_and_grad(objective)(net)
+        return value, jax.tree_util.tree_map(jnp.conj, g)
+
+    def rejected(value, limit):
+        # A non-finite weight makes the objective non-finite (inf * 0 = nan), so the value suffices; a
+        # non-finite gradient at a finite value gives a non-finite next iterate, rejected one step later.
+        return ~(jnp.isfinite(value) & (value <= limit))
+
+    value0, g0 = value_and_grad(net0)
+    limit = jnp.where(value0 > 0, threshold * value0, jnp.inf)
+    bad0 = rejected(value0, limit)
+    opt0 = optimizer.init(net0)
+
+    def step(carry, _):
+        net, g, opt_state, t, diverged, diverged_at = carry
+        updates, new_opt = optimizer.update(g, opt_state, net)
+        updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, mask)
+        new_net = optax.apply_updates(net, updates)
+        new_value, new_g = value_and_grad(new_net)
+        bad = rejected(new_value, limit)
+        newly = bad & ~diverged
+        diverged = diverged | bad
+        diverged_at = jnp.where(newly, t + 1, diverged_at)
+        net, g, opt_state = _tree_select(diverged, (net, g, opt_state), (new_net, new_g, new_opt))
+        return (net, g, opt_state, t + 1, diverged, diverged_at), None
+
+    def record(net, g, t, diverged, diverged_at):
+        out = {}
+        for name in metrics:
+            if name == "loss":
+                out[name] = network_loss(loss, net)
+            elif name == "objective":
+                out[name] = objective(net)
+            elif name == "test_error":
+                out[name] = loss.test_error(end_to_end(net))
+            elif name == "balancedness":
+                out[name] = balancedness(net)
+            elif name == "squared_norm":
+                out[name] = squared_norm(net)
+            elif name == "grad_norm":
+                out[name] = jnp.sqrt(_sq_norm_tree(g.arrays()))
+            elif name == "layer_norms":
+                out[name] = _layer_norms(net)
+        for name, fn in metric_fns.items():
+            out[name] = fn(net)
+        gone = diverged & (t >= diverged_at)
+        nan = lambda x: jnp.where(gone, jnp.nan, x) if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else x
+        return jax.tree_util.tree_map(nan, out)
+
+    zero = jnp.zeros((), jnp.int32)
+    carry = (net0, g0, opt0, zero, bad0, jnp.where(bad0, zero, -1))
+    first = record(net0, g0, zero, bad0, carry[-1])
+
+    def chunk(carry, _):
+        carry, _ = jax.lax.scan(step, carry, None, length=every)
+        net, g, _, t, diverged, diverged_at = carry
+        return carry, record(net, g, t, diverged, diverged_at)
+
+    carry, rest = jax.lax.scan(chunk, carry, None, length=steps // every)
+    history = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), first, rest)
+    net, _, _, _, diverged, diverged_at = carry
+    return TrainResult(
+        net=net,
+        history=history,
+        steps=jnp.arange(0, steps + 1, every, dtype=jnp.int32),
+        diverged=diverged,
+        diverged_at=diverged_at,
+    )
