@@ -12,7 +12,6 @@ hyperparameters (a learning rate inside ``optax.sgd``, an initialization scale i
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import equinox as eqx
 import jax
@@ -21,6 +20,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Int, PyTree
 
+from ._diagnostics import layer_norms
 from ._geometry import network_loss
 from ._network import DLN, balancedness, end_to_end, squared_norm
 
@@ -58,15 +58,6 @@ def _tree_select(pred, on_true, on_false):
 
 def _sq_norm_tree(tree) -> Array:
     return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree_util.tree_leaves(tree))
-
-
-def _layer_norms(net: DLN) -> Array:
-    """Frobenius norms ``||W_k||_F``, ``k = 1..N`` (the zero padding adds nothing)."""
-    sq = lambda a, axes: jnp.sum(jnp.real(a * jnp.conj(a)), axis=axes)
-    if net.depth == 1:
-        return jnp.sqrt(sq(net.first, (-2, -1)))[None]
-    parts = [sq(net.first, (-2, -1))[None], sq(net.inner, (-2, -1)), sq(net.last, (-2, -1))[None]]
-    return jnp.sqrt(jnp.concatenate(parts))
 
 
 def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold):
@@ -153,7 +144,7 @@ def train(
     - ``"balancedness"``: `dlnjax.balancedness` (``||G||_F / ||W||^2``; for a homogeneous network the
       quantity whose diagonal gradient flow conserves, seed 002); ``"squared_norm"``: ``||W||^2``;
     - ``"grad_norm"``: ``||g||``, the norm of the gradient of the objective;
-    - ``"layer_norms"``: ``(||W_1||_F, ..., ||W_N||_F)``, shape ``(N,)``.
+    - ``"layer_norms"``: `dlnjax.layer_norms`, the squared norms ``(||W_1||_F^2, ..., ||W_N||_F^2)``, shape ``(N,)``.
 
     ``metric_fns`` adds user metrics: a dict ``name -> fn(net)`` returning a pytree of arrays, e.g.
     ``{"sharpness": lambda n: dlnjax.sharpness(loss, n)}`` (seed 004's ``lambda_max`` of the Hessian).
@@ -229,7 +220,7 @@ def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metri
             elif name == "grad_norm":
                 out[name] = jnp.sqrt(_sq_norm_tree(g.arrays()))
             elif name == "layer_norms":
-                out[name] = _layer_norms(net)
+                out[name] = layer_norms(net)
         for name, fn in metric_fns.items():
             out[name] = fn(net)
         gone = diverged & (t >= diverged_at)

@@ -93,7 +93,7 @@ def test_sgd_equals_hand_written_gradient_descent():
         "test_error": [np.linalg.norm(explicit_product(ls) - w) / np.linalg.norm(w) for ls in rec],
         "squared_norm": [sum(np.sum(np.asarray(a) ** 2) for a in ls) for ls in rec],
         "grad_norm": [np.sqrt(sum(np.sum(np.asarray(a) ** 2) for a in g)) for g in grads],
-        "layer_norms": [[np.linalg.norm(a) for a in ls] for ls in rec],
+        "layer_norms": [[np.linalg.norm(a) ** 2 for a in ls] for ls in rec],
         "balancedness": [
             np.sqrt(sum(np.sum(np.asarray(G) ** 2) for G in explicit_moments(ls))) / sum(np.sum(np.asarray(a) ** 2) for a in ls)
             for ls in rec
