@@ -160,11 +160,15 @@ class DLN(eqx.Module):
         if self.depth == 1:
             return self.replace_arrays(jnp.ones(self.first.shape[-2:], self.dtype))
         m = self.inner_width
-        idx = np.arange(m)
-        live = lambda r, c: ((idx[:, None] < np.asarray(r)[..., None, None]) & (idx[None, :] < np.asarray(c)[..., None, None]))
-        first = live(d[1], m)[:, : d[0]]
-        inner = live(np.array(d[2:-1], dtype=int), np.array(d[1:-2], dtype=int)).reshape(self.depth - 2, m, m)
-        last = live(m, d[-2])[: d[-1], :]
+
+        def live(rows, cols, shape):  # 1 where (row < rows) and (col < cols) on a grid of the given shape
+            r = np.arange(shape[0])[:, None] < np.asarray(rows)[..., None, None]
+            c = np.arange(shape[1])[None, :] < np.asarray(cols)[..., None, None]
+            return r & c
+
+        first = live(d[1], d[0], (m, d[0]))
+        inner = live(np.array(d[2:-1], dtype=int), np.array(d[1:-2], dtype=int), (m, m)).reshape(self.depth - 2, m, m)
+        last = live(d[-1], d[-2], (d[-1], m))
         first, inner, last = (jnp.asarray(a, self.dtype) for a in (first, inner, last))
         return self.replace_arrays(first, inner, last)
 

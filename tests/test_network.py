@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import dlnjax
 from conftest import (
+    padding_masks,
     HYP,
     NONUNIFORM,
     assert_close,
@@ -549,3 +550,14 @@ def test_residual_and_identity():
     assert abs(np.mean(dev)) < 6 * std / np.sqrt(dev.size)
     with pytest.raises(ValueError, match="need depth >= 1 and width >= 1"):
         dlnjax.residual(jr.PRNGKey(0), 0, 3, 1.0)
+
+
+@pytest.mark.parametrize("widths", [(5, 1, 4, 3), (2, 3, 3, 6), (4, 2, 3, 2, 7), (3, 3), (6, 2, 2, 2, 1)])
+def test_mask_is_one_exactly_on_the_weights(widths):
+    """`DLN.mask()` has the stored arrays' shapes and is 1 off the padding, 0 on it (also when d_0 or d_N exceed m)."""
+    net = dlnjax.gaussian(jax.random.PRNGKey(0), widths)
+    mask = net.mask()
+    pads = padding_masks(widths)
+    for m, a, pad in zip(mask.arrays(), net.arrays(), pads):
+        assert m.shape == a.shape
+        np.testing.assert_array_equal(np.asarray(m), (~pad).astype(float))
