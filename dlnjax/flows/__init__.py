@@ -4,6 +4,7 @@ Each flow is an Equinox module with ``flow(t, net, args) -> velocity``, a `dlnja
 same widths, so it can be handed to `dlnjax.simulate` or used directly as a Diffrax vector field.
 """
 
+from ._end_to_end import EndToEnd as EndToEnd
 from ._fiber import FiberL2 as FiberL2, FiberSchatten as FiberSchatten
 from ._gradient import Gradient as Gradient, Regularized as Regularized
 from ._kirwan_ness import KirwanNess as KirwanNess
