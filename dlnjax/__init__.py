@@ -6,6 +6,28 @@ Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffra
 
 from . import flows as flows, losses as losses
 from ._activations import Activation as Activation
+from ._diagnostics import (
+    alignment as alignment,
+    distance_to_minimizer as distance_to_minimizer,
+    effective_rank as effective_rank,
+    layer_norm_differences as layer_norm_differences,
+    layer_norms as layer_norms,
+    neuron_balance as neuron_balance,
+    numerical_rank as numerical_rank,
+    rank_one_ratio as rank_one_ratio,
+    regression_constants as regression_constants,
+    RegressionConstants as RegressionConstants,
+    sharpness as sharpness,
+    sharpness_bounds as sharpness_bounds,
+)
+from ._fast_slow import (
+    fast_slow_diagnostic as fast_slow_diagnostic,
+    FastSlowDiagnostic as FastSlowDiagnostic,
+    learning_first_prediction as learning_first_prediction,
+    regularized_velocity_split as regularized_velocity_split,
+    two_stage_prediction as two_stage_prediction,
+    velocity_split as velocity_split,
+)
 from ._fiber import (
     balanced_preconditioner as balanced_preconditioner,
     default_fiber_solver as default_fiber_solver,
@@ -38,6 +60,13 @@ from ._lemma5 import (
     lemma5_operator as lemma5_operator,
     tangent_vector as tangent_vector,
 )
+from ._metric import (
+    end_to_end_metric as end_to_end_metric,
+    end_to_end_multiplier as end_to_end_multiplier,
+    end_to_end_operator as end_to_end_operator,
+    end_to_end_operator_inverse as end_to_end_operator_inverse,
+    log_volume_density as log_volume_density,
+)
 from ._network import (
     DLN as DLN,
     balancedness as balancedness,
@@ -47,6 +76,7 @@ from ._network import (
     squared_norm as squared_norm,
 )
 from ._simulate import Trajectory as Trajectory, simulate as simulate
+from ._train import METRICS as METRICS, train as train, TrainResult as TrainResult
 from .flows._fiber import schatten_regularizer as schatten_regularizer
 
 __version__ = "0.1.0"
