@@ -21,17 +21,18 @@ Hence ``A_N(X)`` (finite ``N``) is singular exactly when ``ker X`` and ``ker X^*
 ``A_inf(X)`` is singular at every ``X`` with a zero singular value, **including every rectangular X**: at
 infinite depth, ``X`` cannot move in the directions ``u_i v_j^*`` with ``u_i ∈ ker X^*`` or ``v_j ∈ ker X``.
 
-Cost. Two ``eigh`` (of ``X X^*`` and ``X^* X``) per evaluation, whatever ``N``; ``a`` is evaluated in closed form
-with a Taylor branch where its arguments (nearly) coincide. (On the 2-core CPU of benchmarks/README.md, two 64 x 64
-``eigh`` take about 0.7 ms.)
+Cost. One SVD of ``X`` per evaluation, whatever ``N``; ``a`` is evaluated in closed form with a Taylor branch
+where its arguments (nearly) coincide. (Single-threaded XLA/BLAS on the 2-core CPU of benchmarks/README.md: a
+64 x 64 SVD takes about 0.5 ms; with Eigen's thread pool on a loaded machine, far longer.)
 
-Accuracy. Eigenvalues of the Gram matrices carry absolute errors ~ ``eps ||X||^2``: a singular value ``sigma`` comes
-with relative error ~ ``eps (||X||_2 / sigma)^2``. For well-conditioned ``X`` the result is accurate to a few ulps
-(tests: 1e-12). Singular values below ``sqrt(max(d_N, d_0) eps) ||X||_2`` (about 1e-8 to 1e-7 ``||X||_2`` in float64)
-cannot be resolved and are set to exactly 0, like exact zeros, which would otherwise come out as ~1e-16 (and
-``(1e-16)^(1/N)`` is not small). Near a zero singular value the operator is intrinsically ill-conditioned at large
+Accuracy. ``lam = sigma^2`` from the SVD carries absolute errors ~ ``eps ||X||_2 sigma``. Singular values below
+``max(d_N, d_0) eps ||X||_2`` cannot be resolved and are set to exactly 0, like exact zeros, which would otherwise
+come out as ~1e-16 (and ``(1e-16)^(1/N)`` is not small). (An earlier version took eigenvalues of the Gram
+matrices, whose noise floor ``eps ||X||_2^2`` zeroed singular values below ~1e-8 ``||X||_2``; at infinite depth,
+where ``a_inf(x, y)`` vanishes only logarithmically in ``y``, that froze small singular values of trajectories
+started from tiny initializations.) Near a zero singular value the operator is intrinsically ill-conditioned at large
 ``N`` (``x -> x^(1/N)`` is steep at 0): a perturbation ``delta`` of ``X`` changes ``A_N(X)`` by up to
-``~ delta^(2/N)``; an SVD would resolve singular values down to ``eps ||X||_2`` but would not remove that.
+``~ delta^(2/N)``.
 
 Differentiation. `end_to_end_operator` has a custom JVP (Daleckii–Krein: divided differences of ``a`` between
 eigenvalues, derivatives where they coincide), so forward and reverse derivatives are finite and correct also at
@@ -173,23 +174,26 @@ def _keep(a, rcond):
 def _spectrum(X: Array):
     """``(lam, U, mu, V)`` with ``X X^* = U diag(lam) U^*`` and ``X^* X = V diag(mu) V^*``; ``lam, mu >= 0``.
 
-    Eigenvalues below the noise floor ``max(d_N, d_0) eps max(lam)`` of ``eigh`` (singular values below about
-    ``sqrt(max(d_N, d_0) eps) ||X||_2``) are set to exactly 0; so are the ``|d_N - d_0|`` structural zeros of the
-    larger Gram matrix. Without this, an exact zero would come out as ~1e-16 and ``(1e-16)^(1/N)`` is not small.
-    The decompositions are not differentiated (derivatives come from the custom JVP below).
+    From one SVD ``X = U diag(sigma) V^*`` (full bases), so that ``lam = sigma^2`` is resolved down to
+    ``(eps ||X||_2)^2``: eigenvalues of the Gram matrices themselves would carry absolute errors
+    ``~ eps ||X||_2^2``, and at infinite depth a small ``lam`` lost in that noise matters, because
+    ``a_inf(x, y) = (x - y)/ln(x/y)`` vanishes only logarithmically as ``y -> 0`` (zeroing it freezes the
+    directions that couple a small singular value to the large ones). Singular values below the SVD's noise
+    floor ``max(d_N, d_0) eps ||X||_2`` count as exact zeros (so do the ``|d_N - d_0|`` structural zeros of the
+    larger Gram matrix): an exact zero would otherwise come out as ~1e-16, and ``(1e-16)^(1/N)`` is not small.
+    Returned in ascending order. The decomposition is not differentiated (the custom JVP below does that).
     """
     X = jax.lax.stop_gradient(X)
     dN, d0 = X.shape
     r = min(dN, d0)
-    lam, U = jnp.linalg.eigh(_dot(X, _ct(X)))
-    mu, V = jnp.linalg.eigh(_dot(_ct(X), X))
-    floor = max(dN, d0) * jnp.finfo(lam.dtype).eps * jnp.maximum(lam[-1], mu[-1])  # eigh sorts ascending
-    lam = jnp.where(lam > floor, lam, 0.0)
-    mu = jnp.where(mu > floor, mu, 0.0)
-    if dN > r:
-        lam = lam.at[: dN - r].set(0.0)
-    if d0 > r:
-        mu = mu.at[: d0 - r].set(0.0)
+    U, sigma, Vh = jnp.linalg.svd(X, full_matrices=True)  # sigma descending, length r
+    floor = max(dN, d0) * jnp.finfo(sigma.dtype).eps * sigma[0]
+    sq = jnp.where(sigma > floor, sigma, 0.0)[::-1] ** 2  # ascending
+    lam = jnp.concatenate([jnp.zeros(dN - r, sq.dtype), sq])
+    mu = jnp.concatenate([jnp.zeros(d0 - r, sq.dtype), sq])
+    U = jnp.concatenate([U[:, r:], U[:, :r][:, ::-1]], axis=1)
+    V = _ct(Vh)
+    V = jnp.concatenate([V[:, r:], V[:, :r][:, ::-1]], axis=1)
     return lam, U, mu, V
 
 
@@ -276,7 +280,7 @@ def end_to_end_operator(X: Inexact[Array, "dN d0"], Z: Inexact[Array, "dN d0"], 
     ``depth`` is ``N`` (a positive integer) or ``math.inf``, for the rescaled limit
     ``A_inf = lim A_N / N``, ``A_inf(X) Z = int_0^1 (X X^*)^s Z (X^* X)^(1-s) ds``. The end-to-end matrix of a
     balanced network trained by the gradient flow of ``E`` follows ``dX/dt = -A_N(X)[grad E(X)]``.
-    Real or complex, square or rectangular ``X``; cost of two ``eigh`` whatever ``N``. Differentiable in ``X``
+    Real or complex, square or rectangular ``X``; cost of one SVD whatever ``N``. Differentiable in ``X``
     and ``Z`` (custom JVP, exact at repeated singular values; see the module docstring).
     """
     depth, X, (Z,) = _prepare("end_to_end_operator", X, depth, Z)

@@ -26,7 +26,7 @@ class EndToEnd(AbstractFlow):
     ``dX/dtau = -A_inf(X)[grad E(X)] - kappa X`` with ``A_inf = lim A_N / N`` (the logarithmic-mean multiplier)
     in the time ``tau = N t``: ``X_N(tau / N) -> X_inf(tau)`` as ``N -> inf`` (measured error O(1/N)).
 
-    Cost: two ``eigh`` of ``d x d`` Gram matrices per evaluation, whatever ``N``. Differentiable (``jax.grad``
+    Cost: one SVD of ``X`` per evaluation, whatever ``N``. Differentiable (``jax.grad``
     through `dlnjax.simulate` is finite and correct also at repeated singular values; see `dlnjax._metric`).
 
     **Arguments:**
