@@ -32,6 +32,10 @@ import time
 # XLA's on a loaded 2-core machine (erratic, 10-500x slower LAPACK calls). Override by setting it yourself.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from dlnjax._cpu import configure_cpu  # noqa: E402
+
+configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

@@ -42,6 +42,10 @@ import time
 # thread gives stable timings. Set OPENBLAS_NUM_THREADS yourself to override (before this runs).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from dlnjax._cpu import configure_cpu  # noqa: E402
+
+configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
+
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)

@@ -47,6 +47,10 @@ import time
 for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
+from dlnjax._cpu import configure_cpu  # noqa: E402
+
+configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
+
 import jax  # noqa: E402
 
 if "--x64" in sys.argv:

@@ -33,13 +33,9 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dlnjax`` console script; returns the exit code (argparse errors exit with 2)."""
-    import os
+    from ._cpu import configure_cpu
 
-    # One OpenBLAS thread for the LAPACK calls behind jnp.linalg unless the user says otherwise: on a small or
-    # shared CPU its thread pool fights XLA's (a 100 x 100 SVD: ~1.5 ms against ~500 ms). OpenBLAS reads this
-    # when it first loads, at the first linear-algebra call, so setting it here is in time.
-    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
+    configure_cpu()  # one OpenBLAS thread, fast tiny fusions: before JAX's backend starts
     import jax
 
     jax.config.update("jax_enable_x64", True)

@@ -156,10 +156,18 @@ def sharpness(
     # (one random call, outside the loop, keeps compilation short); a fixed key when none is given.
     fresh = jr.normal(jr.PRNGKey(0) if key is None else key, (k + 1, flat.size), dtype) * mask
 
-    def orthogonalize(w, Q):
-        # Classical Gram-Schmidt twice against all previous Lanczos vectors ("twice is enough").
-        w = w - _dot(Q.T, _dot(Q, w))
-        return w - _dot(Q.T, _dot(Q, w))
+    fused = (k + 1) * flat.size <= 1 << 16  # small: fused multiply-and-sum (fast under vmap); else matmuls
+
+    def orthogonalize(V, Q):
+        # Classical Gram-Schmidt twice against all previous Lanczos vectors ("twice is enough"), for the
+        # rows of V (the new Lanczos vector and the restart candidate together).
+        for _ in range(2):
+            if fused:
+                C = jnp.sum(V[:, None, :] * Q[None, :, :], axis=-1)
+                V = V - jnp.sum(C[:, :, None] * Q[None, :, :], axis=1)
+            else:
+                V = V - _dot(_dot(V, Q.T), Q)
+        return V
 
     q0, _ = _safe_normalize(fresh[0], 0.0)
     Q = jnp.zeros((k + 1, flat.size), dtype).at[0].set(q0)  # row k: the residual direction (unused)
@@ -173,16 +181,19 @@ def sharpness(
         w = hvp(q)
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
         a = jnp.vdot(q, w)
-        w = orthogonalize(w, Q)  # removes a q_j and beta_{j-1} q_{j-1} too
+        # removes a q_j and beta_{j-1} q_{j-1} from w too; the restart candidate rides along
+        w, r = orthogonalize(jnp.stack([w, fresh[j + 1]]), Q)
         b = jnp.linalg.norm(w)
         alpha = alpha.at[j].set(a)
         # Breakdown (an invariant subspace was found): continue with a fresh vector orthogonal to
         # the basis and a zero coupling; the Ritz values stay those of H on the enlarged subspace.
         broken = b <= eps**0.75 * anorm
         q_next, _ = _safe_normalize(w, 0.0)
-        r, _ = _safe_normalize(orthogonalize(fresh[j + 1], Q), 0.0)
-        r, rn = _safe_normalize(orthogonalize(r, Q), 0.0)
-        r = jnp.where(rn > 0.5, r, 0.0)  # the live space is exhausted: nothing left to add
+        # The live space is exhausted when the candidate is (to round-off) in the span of the basis: then its
+        # remainder is ~eps of its norm; otherwise at least ~1/sqrt(p) of it.
+        left = jnp.linalg.norm(r) / jnp.maximum(jnp.linalg.norm(fresh[j + 1]), jnp.finfo(dtype).tiny)
+        r, _ = _safe_normalize(r, 0.0)
+        r = jnp.where(left > eps**0.5, r, 0.0)
         q_next = jnp.where(broken, r, q_next)
         b = jnp.where(broken, zero, b)
         Q = Q.at[j + 1].set(q_next)

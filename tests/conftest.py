@@ -7,12 +7,10 @@ The tests run in float64: x64 is switched on here, at import, before any array i
 
 from __future__ import annotations
 
-import os
+from dlnjax._cpu import configure_cpu
 
-# One OpenBLAS thread for the LAPACK calls behind jnp.linalg (svd, eigh, lstsq): on a small, shared CPU its
-# thread pool fights XLA's and a 100 x 100 SVD goes from ~1.5 ms to ~500 ms. Read when OpenBLAS first loads.
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+# One OpenBLAS thread and fast tiny fusions (see dlnjax/_cpu.py): set before JAX's backend starts.
+configure_cpu()
 
 import jax  # noqa: E402
 
