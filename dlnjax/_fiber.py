@@ -116,10 +116,13 @@ def _solve(net: DLN, A: Array, B: Array, rhs: Array, solver) -> Array:
         scale = jnp.where(scale > 0, scale, 1.0)
         b = rhs / scale
         op = _operator(net, A, B)
-        pre = _preconditioner(net, A, B)
+        # The preconditioner and the warm start change how CG gets there, not the solution: outside autodiff
+        # (Lineax cannot differentiate through options; implicit differentiation of the solve needs only op, b).
+        pre = _preconditioner(net, jax.lax.stop_gradient(A), jax.lax.stop_gradient(B))
         # Warm start at y0 = M^{-1} b, the exact solution at a balanced point: it saves one CG step
         # (measured at d = 64, N = 16: 27 -> 26 generic, 7 -> 6 near balance; benchmarks/README.md).
-        sol = lx.linear_solve(op, b, solver, options={"preconditioner": pre, "y0": pre.mv(b)}, throw=False)
+        y0 = jax.lax.stop_gradient(pre.mv(b))
+        sol = lx.linear_solve(op, b, solver, options={"preconditioner": pre, "y0": y0}, throw=False)
         lam = sol.value * scale
     else:
         op = lx.MatrixLinearOperator(_dense(A, B), lx.positive_semidefinite_tag)

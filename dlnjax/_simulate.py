@@ -81,6 +81,26 @@ def simulate(
     Works under ``jax.jit``, ``jax.vmap`` (over ``y0``, batches of initial conditions) and
     ``jax.grad``. Never raises on a failed solve: see `Trajectory.success`. Invalid arguments
     (non-increasing ``ts``, non-finite ``y0``) raise.
+
+    **Differentiation.** Outcomes of the trajectory differentiate with respect to ``y0``, ``args``, every
+    array inside ``flow`` (``kappa``, ``beta``, the loss data), and the save times ``ts`` (the horizon
+    ``ts[-1]``). The ``adjoint`` decides how:
+
+    - ``diffrax.RecursiveCheckpointAdjoint()`` (default): reverse mode (``jax.grad``, ``jax.vjp``) through
+      the solver's own steps, with checkpointing; the exact derivative of the discrete solution (with an
+      adaptive controller, at the step sizes taken: Diffrax does not differentiate the step-size choice).
+      ``jax.jvp`` raises with it ("can't apply forward-mode autodiff (jvp) to a custom_vjp function").
+    - ``diffrax.ForwardMode()``: forward mode (``jax.jvp``, ``jax.jacfwd``), cheaper with few parameters;
+      ``jax.grad`` raises with it ("Reverse-mode differentiation does not work for lax.while_loop").
+    - ``diffrax.BacksolveAdjoint()``: the continuous adjoint, solved backwards in time (approximate, to
+      the solver's tolerance; low memory). Differentiates only ``y0``, ``args`` and ``flow``'s arrays, not
+      ``ts`` (raises ``ValueError``), nor arrays a ``flow`` captures in a Python closure (JAX raises
+      ``CustomVJPException``): put the parameters in the flow's fields (an Equinox module) instead.
+      Complex states are supported, complex arrays inside ``flow`` or ``args`` are not (raises ``ValueError``).
+      Stochastic flows: Stratonovich solvers only (the default ``Heun``; with additive noise the Ito and
+      Stratonovich solutions agree).
+
+    The linear solves of the fiber flows differentiate implicitly (Lineax), in both modes.
     """
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
@@ -108,6 +128,17 @@ def simulate(
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
     if adjoint is None:
         adjoint = dfx.RecursiveCheckpointAdjoint()
+    elif not isinstance(adjoint, dfx.AbstractAdjoint):
+        raise TypeError(f"simulate: adjoint must be a diffrax adjoint (e.g. diffrax.ForwardMode()); got {type(adjoint).__name__}.")
+    if isinstance(adjoint, dfx.BacksolveAdjoint):
+        inexact = jax.tree_util.tree_leaves(eqx.filter((flow, args), eqx.is_inexact_array))
+        if any(jnp.iscomplexobj(x) for x in inexact):
+            # Diffrax's adjoint equations would carry complex parameter cotangents through the real view.
+            raise ValueError(
+                "simulate: adjoint=diffrax.BacksolveAdjoint() does not support complex arrays inside flow or args "
+                "(e.g. complex loss data); use the default RecursiveCheckpointAdjoint()."
+            )
+        ts = _nondifferentiable_ts(ts)
     meter = dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter()
     sol = _diffeqsolve(terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter)
     ys = _from_real(sol.ys, y0)
@@ -131,10 +162,25 @@ class _RealView(eqx.Module):
     """A vector field on the real view of a (possibly complex) state."""
 
     fn: Any
-    like: PyTree
+    like: PyTree = eqx.field(static=True)  # shapes and dtypes only: no leaves (BacksolveAdjoint maps over the term's leaves)
 
     def __call__(self, t, y, args):
         return _to_real(self.fn(t, _from_real(y, self.like), args))
+
+
+# BacksolveAdjoint differentiates y0, args and the terms only; a tangent on t0, t1 or the save times
+# would otherwise fail deep inside Diffrax ("Unexpected tangent").
+@jax.custom_jvp
+def _nondifferentiable_ts(ts):
+    return ts
+
+
+@_nondifferentiable_ts.defjvp
+def _nondifferentiable_ts_jvp(primals, tangents):
+    raise ValueError(
+        "simulate: adjoint=diffrax.BacksolveAdjoint() cannot differentiate with respect to the save times ts "
+        "(e.g. the horizon ts[-1]); use the default RecursiveCheckpointAdjoint() or diffrax.ForwardMode()."
+    )
 
 
 def _diffeqsolve(terms, solver, ts, dt0, y0, args, stepsize_controller, max_steps, adjoint, meter):
