@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from . import cohen_menon_veraszto as cohen_menon_veraszto, du_hu_lee as du_hu_lee, fast_slow as fast_slow, lindsey_menon as lindsey_menon
-from . import marion_chizat as marion_chizat
+from . import init_scale_tuning as init_scale_tuning, marion_chizat as marion_chizat
 
 __all__ = ["EXPERIMENTS"]
 
@@ -17,6 +17,7 @@ EXPERIMENTS: dict[str, Callable[..., int]] = {
     "cohen-menon-veraszto": cohen_menon_veraszto.run,
     "du-hu-lee": du_hu_lee.run,
     "fast-slow": fast_slow.run,
+    "init-scale-tuning": init_scale_tuning.run,
     "lindsey-menon": lindsey_menon.run,
     "marion-chizat": marion_chizat.run,
 }
