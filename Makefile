@@ -23,6 +23,9 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/fiber_gradient.py
+	$(BIN)/python benchmarks/sweep_vs_loop.py
+	$(BIN)/python benchmarks/end_to_end.py
+	$(BIN)/python benchmarks/adjoints.py
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
