@@ -26,16 +26,16 @@ Usage: ``python benchmarks/adjoints.py [--quick] [--out FILE]``. float64 through
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
 
-# One OpenBLAS thread (see benchmarks/fiber_gradient.py: its spinning threads fight XLA's on a loaded machine).
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+from dlnjax._cpu import configure_cpu  # noqa: E402
+
+configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py); inherited by the worker processes
+
+from _machine import machine_info as _machine_info  # noqa: E402  (benchmarks/_machine.py)
 
 D, N = 32, 8
 ADJOINTS = ("forward", "checkpoint", "backsolve", "forward-mode")
@@ -120,22 +120,7 @@ def worker(adjoint: str, n: int, budget: float) -> dict:
 
 
 def _machine() -> str:
-    import jax
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        load = "?"
-    return (
-        f"{cpu}; {os.cpu_count()} cores; load average {load}; Python {platform.python_version()}; "
-        f"jax {jax.__version__} ({jax.default_backend()}); {datetime.date.today().isoformat()}"
-    )
+    return "; ".join(line[2:] for line in _machine_info())
 
 
 def main(argv=None):

@@ -30,9 +30,7 @@ Usage: ``python benchmarks/fiber_gradient.py [--quick] [--out FILE]``. float64 t
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -43,6 +41,8 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
+
+import _machine  # noqa: E402  (benchmarks/_machine.py, next to this script)
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -277,29 +277,7 @@ def compile_times(depths, d: int = 4):
 
 
 def machine_info() -> list[str]:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
-    import diffrax
-    import equinox
-
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return [
-        f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- platform: {platform.platform()}, Python {platform.python_version()}",
-        f"- CPU: {cpu}, {os.cpu_count()} logical CPUs ({usable} usable), JAX backend {jax.default_backend()}",
-        f"- jax {jax.__version__}, jaxlib {jax.lib.__version__}, equinox {equinox.__version__}, "
-        f"lineax {lx.__version__}, diffrax {diffrax.__version__}",
-        f"- load average at start (1, 5, 15 min): {load}",
-        f"- OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
-    ]
+    return _machine.machine_info()
 
 
 def _fmt_err(e):

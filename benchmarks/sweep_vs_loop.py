@@ -36,9 +36,7 @@ Usage: ``python benchmarks/sweep_vs_loop.py [--quick] [--out FILE] [--x64]``.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import time
 
@@ -48,6 +46,8 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
+
+import _machine  # noqa: E402  (benchmarks/_machine.py, next to this script)
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -82,21 +82,10 @@ TARGETS = dict(slice=30.0, sweep=180.0, torch_one=5.0, torch_batch=50.0)
 
 
 def machine_info() -> list[str]:
-    try:
-        cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
-    except Exception:  # pragma: no cover
-        cpu = platform.processor() or "unknown"
-    import equinox
-
-    return [
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
-        f"- platform: {platform.platform()}, Python {platform.python_version()}",
-        f"- CPU: {cpu}, {os.cpu_count()} logical CPUs ({len(os.sched_getaffinity(0))} usable), JAX backend {jax.default_backend()}",
-        f"- jax {jax.__version__}, equinox {equinox.__version__}, optax {optax.__version__}",
-        f"- load average at start (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- dtype: {jnp.zeros(()).dtype}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+    return _machine.machine_info(
+        f"- dtype: {jnp.zeros(()).dtype}",
         f"- sharpness on the dlnjax side: {SHARPNESS}",
-    ]
+    )
 
 
 # ----------------------------------------------------------------------------------------------
