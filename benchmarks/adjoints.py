@@ -35,7 +35,7 @@ from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py); inherited by the worker processes
 
-from _machine import machine_info as _machine_info  # noqa: E402  (benchmarks/_machine.py)
+from _bench import machine_info as _machine_info  # noqa: E402  (benchmarks/_bench.py)
 
 D, N = 32, 8
 ADJOINTS = ("forward", "checkpoint", "backsolve", "forward-mode")

@@ -32,7 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
 
-import _machine  # noqa: E402  (benchmarks/_machine.py, next to this script)
+import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -52,39 +52,6 @@ TAU = 1.0  # rescaled time: integrate t in [0, TAU / N]
 TARGETS = dict(N=64, speedup=50.0, flat=2.0)  # >= 50x faster than the weight flow at N = 64; cost flat in N
 
 
-SLOW = 1.0  # seconds: a call slower than this is timed once only
-QUICK = 0.1  # seconds: calls faster than this get further rounds for the whole time budget
-
-
-def _timed(f, x):
-    t = time.perf_counter()
-    out = jax.block_until_ready(f(x))
-    return time.perf_counter() - t, out
-
-
-def interleaved(calls: dict, *, budget: float, min_rounds: int = 3, max_rounds: int = 200):
-    """Outputs of a first round calling every (compiled) ``f(x)`` of ``calls = {name: (f, x)}`` once, and the min time of each.
-
-    Then, in turn: calls faster than ``SLOW`` are repeated for ``min_rounds`` rounds in all, those faster than
-    ``QUICK`` in further rounds until ``budget`` seconds have passed. Interleaving puts everything compared under
-    the same background load (the machine may be shared), so the ratios are meaningful.
-    """
-    times, outputs = {}, {}
-    for k, (f, x) in calls.items():
-        t, outputs[k] = _timed(f, x)
-        times[k] = [t]
-    start = time.perf_counter()
-    for r in range(1, max_rounds):
-        limit = SLOW if r < min_rounds else QUICK
-        if r >= min_rounds and time.perf_counter() - start > budget:
-            break
-        members = [k for k in calls if times[k][0] < limit]
-        if not members:
-            break
-        for k in members:
-            f, x = calls[k]
-            times[k].append(_timed(f, x)[0])
-    return outputs, {k: min(v) for k, v in times.items()}
 
 
 def rand_orthogonal(rng, d):
@@ -136,7 +103,7 @@ def bench_width(d: int, depths, seed: int, *, budget: float):
         calls.update(c)
         print(f"  d = {d:3d}, N = {N:3d}: compiled in {time.perf_counter() - tc:.1f} s", file=sys.stderr, flush=True)
     tc = time.perf_counter()
-    out, t = interleaved(calls, budget=budget)
+    out, t = _bench.interleaved(calls, budget=budget)
     print(f"  d = {d:3d}: timed in {time.perf_counter() - tc:.1f} s", file=sys.stderr, flush=True)
     rows = []
     for N in depths:
@@ -168,7 +135,7 @@ def bench_width(d: int, depths, seed: int, *, budget: float):
 
 
 def machine_info() -> list[str]:
-    return _machine.machine_info(
+    return _bench.machine_info(
         f"- tolerances rtol = {RTOL:g}, atol = {ATOL:g} (both flows); horizon t in [0, {TAU:g} / N]",
     )
 

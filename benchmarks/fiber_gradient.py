@@ -42,7 +42,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
 
-import _machine  # noqa: E402  (benchmarks/_machine.py, next to this script)
+import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -61,44 +61,11 @@ from dlnjax.flows import FiberL2, Gradient  # noqa: E402
 TOL = 1e-12  # the library's default CG tolerance in float64 (rtol = atol)
 UNPREC_MAX_STEPS = 3000  # cap for unpreconditioned CG
 T_BALANCE = 2.0  # "near balance": FiberL2 flowed to this time
-SLOW = 1.0  # seconds: a function slower than this is timed once only
-QUICK = 0.1  # seconds: functions faster than this get repeated rounds for the whole time budget
 TARGETS = dict(d=64, N=16, generic=20.0, balanced=5.0, err=1e-10, compile=3.0)
 
 
 # ----------------------------------------------------------------------------------------------
 # timing
-
-
-def _call(f, x):
-    t = time.perf_counter()
-    out = jax.block_until_ready(f(x))
-    return time.perf_counter() - t, out
-
-
-def interleaved(fns: dict, x, *, budget: float, min_rounds: int = 3, max_rounds: int = 500):
-    """Outputs of a first round that calls every (compiled) function once, and the min time of each.
-
-    Then, in turn: functions faster than ``SLOW`` are called again for ``min_rounds`` rounds in all,
-    and those faster than ``QUICK`` in further rounds until ``budget`` seconds have passed; slower
-    ones keep their single time. Interleaving puts the functions under the same background load, so
-    their ratios are meaningful on a shared machine.
-    """
-    times, outputs = {}, {}
-    for k, f in fns.items():
-        t, outputs[k] = _call(f, x)
-        times[k] = [t]
-    start = time.perf_counter()
-    for r in range(1, max_rounds):
-        limit = SLOW if r < min_rounds else QUICK
-        if r >= min_rounds and time.perf_counter() - start > budget:
-            break
-        members = [k for k in fns if times[k][0] < limit]
-        if not members:
-            break
-        for k in members:
-            times[k].append(_call(fns[k], x)[0])
-    return outputs, {k: min(v) for k, v in times.items()}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,7 +180,7 @@ def bench_case(d: int, N: int, key, *, budget: float):
     for point, net in (("generic", generic), ("near balance", balanced)):
         X = dlnjax.end_to_end(net)
         sv = np.linalg.svd(np.asarray(X), compute_uv=False)
-        out, t = interleaved(timed, net, budget=budget)
+        out, t = _bench.interleaved({k: (f, net) for k, f in timed.items()}, budget=budget)
         v_cg, cg_steps, cg_ok = out["cg"]
         steps, pcg_ok = fns["pcg_steps"](net)
         v_lu, dense = fns["dense_lu"](net)
@@ -266,8 +233,8 @@ def compile_times(depths, d: int = 4):
         for N in depths:
             net = dlnjax.residual(key, N, d, 0.3)  # W_k = I + 0.3 G / sqrt(N d): well conditioned at any N
             f = jitted(flow)
-            first = _call(f, net)[0]
-            second = min(_call(f, net)[0] for _ in range(3))
+            first = _bench.timed(f, net)[0]
+            second = min(_bench.timed(f, net)[0] for _ in range(3))
             out.append(dict(flow=name, N=N, first=first, run=second))
     return out
 
@@ -277,7 +244,7 @@ def compile_times(depths, d: int = 4):
 
 
 def machine_info() -> list[str]:
-    return _machine.machine_info()
+    return _bench.machine_info()
 
 
 def _fmt_err(e):

@@ -47,7 +47,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
 
-import _machine  # noqa: E402  (benchmarks/_machine.py, next to this script)
+import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -82,7 +82,7 @@ TARGETS = dict(slice=30.0, sweep=180.0, torch_one=5.0, torch_batch=50.0)
 
 
 def machine_info() -> list[str]:
-    return _machine.machine_info(
+    return _bench.machine_info(
         f"- dtype: {jnp.zeros(()).dtype}",
         f"- sharpness on the dlnjax side: {SHARPNESS}",
     )
