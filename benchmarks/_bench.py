@@ -79,3 +79,13 @@ def interleaved(calls: dict, *, budget: float, min_rounds: int = 3, max_rounds: 
             f, x = calls[k]
             times[k].append(timed(f, x)[0])
     return outputs, {k: min(v) for k, v in times.items()}
+
+
+def publish(lines: list[str], out: str | None) -> None:
+    """Print the markdown report and, with ``--out FILE``, also write it there."""
+    text = "\n".join(lines)
+    print()
+    print(text)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text)

@@ -200,12 +200,7 @@ def main(argv=None):
     report = ["## Machine", *info, f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else ""), ""]
     report += ["## EndToEnd(loss, N) against the weight flow Gradient(loss), same balanced start (float64)", "", *table(rows), ""]
     report += ["## Targets", *verdicts(rows), ""]
-    text = "\n".join(report)
-    print()
-    print(text)
-    if opts.out:
-        with open(opts.out, "w") as fh:
-            fh.write(text)
+    _bench.publish(report, opts.out)
 
 
 if __name__ == "__main__":

@@ -337,12 +337,7 @@ def main(argv=None):
     clines, ratios = compile_table(ctimes, cdepths)
     report += ["## First call of jitted `dlnjax.simulate` against depth (d = 4)", "", *clines, ""]
     report += ["## Targets", *verdicts(rows, ratios, cdepths), ""]
-    text = "\n".join(report)
-    print()
-    print(text)
-    if opts.out:
-        with open(opts.out, "w") as fh:
-            fh.write(text)
+    _bench.publish(report, opts.out)
 
 
 if __name__ == "__main__":

@@ -409,12 +409,7 @@ def main(argv=None):
     elapsed = time.perf_counter() - t_start
     report[len(info) + 1 : len(info) + 1] = [f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else "")]
     report += ["## Targets", *verdicts, ""]
-    text = "\n".join(report)
-    print()
-    print(text)
-    if opts.out:
-        with open(opts.out, "w") as fh:
-            fh.write(text)
+    _bench.publish(report, opts.out)
 
 
 if __name__ == "__main__":

@@ -275,3 +275,16 @@ def explicit_tangent_vector(W, a):
             v = v - W[k - 1] @ aa[k - 1]
         out.append(v)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading what the experiments write
+# --------------------------------------------------------------------------------------------------
+
+
+def csv_rows(path) -> list[dict]:
+    """The rows of a CSV file as dicts (header -> string)."""
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))

@@ -6,7 +6,6 @@ errors, effective ranks, observations met), not read back from the experiment's 
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 
@@ -16,6 +15,7 @@ import pytest
 
 import dlnjax
 from dlnjax.experiments import cohen_menon_veraszto as cmv
+from conftest import csv_rows
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +23,6 @@ def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmv")
     code = cmv.run(out, quick=True, log=lambda msg: None)
     return out, code
-
-
-def _csv(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def _erank(X):
@@ -68,7 +63,7 @@ def test_toy_distances_recomputed(quick):
         if d != 1:
             assert np.median(z["ab_distance"][j, -1]) < 0.1 * np.median(z["ab_distance"][j1, -1]), d
     # the CSV rows carry the same numbers
-    rows = _csv(out / "toy.csv")
+    rows = csv_rows(out / "toy.csv")
     assert len(rows) == z["ab_distance"].size
     labels = ["inf" if math.isinf(d) else str(int(d)) for d in depths]
     for r in rows:
@@ -118,16 +113,16 @@ def test_completion_recomputed(quick):
         for j in range(len(z["depths"])):
             for k in range(len(z["scales"])):
                 assert table[j][k]["test_error"] == z["test_error"][i, j, k]
-        csv_rows = [r for r in _csv(out / "completion.csv") if int(r["observed"]) == m]
-        nuc_row = [r for r in csv_rows if r["depth"] == "nuclear"][0]
+        rows = [r for r in csv_rows(out / "completion.csv") if int(r["observed"]) == m]
+        nuc_row = [r for r in rows if r["depth"] == "nuclear"][0]
         assert float(nuc_row["test_error"]) == z["nuclear_test_error"][i]
-        assert len(csv_rows) == 1 + z["test_error"][i].size
+        assert len(rows) == 1 + z["test_error"][i].size
 
 
 def test_volume_table(quick):
     out, _ = quick
     z = np.load(out / "toy.npz")
-    rows = {r["runs"]: r for r in _csv(out / "volume.csv")}
+    rows = {r["runs"]: r for r in csv_rows(out / "volume.csv")}
     # (a): recompute the start-to-limit change of log rho_N and the fraction of runs ending above the start
     for j, d in enumerate(z["depths"]):
         if d == 1:

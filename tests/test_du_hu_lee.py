@@ -1,18 +1,13 @@
 """``dlnjax reproduce du-hu-lee`` (seed 002): the quick run, its files checked against each other and
 against direct recomputation."""
 
-import csv
 import json
 
 import numpy as np
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, du_hu_lee
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+from conftest import csv_rows
 
 
 def test_quick_run_is_consistent(tmp_path):
@@ -27,7 +22,7 @@ def test_quick_run_is_consistent(tmp_path):
     data = np.load(out / "du_hu_lee.npz")
 
     # (a) the conserved quantities, recomputed from the saved trajectories' differences
-    cons = _rows(out / "conservation.csv")
+    cons = csv_rows(out / "conservation.csv")
     for act in du_hu_lee.ACTIVATIONS:
         d, nb = data[f"differences_{act}"], data[f"neurons_{act}"]
         rows = [r for r in cons if r["activation"] == act]
@@ -40,7 +35,7 @@ def test_quick_run_is_consistent(tmp_path):
         np.testing.assert_allclose(nb.sum(axis=-1), -d, atol=1e-10)
 
     # (b) the log-log slope of the drift, refitted from the CSV, is the summary's and is about 2
-    drift = _rows(out / "drift.csv")
+    drift = csv_rows(out / "drift.csv")
     for act in du_hu_lee.ACTIVATIONS:
         rows = [r for r in drift if r["activation"] == act]
         eta = np.array([float(r["eta"]) for r in rows])
@@ -50,7 +45,7 @@ def test_quick_run_is_consistent(tmp_path):
         assert 1.8 < slope < 2.2
 
     # (c) the error curve: converged, and the tail is geometric with the reported rate
-    err = np.array([float(r["relative_error"]) for r in _rows(out / "factorization.csv")])
+    err = np.array([float(r["relative_error"]) for r in csv_rows(out / "factorization.csv")])
     np.testing.assert_allclose(err, data["factorization_error"], rtol=1e-12)
     assert err[-1] < 1e-8 and err[0] > 0.5
     tail = (err < 1e-3) & (err > 1e-11)

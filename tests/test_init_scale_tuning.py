@@ -2,7 +2,6 @@
 optima against the saved grid and path, the last point recomputed by an independent `dlnjax.simulate`, and the
 gradient that gradient descent used against central finite differences of that independent solve."""
 
-import csv
 import json
 import math
 import re
@@ -16,11 +15,7 @@ import dlnjax
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, init_scale_tuning
 from dlnjax.flows import Regularized
-
-
-def _rows(path):
-    with open(path) as f:
-        return list(csv.DictReader(f))
+from conftest import csv_rows
 
 
 def test_quick_run_is_consistent(tmp_path):
@@ -41,7 +36,7 @@ def test_quick_run_is_consistent(tmp_path):
     np.testing.assert_allclose(np.exp(lk[[0, -1]]), cfg["kappa_range"], rtol=1e-12)
 
     # the grid: CSV against npz
-    grid = _rows(out / "grid.csv")
+    grid = csv_rows(out / "grid.csv")
     assert len(grid) == k * k
     E = np.full((k, k), np.nan)
     for r in grid:
@@ -70,7 +65,7 @@ def test_quick_run_is_consistent(tmp_path):
     assert matched["solves"] == cfg["budget"]
 
     # the gradient-descent path: CSV against npz against summary
-    path = _rows(out / "path.csv")
+    path = csv_rows(out / "path.csv")
     assert len(path) == cfg["budget"] == data["path_test_error"].size
     err = np.array([float(r["test_error"]) for r in path])
     np.testing.assert_array_equal(err, data["path_test_error"])
@@ -83,7 +78,7 @@ def test_quick_run_is_consistent(tmp_path):
     assert [best["log_scale"], best["log_kappa"]] == data["path_theta"][np.argmin(err)].tolist() == data["best_theta"].tolist()
     assert s["start_test_error"] == err[0]
     # the budget table: the gradient-descent rows are the best-so-far curve, the grid rows the nested minima
-    budget = _rows(out / "budget.csv")
+    budget = csv_rows(out / "budget.csv")
     gd = [r for r in budget if r["method"] == "gradient descent"]
     assert [int(r["solves"]) for r in gd] == list(range(1, cfg["budget"] + 1))
     np.testing.assert_array_equal([float(r["best_test_error"]) for r in gd], np.minimum.accumulate(err))
