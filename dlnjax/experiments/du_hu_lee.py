@@ -100,23 +100,38 @@ def _norms(net: dlnjax.DLN):
 def conservation(loss, net0: dlnjax.DLN, cfg: Config) -> dict:
     """(a) The gradient flow of ``net0`` (any activation); changes of the conserved quantities along it."""
     ts = jnp.linspace(0.0, cfg.t_final, cfg.n_saves)
+
+    def constant_steps(n):
+        return dlnjax.simulate(Gradient(loss), net0, ts, dt0=cfg.t_final / n,
+                               stepsize_controller=diffrax.ConstantStepSize(), max_steps=n + 10)
+
+    def change(traj):
+        diffs, neurons = jax.vmap(_norms)(traj.ys)
+        scale = float(jnp.max(jax.vmap(dlnjax.layer_norms)(traj.ys)))
+        return diffs, neurons, float(jnp.max(jnp.abs(diffs - diffs[0]))) / scale, float(jnp.max(jnp.abs(neurons - neurons[0]))) / scale
+
+    halving = float("nan")
     if net0.activation.is_linear:
         traj = dlnjax.simulate(Gradient(loss), net0, ts, rtol=cfg.rtol, atol=cfg.atol)
     else:
         # The gradient of a ReLU network jumps where a pre-activation changes sign; an adaptive step-size
-        # controller stalls on those kinks (and on sliding along them), so a constant step is used.
-        traj = dlnjax.simulate(Gradient(loss), net0, ts, dt0=cfg.t_final / cfg.kink_steps,
-                               stepsize_controller=diffrax.ConstantStepSize(), max_steps=cfg.kink_steps + 10)
-    diffs, neurons = jax.vmap(_norms)(traj.ys)
+        # controller stalls on those kinks (and on sliding along them), so constant steps are used. Their error
+        # at the kinks is first order in the step: to tell it from a real change, the flow is also solved with
+        # half as many steps, and the change must shrink about twofold (`halving`, the ratio of the two).
+        traj = constant_steps(cfg.kink_steps)
+        coarse = change(constant_steps(cfg.kink_steps // 2))
+        fine = change(traj)
+        halving = max(coarse[2], coarse[3]) / max(fine[2], fine[3], 1e-300)
+    diffs, neurons, change_layers, change_neurons = change(traj)
     losses = jax.vmap(lambda n: dlnjax.network_loss(loss, n))(traj.ys)
-    scale = float(jnp.max(jax.vmap(dlnjax.layer_norms)(traj.ys)))
     return {
         "ts": np.asarray(ts),
         "loss": np.asarray(losses),
         "differences": np.asarray(diffs),
         "neurons": np.asarray(neurons),
-        "max_change_layers": float(jnp.max(jnp.abs(diffs - diffs[0]))) / scale,
-        "max_change_neurons": float(jnp.max(jnp.abs(neurons - neurons[0]))) / scale,
+        "max_change_layers": change_layers,
+        "max_change_neurons": change_neurons,
+        "halving": halving,
         "success": bool(traj.success),
         "num_steps": int(traj.stats["num_steps"]),
     }
@@ -139,10 +154,15 @@ def drift(loss, net0: dlnjax.DLN, step_sizes, horizon: float) -> dict:
     predicted_first = np.asarray(etas)[:, None] ** 2 * (gsq[1:] - gsq[:-1])[None, :]
     measured_first = d[:, 1] - d[:, 0]
     slope = float(np.polyfit(np.log(np.asarray(etas)), np.log(per_step), 1)[0])
+    # O(eta^2) is a statement as eta -> 0: the local slope between the two smallest step sizes
+    order = np.argsort(np.asarray(etas))[:2]
+    e2, p2 = np.asarray(etas)[order], per_step[order]
+    slope_small = float(np.log(p2[1] / p2[0]) / np.log(e2[1] / e2[0]))
     return {
         "etas": np.asarray(etas),
         "per_step": per_step,
         "slope": slope,
+        "slope_small": slope_small,
         "first_step_error": float(np.max(np.abs(measured_first - predicted_first)) / np.max(np.abs(predicted_first))),
         "diverged": np.asarray(res.diverged),
     }
@@ -232,16 +252,19 @@ def _text(s: dict) -> str:
         "",
         f"(a) gradient flow on t in [0, {c['t_final']}] (Tsit5; linear: rtol {c['rtol']:g}; ReLU: {c['kink_steps']} constant steps):",
         "    largest change of the conserved quantities / max_k ||W_k||^2",
-        f"    {'activation':<12}{'loss(0)':>10}{'loss(T)':>10}{'layers':>11}{'neurons':>11}{'steps':>7}",
+        f"    {'activation':<12}{'loss(0)':>10}{'loss(T)':>10}{'layers':>11}{'neurons':>11}{'steps':>7}"
+        "   change(N/2 steps) / change(N steps)",
     ]
     for name, a in s["conservation"].items():
         lines.append(f"    {name:<12}{a['loss_initial']:>10.4f}{a['loss_final']:>10.4f}{a['max_change_layers']:>11.1e}"
-                     f"{a['max_change_neurons']:>11.1e}{a['num_steps']:>7}")
+                     f"{a['max_change_neurons']:>11.1e}{a['num_steps']:>7}"
+                     + ("" if a["halving"] is None else f"   {a['halving']:.2f}"))
     lines += ["", f"(b) gradient descent over t in [0, {c['drift_time']}] (t / eta steps): mean drift per step of the layer-norm differences"]
     lines.append("    " + f"{'eta':<12}" + "".join(f"{e:>10g}" for e in c["step_sizes"]))
     for name, d in s["drift"].items():
         lines.append("    " + f"{name:<12}" + "".join(f"{v:>10.2e}" for v in d["per_step"])
-                     + f"   slope {d['slope']:.3f}; first step vs eta^2(|g_k+1|^2-|g_k|^2): {d['first_step_error']:.1e}")
+                     + f"   slope {d['slope']:.3f} (smallest two: {d['slope_small']:.3f}); "
+                     f"first step vs eta^2(|g_k+1|^2-|g_k|^2): {d['first_step_error']:.1e}")
     f = s["factorization"]
     lines += [
         "",
@@ -308,13 +331,18 @@ def run(
     for name, c in cons.items():
         if not c["success"]:
             problems.append(f"(a) {name}: the solve failed")
-        if not max(c["max_change_layers"], c["max_change_neurons"]) < 1e-6:
-            problems.append(f"(a) {name}: conserved quantities changed by {max(c['max_change_layers'], c['max_change_neurons']):.1e}")
+        worst = max(c["max_change_layers"], c["max_change_neurons"])
+        if np.isnan(c["halving"]):  # adaptive solve at tight tolerances: conserved to round-off level
+            if not worst < 1e-6:
+                problems.append(f"(a) {name}: conserved quantities changed by {worst:.1e}")
+        elif not (worst < 1e-5 and c["halving"] > 1.5):  # constant steps: first-order error at the kinks only
+            problems.append(f"(a) {name}: conserved quantities changed by {worst:.1e}, shrinking only "
+                            f"{c['halving']:.2f}-fold when the step is halved")
         if not c["loss"][-1] < c["loss"][0]:
             problems.append(f"(a) {name}: the loss did not decrease")
     for name, d in drifts.items():
-        if not abs(d["slope"] - 2) < 0.25:
-            problems.append(f"(b) {name}: drift slope {d['slope']:.2f}, expected 2")
+        if not abs(d["slope_small"] - 2) < 0.25:
+            problems.append(f"(b) {name}: drift slope at the smallest steps {d['slope_small']:.2f}, expected 2")
         if not d["first_step_error"] < 1e-6:
             problems.append(f"(b) {name}: first step off the eta^2 formula by {d['first_step_error']:.1e}")
     if not (fact["final_error"] < 1e-8 and fact["r2"] > 0.99 and fact["rate"] < 1):
@@ -328,8 +356,10 @@ def run(
         "widths": list(widths),
         "conservation": {n: {"loss_initial": float(c["loss"][0]), "loss_final": float(c["loss"][-1]),
                              "max_change_layers": c["max_change_layers"], "max_change_neurons": c["max_change_neurons"],
+                             "halving": None if np.isnan(c["halving"]) else c["halving"],
                              "success": c["success"], "num_steps": c["num_steps"]} for n, c in cons.items()},
-        "drift": {n: {"per_step": d["per_step"].tolist(), "slope": d["slope"], "first_step_error": d["first_step_error"]}
+        "drift": {n: {"per_step": d["per_step"].tolist(), "slope": d["slope"], "slope_small": d["slope_small"],
+                      "first_step_error": d["first_step_error"]}
                   for n, d in drifts.items()},
         "factorization": {k: v for k, v in fact.items() if not isinstance(v, np.ndarray)},
         "timings_s": timings,
