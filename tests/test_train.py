@@ -146,10 +146,7 @@ def test_relu_network_matches_hand_written_and_decreases():
 
 
 def test_sharpness_as_user_metric():
-    sharpness = getattr(pytest.importorskip("dlnjax._diagnostics"), "sharpness", None)
-    if sharpness is None:
-        pytest.skip("dlnjax._diagnostics.sharpness not available")
-
+    sharpness = dlnjax.sharpness
     x, y, _ = _data(6, d_out=1)
     loss = Regression(x, y)
     net0 = dlnjax.DLN(rand_layers(6, (3, 3, 3, 1)))
