@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["figure", "save_figure", "write_csv", "write_summary", "logger", "require_x64", "environment"]
+__all__ = ["figure", "save_figure", "write_csv", "write_summary", "logger", "require_x64", "prepare", "environment"]
 
 
 def figure(width: float, height: float, ncols: int, nrows: int = 1, **kw):
@@ -75,6 +75,14 @@ def require_x64(name: str) -> None:
         raise RuntimeError(
             f"{name} needs float64: call jax.config.update('jax_enable_x64', True) first (the dlnjax CLI does)."
         )
+
+
+def prepare(name: str, out: str | Path, log: Callable[[str], None] | None = None) -> tuple[Path, Callable[[str], None]]:
+    """The start of every ``run``: check float64, create ``out``, make the logger. Returns ``(out, say)``."""
+    require_x64(name)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out, logger(name, log)
 
 
 def environment() -> dict:

@@ -68,7 +68,7 @@ import dlnjax
 from dlnjax._metric import log_volume_density
 from dlnjax.flows._end_to_end import EndToEnd
 
-from ._common import figure, logger, require_x64, save_figure, write_csv, write_summary
+from ._common import figure, prepare, save_figure, write_csv, write_summary
 
 __all__ = [
     "Config",
@@ -674,11 +674,8 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, config: Config | None 
     observations (relative residual <= 1e-6) and is certified optimal (duality gap <= 1e-5); in (a), at the
     smallest scale every depth N >= 2 ends closer to ab = 1 than N = 1 does.
     """
-    require_x64("cohen-menon-veraszto")
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    say = logger("cohen-menon-veraszto", log)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, say = prepare("cohen-menon-veraszto", out, log)
     timings = {}
     t_all = time.perf_counter()
     ka, kb = jr.split(jr.PRNGKey(seed))

@@ -39,7 +39,7 @@ import optax
 import dlnjax
 from dlnjax.flows import Gradient
 
-from ._common import figure, logger, require_x64, save_figure, write_csv, write_summary
+from ._common import figure, prepare, save_figure, write_csv, write_summary
 
 __all__ = [
     "Config",
@@ -287,11 +287,8 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Run (a)-(c), write into ``out``, return 0 (or 1 if a measured fact fails; the summary says which)."""
-    require_x64("du-hu-lee")
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = logger("du-hu-lee", log)
+    out, say = prepare("du-hu-lee", out, log)
     timings: dict[str, float] = {}
     kd, kn, kf = jr.split(jr.PRNGKey(seed), 3)
     loss = dlnjax.losses.Regression.random(kd, cfg.n, cfg.d_in, cfg.d_out, noise=cfg.noise)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable
@@ -32,12 +31,13 @@ import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 import dlnjax
 from dlnjax._fast_slow import fast_slow_diagnostic
-from dlnjax.flows import Gradient, Regularized
+from dlnjax.flows import Regularized
+
+from ._common import figure, prepare, write_summary
 
 __all__ = ["Config", "DEFAULT", "QUICK", "target_matrix", "quadratic_loss", "starts_like", "save_times", "balance_time", "measure_kappa", "run"]
 
@@ -64,11 +64,6 @@ class Config:
 
 DEFAULT = Config()
 QUICK = Config(n_starts=2, kappas=(0.01, 0.03, 0.1), n_saves=120)
-
-
-def _require_x64():
-    if not jax.config.jax_enable_x64:
-        raise RuntimeError("fast_slow needs float64: call jax.config.update('jax_enable_x64', True) first (the dlnjax CLI does this).")
 
 
 def quadratic_loss(Y: jax.Array) -> Callable[[jax.Array], jax.Array]:
@@ -183,9 +178,7 @@ def measure_kappa(ts: np.ndarray, kappa: float, Y: np.ndarray, diag, x_ideal, x_
 
 
 def _fig_balance(results, cfg) -> Figure:
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig, (ax1, ax2) = figure(12, 4.6, 2)
     for j, (kappa, r) in enumerate(results.items()):
         ts, d = r["ts"], r["diag"]
         s = 2 * kappa * ts
@@ -208,9 +201,7 @@ def _fig_balance(results, cfg) -> Figure:
 
 
 def _fig_speeds(results) -> Figure:
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig, (ax1, ax2) = figure(12, 4.6, 2)
     for j, (kappa, r) in enumerate(results.items()):
         ts, d = r["ts"], r["diag"]
         ax1.loglog(ts[1:], np.asarray(d.tangent_norm)[0, 1:], color=f"C{j}", label=rf"tangent, $\kappa={kappa:g}$")
@@ -228,9 +219,7 @@ def _fig_speeds(results) -> Figure:
 
 
 def _fig_errors(results, table) -> Figure:
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
+    fig, (ax1, ax2) = figure(12, 4.6, 2)
     for j, (kappa, r) in enumerate(results.items()):
         ts, c = r["ts"], r["m"]["curves"]
         ax1.loglog(ts[1:], c["x_err_two_stage"][0, 1:], color=f"C{j}", label=rf"§4 two-stage, $\kappa={kappa:g}$")
@@ -299,14 +288,11 @@ def run(out: str | Path = "results/fast-slow", *, quick: bool = False, seed: int
     kappa, start, time), ``fast_slow_curves.csv`` (one row per kappa, start and time), ``fast_slow_table.csv``
     (one row per kappa) and ``summary.txt`` / ``summary.json``. ``config`` overrides ``quick``.
     """
-    _require_x64()
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     if any(not k > 0 for k in cfg.kappas):
         raise ValueError(f"fast_slow: every kappa must be positive; got {cfg.kappas}.")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out, say = prepare("fast-slow", out, log)
     t_start = time.perf_counter()
-    say = log if log is not None else (lambda m: print(f"[fast-slow {time.perf_counter() - t_start:6.1f}s] {m}", flush=True))
     ky, ks = jr.split(jr.PRNGKey(seed))
     Y = target_matrix(ky, cfg.d, cfg.sigma_max, cfg.sigma_min)
     starts = starts_like(ks, Y, cfg.depth, cfg.n_starts, cfg.init_scale)
@@ -376,12 +362,7 @@ def run(out: str | Path = "results/fast-slow", *, quick: bool = False, seed: int
         "reading": reading,
         "success": success,
         "timings_s": timings,
-        "device": str(jax.devices()[0]),
-        "jax_version": jax.__version__,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    text = _summary_text(summary)
-    (out / "summary.txt").write_text(text)
-    print(text, end="", flush=True)
+    write_summary(out, summary, _summary_text(summary))
     say(f"finished in {timings['total']:.1f} s: {summary['status']}; results in {out}")
     return 0 if not problems else 1

@@ -52,7 +52,7 @@ import optax
 import dlnjax
 from dlnjax.flows import Regularized
 
-from ._common import figure, logger, require_x64, save_figure, write_csv, write_summary
+from ._common import figure, prepare, save_figure, write_csv, write_summary
 
 __all__ = [
     "Config",
@@ -303,14 +303,11 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Run both searches, write into ``out``, return 0 (or 1 if a check fails; the summary says which)."""
-    require_x64("init-scale-tuning")
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     nested = _nested(cfg)
     if cfg.budget not in [k * k for k, _ in nested]:
         raise ValueError(f"init-scale-tuning: budget {cfg.budget} must be the size of a nested grid: {[k * k for k, _ in nested]}.")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = logger("init-scale-tuning", log)
+    out, say = prepare("init-scale-tuning", out, log)
     timings: dict[str, float] = {}
     loss, base = problem(jr.PRNGKey(seed), cfg)
 

@@ -71,12 +71,13 @@ import numpy as np
 import optax
 from jaxtyping import Array
 from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 import dlnjax
 from dlnjax import alignment, rank_one_ratio, regression_constants, sharpness, sharpness_bounds, train
 from dlnjax.flows import Gradient
 
-from ._common import figure, logger, require_x64, save_figure, write_csv, write_summary
+from ._common import figure, prepare, save_figure, write_csv, write_summary
 
 __all__ = [
     "Config",
@@ -677,11 +678,8 @@ def run(
 
     ``config`` overrides ``quick``.
     """
-    require_x64("marion-chizat")
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    say = logger("marion-chizat", log)
+    out, say = prepare("marion-chizat", out, log)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     kd, kg, kr, kp, kdep = jr.split(jr.PRNGKey(seed), 5)
