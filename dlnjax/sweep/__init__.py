@@ -1,0 +1,21 @@
+"""Sweeps at scale: a TOML config in, a labelled xarray Dataset (in a resumable Zarr store) and figures out.
+
+- `load_config` / `parse_config` validate a config (`ConfigError` names the bad field);
+- `run` executes it: ``vmap`` over runs, the batch axis sharded over all devices, one compiled program per
+  network shape or, padded, one for the whole grid; results written batch by batch, resumable;
+- `load` reads the results back as an ``xarray.Dataset`` with one dimension per swept axis;
+- `plot` draws the standard figures.
+
+The command line: ``dlnjax sweep CONFIG --out DIR`` and ``dlnjax plot DIR``.
+"""
+
+from ._config import (
+    ConfigError as ConfigError,
+    GRID_AXES as GRID_AXES,
+    load_config as load_config,
+    parse_config as parse_config,
+    QUANTITIES as QUANTITIES,
+    SweepConfig as SweepConfig,
+)
+from ._run import choose_padding as choose_padding, plan as plan, Plan as Plan, provenance as provenance, run as run
+from ._store import load as load

@@ -1,0 +1,452 @@
+"""``run``: execute a sweep config, batched with ``vmap`` and sharded over every device, into a resumable store.
+
+The runs (the Cartesian product of the grid axes) are split into *programs*: runs that share one
+compiled function. Without padding, a program is one network shape (``widths``; and the depth, for the
+end-to-end flow). With padding, every run is embedded into the largest shape (frozen identity layers
+right after the first layer, zero blocks masked; `dlnjax._padding`) and the whole grid is one program.
+Each program's runs are cut into batches of ``batch_size`` (the last one filled up by repeating a run,
+so one compile serves all), and each batch is one call of ``jit(vmap(run_one))`` whose batch axis is
+sharded over a ``jax.sharding.Mesh`` of all devices (``NamedSharding(mesh, P("runs"))``; the loss data is
+replicated). Finished batches go to the `Store` as they complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+from .. import losses as _losses
+from .._init import gaussian, orthogonal, residual
+from .._network import DLN, end_to_end
+from ._config import ConfigError, SweepConfig, padding_possible
+from ._quantities import quantity_fns, quantity_shape
+from ._store import Store
+
+__all__ = ["run", "plan", "Plan", "choose_padding"]
+
+logger = logging.getLogger("dlnjax.sweep")
+
+PAD_WASTE_LIMIT = 4.0
+"""``padding = "auto"`` pads when the padded work is at most this many times the real work (see `choose_padding`)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Planning: programs, batches, slots
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    shape: tuple[int, ...]  # the widths every run of this program is computed at (padded or real)
+    padded: bool
+    runs: tuple[int, ...]  # grid indices, in grid order
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How a sweep runs: its programs, the batch size, and the slot -> grid index map of the store."""
+
+    programs: tuple[Program, ...]
+    batch_size: int
+    padding: str  # "pad" or "per-shape": what was used
+    settings: tuple[dict, ...]  # per grid index
+
+    @property
+    def batches(self) -> list[tuple[int, int, tuple[int, ...]]]:
+        """``(program, first slot, grid indices)`` per batch, in execution order."""
+        out, slot = [], 0
+        for p, prog in enumerate(self.programs):
+            for i in range(0, len(prog.runs), self.batch_size):
+                out.append((p, slot, prog.runs[i : i + self.batch_size]))
+                slot += self.batch_size
+        return out
+
+    @property
+    def grid_index(self) -> np.ndarray:
+        out = np.full(len(self.batches) * self.batch_size, -1, np.int64)
+        for _, start, runs in self.batches:
+            out[start : start + len(runs)] = runs
+        return out
+
+
+def _cost(widths) -> int:
+    return sum(a * b for a, b in zip(widths, widths[1:]))
+
+
+def choose_padding(cfg: SweepConfig, shapes: list[tuple[int, ...]]) -> str:
+    """``"pad"`` or ``"per-shape"`` for ``padding = "auto"``.
+
+    One shape needs no padding. Otherwise pad when it is possible (`padding_possible`) and the padded
+    work (every run at the largest shape, measured in weights per layer product) is at most
+    `PAD_WASTE_LIMIT` times the real work: then one compile beats one per shape (see
+    ``benchmarks/sweep_shapes.py`` for the measurements behind the limit).
+    """
+    if len(set(shapes)) <= 1:
+        return "per-shape"
+    ok, _ = padding_possible(cfg)
+    if not ok:
+        return "per-shape"
+    big = _padded_shape(shapes)
+    waste = len(shapes) * _cost(big) / sum(_cost(s) for s in shapes)
+    return "pad" if waste <= PAD_WASTE_LIMIT else "per-shape"
+
+
+def _padded_shape(shapes) -> tuple[int, ...]:
+    depth = max(len(s) - 1 for s in shapes)
+    width = max(max(s[1:-1]) for s in shapes)
+    return (shapes[0][0],) + (width,) * (depth - 1) + (shapes[0][-1],)
+
+
+def plan(cfg: SweepConfig, n_devices: int = 1) -> Plan:
+    """The programs and batches of ``cfg`` on ``n_devices`` (the batch size is rounded up to a multiple)."""
+    settings = tuple(cfg.run_settings(p) for p in cfg.points())
+    shapes = [s["widths"] for s in settings]
+    mode = cfg.data["padding"]
+    if mode == "auto":
+        mode = choose_padding(cfg, shapes)
+    if mode == "pad":
+        big = _padded_shape(shapes)
+        programs = (Program(big, True, tuple(range(len(settings)))),)
+    else:
+        groups: dict[tuple, list[int]] = {}
+        for i, s in enumerate(shapes):
+            groups.setdefault(s, []).append(i)
+        programs = tuple(Program(s, False, tuple(r)) for s, r in groups.items())
+    largest = max(len(p.runs) for p in programs)  # no batch larger than needed: filler runs cost compute
+    bs = int(math.ceil(min(cfg.data["batch_size"], largest) / n_devices) * n_devices)
+    return Plan(programs, bs, mode, settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# Building one run
+# --------------------------------------------------------------------------------------------------
+
+
+def make_loss(task: dict, dtype):
+    """The loss of ``task`` with its data drawn from ``task.seed``."""
+    key = jr.PRNGKey(task["seed"])
+    kind = task["loss"]
+    if kind == "regression":
+        return _losses.Regression.random(key, task["n"], task["d_in"], task["d_out"], noise=task["noise"], dtype=dtype)
+    if kind == "matrix_completion":
+        return _losses.MatrixCompletion.random(key, task["shape"], task["rank"], task["n_observed"], norm=task["norm"], dtype=dtype)
+    if kind == "matrix_sensing":
+        return _losses.MatrixSensing.random(key, task["shape"], task["rank"], task["n_measurements"], norm=task["norm"], dtype=dtype)
+    if kind == "factorization":
+        d_out, d_in = task["shape"]
+        ku, kv = jr.split(key)
+        M = jr.normal(ku, (d_out, task["rank"]), dtype) @ jr.normal(kv, (task["rank"], d_in), dtype)
+        return _losses.Factorization(task["norm"] * M / jnp.linalg.norm(M))
+    raise AssertionError(kind)
+
+
+@partial(jax.jit, static_argnames=("widths", "init", "dtype"))
+def _init(key, scale, *, widths, init, dtype) -> DLN:
+    if init == "gaussian":
+        return gaussian(key, widths, scale, dtype=dtype)
+    if init == "orthogonal":
+        return orthogonal(key, widths, scale, dtype=dtype)
+    if init == "residual":
+        return residual(key, len(widths) - 1, widths[0], scale, dtype=dtype)
+    raise AssertionError(init)
+
+
+def _initial_state(settings: dict, shape, padded: bool, dtype, activation) -> tuple[DLN, DLN | None]:
+    key_init, _ = jr.split(jr.PRNGKey(settings["seed"]))
+    net = _init(key_init, settings["scale"], widths=settings["widths"], init=settings["init"], dtype=dtype)
+    if activation != "identity":
+        net = net.with_activation(activation)
+    if not padded:
+        return net, None
+    from .._padding import pad
+
+    return pad(net, len(shape) - 1, max(shape[1:-1]))
+
+
+def _optimizer(dyn: dict, lr):
+    import optax
+
+    name = dyn["optimizer"]
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "momentum":
+        return optax.sgd(lr, momentum=dyn["momentum"])
+    if name == "nesterov":
+        return optax.sgd(lr, momentum=dyn["momentum"], nesterov=True)
+    return getattr(optax, name)(lr)
+
+
+def _flow(cfg: SweepConfig, loss, kappa, beta, depth):
+    from .. import flows
+
+    name = cfg.dynamics["flow"]
+    if name == "gradient":
+        return flows.Gradient(loss) if kappa is None else flows.Regularized(loss, kappa)
+    if name == "regularized":
+        return flows.Regularized(loss, 0.0 if kappa is None else kappa)
+    if name == "langevin":
+        return flows.Langevin(loss, kappa, beta)
+    if name == "fiber_l2":
+        return flows.FiberL2()
+    if name == "fiber_schatten":
+        return flows.FiberSchatten(cfg.dynamics["p"])
+    if name == "kirwan_ness":
+        return flows.KirwanNess()
+    if name == "end_to_end":
+        return flows.EndToEnd(loss, depth, 0.0 if kappa is None else kappa)
+    raise AssertionError(name)
+
+
+def _run_one(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, uses_kappa: bool, loss, inputs: dict) -> dict:
+    """One run (traced under vmap): the recorded quantities and the run's flags."""
+    from .._simulate import simulate
+    from .._train import train
+
+    dyn, rec = cfg.dynamics, cfg.record
+    net0, live = inputs["net0"], inputs.get("live")
+    kappa = inputs["kappa"] if uses_kappa else None
+    e2e = not cfg.is_train and dyn["flow"] == "end_to_end"
+    fns = quantity_fns(
+        rec["quantities"], loss, kappa=kappa, live=live, n_layers=n_layers,
+        sharpness_iterations=rec["sharpness_iterations"], end_to_end_state=e2e,
+    )
+    if cfg.is_train:
+        res = train(
+            loss, net0, _optimizer(dyn, inputs["learning_rate"]), dyn["steps"], every=rec["every"], metrics=(),
+            metric_fns=fns, kappa=kappa, divergence_threshold=dyn["divergence_threshold"],
+            **({} if live is None else {"mask": live}),
+        )
+        out = {q: res.history[q] for q in rec["quantities"]}
+        out["diverged"], out["diverged_at"] = res.diverged, res.diverged_at
+        return out
+    from .. import flows
+
+    flow = _flow(cfg, loss, kappa, inputs["beta"], depth)
+    y0 = end_to_end(net0) if e2e else net0
+    if live is not None:
+        flow = flows.Masked(flow, live)
+    stochastic = dyn["flow"] == "langevin"
+    traj = simulate(
+        flow, y0, jnp.asarray(rec["times"], jnp.result_type(float)), rtol=dyn["rtol"], atol=dyn["atol"],
+        dt0=dyn["dt0"] or None, max_steps=dyn["max_steps"], progress=dyn["progress"],
+        key=inputs["noise_key"] if stochastic else None,
+    )
+    ok = traj.success
+    out = {}
+    for q, fn in fns.items():
+        v = jax.vmap(fn)(traj.ys)
+        out[q] = jnp.where(jnp.isfinite(v), v, jnp.nan)  # a failed solve: NaN from the failure on, success False
+    out["success"], out["num_steps"] = ok, jnp.asarray(traj.stats["num_steps"], jnp.int32)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Provenance
+# --------------------------------------------------------------------------------------------------
+
+
+def provenance() -> dict:
+    """Package versions, the git commit of dlnjax's source tree, and the devices."""
+    import importlib.metadata as md
+
+    versions = {"python": sys.version.split()[0]}
+    for pkg in ("dlnjax", "jax", "jaxlib", "diffrax", "equinox", "lineax", "optax", "numpy", "xarray", "zarr"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = "not installed"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    devices = jax.devices()
+    return {
+        "versions": versions,
+        "git_commit": commit,
+        "device_kind": devices[0].device_kind,
+        "platform": devices[0].platform,
+        "n_devices": len(devices),
+        "n_processes": jax.process_count(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The template of the store
+# --------------------------------------------------------------------------------------------------
+
+
+def _dims(cfg: SweepConfig, plan: Plan) -> dict:
+    n_layers = max(len(s["widths"]) - 1 for s in plan.settings)
+    widths = plan.settings[0]["widths"]
+    n_singular = min(widths[0], widths[-1])
+    if cfg.is_train:
+        traj_dim, traj = "step", np.arange(0, cfg.dynamics["steps"] + 1, cfg.record["every"], dtype=np.int64)
+    else:
+        traj_dim, traj = "time", np.asarray(cfg.record["times"], np.float64)
+    return {"n_layers": n_layers, "n_singular": n_singular, "traj_dim": traj_dim, "traj": traj}
+
+
+def _template(cfg: SweepConfig, plan: Plan, meta: dict):
+    import xarray as xr
+
+    dims = _dims(cfg, plan)
+    n_slots = len(plan.batches) * plan.batch_size
+    T = len(dims["traj"])
+    fdtype = np.float32 if cfg.data["dtype"] == "float32" else np.float64
+    variables = {"grid_index": (("slot",), plan.grid_index)}
+    for q in cfg.record["quantities"]:
+        extra_dims, extra = quantity_shape(q, dims["n_layers"], dims["n_singular"])
+        variables[q] = (("slot", dims["traj_dim"]) + extra_dims, np.full((n_slots, T) + extra, np.nan, fdtype))
+    if cfg.is_train:
+        variables["diverged"] = (("slot",), np.zeros(n_slots, bool))
+        variables["diverged_at"] = (("slot",), np.full(n_slots, -1, np.int32))
+    else:
+        variables["success"] = (("slot",), np.zeros(n_slots, bool))
+        variables["num_steps"] = (("slot",), np.zeros(n_slots, np.int32))
+    coords = {dims["traj_dim"]: dims["traj"]}
+    if "layer_norms" in cfg.record["quantities"]:
+        coords["layer"] = np.arange(1, dims["n_layers"] + 1)
+    if "singular_values" in cfg.record["quantities"]:
+        coords["index"] = np.arange(1, dims["n_singular"] + 1)
+    attrs = {
+        "name": cfg.data["name"],
+        "config_toml": cfg.source,
+        "config": cfg.to_json(),
+        "grid": json.dumps([[a, v] for a, v in cfg.grid.items()]),
+        "grid_axes": json.dumps(list(cfg.grid)),
+        "quantities": json.dumps(cfg.record["quantities"]),
+        "trajectory_dim": dims["traj_dim"],
+        "padding": plan.padding,
+        "batch_size": plan.batch_size,
+        "versions": json.dumps(meta["versions"], sort_keys=True),
+        "git_commit": meta["git_commit"],
+        "platform": meta["platform"],
+    }
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+# --------------------------------------------------------------------------------------------------
+# run
+# --------------------------------------------------------------------------------------------------
+
+
+def _first_difference(a, b, prefix="") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k, "<absent>") != b.get(k, "<absent>"):
+                return _first_difference(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}.{k}" if prefix else k)
+    return f"{prefix}: {a!r} (stored) != {b!r} (given)"
+
+
+def run(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None):
+    """Run the sweep ``cfg`` into the directory ``out`` and return its Dataset (`dlnjax.load`).
+
+    Resumes when ``out`` already holds this sweep: finished batches are kept, the others run. Raises
+    `ConfigError` (field ``"out"``) if ``out`` holds a different sweep. Runs that diverge (training) or
+    whose solve fails (flows) are flagged in ``diverged`` / ``success`` with NaN after the failure; they
+    are counted in the log, never hidden.
+    """
+    from tqdm.auto import tqdm
+
+    from ._store import load
+
+    say = log or (lambda msg: logger.info(msg))
+    out = Path(out)
+    store = Store(out)
+    stored = store.stored_config()
+    if stored is not None and stored != cfg.data:
+        raise ConfigError("out", f"{out} already holds a different sweep ({_first_difference(stored, cfg.data)}); use another --out or delete it")
+
+    devices = jax.devices()
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
+    batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    the_plan = plan(cfg, len(devices))
+    meta = provenance()
+    writer = jax.process_index() == 0
+    if stored is None and writer:
+        store.create(_template(cfg, the_plan, meta), cfg.to_json(), cfg.source, the_plan.batch_size)
+    done = store.done()
+    batches = the_plan.batches
+    todo = [b for b in range(len(batches)) if b not in done]
+    say(
+        f"sweep {cfg.data['name']!r}: {cfg.n_runs} runs in {len(batches)} batches of {the_plan.batch_size} "
+        f"({len(the_plan.programs)} program(s), padding: {the_plan.padding}) on {len(devices)} x {meta['device_kind']}; "
+        f"{len(batches) - len(todo)} batches already done"
+    )
+
+    dtype = jnp.float32 if cfg.data["dtype"] == "float32" else jnp.float64
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ConfigError("dtype", "float64 needs jax_enable_x64 (the dlnjax CLI enables it); call jax.config.update(\"jax_enable_x64\", True) first")
+    loss_arrays, loss_static = eqx.partition(make_loss(cfg.task, dtype), eqx.is_array)
+    loss_arrays = jax.device_put(loss_arrays, replicated)
+    dims = _dims(cfg, the_plan)
+    uses_kappa = "kappa" in cfg.grid or cfg.dynamics["kappa"] > 0
+    compiled: dict[int, Callable] = {}
+
+    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), unit="batch", desc=cfg.data["name"], disable=not progress, dynamic_ncols=True)
+    n_bad = 0
+    try:
+        for b in todo:
+            p, start, runs = batches[b]
+            prog = the_plan.programs[p]
+            t0 = time.perf_counter()
+            if p not in compiled:
+                one = partial(_run_one, cfg, dims["n_layers"], dims["n_singular"], len(prog.shape) - 1, uses_kappa)
+                fn = lambda arrays, inputs, one=one: one(eqx.combine(arrays, loss_static), inputs)
+                compiled[p] = jax.jit(jax.vmap(fn, in_axes=(None, 0)), in_shardings=(replicated, batched), out_shardings=batched)
+            inputs = _batch_inputs(cfg, the_plan, prog, runs, dtype)
+            inputs = jax.device_put(inputs, batched)
+            result = jax.device_get(compiled[p](loss_arrays, inputs))
+            n = len(runs)
+            flag = result.get("diverged", None)
+            n_bad += int(np.sum(flag[:n])) if flag is not None else int(np.sum(~result["success"][:n]))
+            data = {k: np.asarray(v) for k, v in result.items()}
+            if writer:
+                marker = {"device_kind": meta["device_kind"], "n_devices": len(devices), "seconds": round(time.perf_counter() - t0, 3)}
+                store.write_batch(b, start, start + the_plan.batch_size, data, marker)
+            bar.update(1)
+    finally:
+        bar.close()
+    what = "diverged" if cfg.is_train else "failed (solver)"
+    say(f"sweep {cfg.data['name']!r} finished: {out}; {n_bad} run(s) {what} in this session" if todo else f"sweep {cfg.data['name']!r}: nothing to do, all batches were done")
+    return load(out)
+
+
+def _batch_inputs(cfg: SweepConfig, the_plan: Plan, prog: Program, runs, dtype) -> dict:
+    """The stacked per-run inputs of one batch (filled up to the batch size by repeating the last run)."""
+    runs = list(runs) + [runs[-1]] * (the_plan.batch_size - len(runs))
+    nets, lives = [], []
+    for i in runs:
+        s = the_plan.settings[i]
+        net, live = _initial_state(s, prog.shape, prog.padded, dtype, cfg.network["activation"])
+        nets.append(net)
+        lives.append(live)
+    stack = lambda trees: jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+    real = jnp.zeros((), dtype).real.dtype
+    inputs = {
+        "net0": stack(nets),
+        "learning_rate": jnp.asarray([the_plan.settings[i]["learning_rate"] for i in runs], real),
+        "kappa": jnp.asarray([the_plan.settings[i]["kappa"] for i in runs], real),
+        "beta": jnp.asarray([the_plan.settings[i]["beta"] for i in runs], real),
+        "noise_key": jnp.stack([jr.split(jr.PRNGKey(the_plan.settings[i]["seed"]))[1] for i in runs]),
+    }
+    if prog.padded:
+        inputs["live"] = stack(lives)
+    return inputs
