@@ -395,7 +395,7 @@ def run(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Callab
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ConfigError("dtype", "float64 needs jax_enable_x64 (the dlnjax CLI enables it); call jax.config.update(\"jax_enable_x64\", True) first")
     loss_arrays, loss_static = eqx.partition(make_loss(cfg.task, dtype), eqx.is_array)
-    loss_arrays = jax.device_put(loss_arrays, replicated)
+    loss_arrays = _to_global(loss_arrays, replicated)
     dims = _dims(cfg, the_plan)
     uses_kappa = "kappa" in cfg.grid or cfg.dynamics["kappa"] > 0
     compiled: dict[int, Callable] = {}
@@ -412,8 +412,7 @@ def run(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Callab
                 fn = lambda arrays, inputs, one=one: one(eqx.combine(arrays, loss_static), inputs)
                 compiled[p] = jax.jit(jax.vmap(fn, in_axes=(None, 0)), in_shardings=(replicated, batched), out_shardings=batched)
             inputs = _batch_inputs(cfg, the_plan, prog, runs, dtype)
-            inputs = jax.device_put(inputs, batched)
-            result = jax.device_get(compiled[p](loss_arrays, inputs))
+            result = _gather(compiled[p](loss_arrays, _to_global(inputs, batched)))
             n = len(runs)
             flag = result.get("diverged", None)
             n_bad += int(np.sum(flag[:n])) if flag is not None else int(np.sum(~result["success"][:n]))
@@ -427,6 +426,25 @@ def run(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Callab
     what = "diverged" if cfg.is_train else "failed (solver)"
     say(f"sweep {cfg.data['name']!r} finished: {out}; {n_bad} run(s) {what} in this session" if todo else f"sweep {cfg.data['name']!r}: nothing to do, all batches were done")
     return load(out)
+
+
+def _to_global(tree, sharding):
+    """Host arrays -> global arrays with ``sharding``; each process supplies its own devices' shards (multi-host safe)."""
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return jax.tree_util.tree_map(put, tree)
+
+
+def _gather(tree):
+    """Global arrays -> host numpy arrays on every process."""
+    if jax.process_count() > 1:  # pragma: no cover - multi-host only
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def _batch_inputs(cfg: SweepConfig, the_plan: Plan, prog: Program, runs, dtype) -> dict:
