@@ -4,7 +4,7 @@ The network state (`DLN`), its geometry (moments, fibers, projections), the flow
 Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffrax.
 """
 
-from . import flows as flows, losses as losses
+from . import flows as flows, losses as losses, sweep as sweep
 from ._activations import Activation as Activation
 from ._diagnostics import (
     alignment as alignment,
@@ -76,6 +76,7 @@ from ._network import (
     squared_norm as squared_norm,
 )
 from ._simulate import Trajectory as Trajectory, simulate as simulate
+from .sweep import load as load
 from ._train import METRICS as METRICS, train as train, TrainResult as TrainResult
 from .flows._fiber import schatten_regularizer as schatten_regularizer
 

@@ -19,3 +19,11 @@ from ._config import (
 )
 from ._run import choose_padding as choose_padding, plan as plan, Plan as Plan, provenance as provenance, run as run
 from ._store import load as load
+
+
+def __getattr__(name):
+    if name == "plot":  # imported on first use: matplotlib and xarray are not needed to run a sweep
+        from ._plot import plot
+
+        return plot
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
