@@ -259,8 +259,8 @@ def _run_one(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, uses_
 # --------------------------------------------------------------------------------------------------
 
 
-def provenance() -> dict:
-    """Package versions, the git commit of dlnjax's source tree, and the devices."""
+def provenance(devices=None) -> dict:
+    """Package versions, the git commit of dlnjax's source tree, and the devices (default: ``jax.devices()``)."""
     import importlib.metadata as md
 
     versions = {"python": sys.version.split()[0]}
@@ -275,7 +275,7 @@ def provenance() -> dict:
         ).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
-    devices = jax.devices()
+    devices = jax.devices() if devices is None else devices
     return {
         "versions": versions,
         "git_commit": commit,
@@ -354,8 +354,18 @@ def _first_difference(a, b, prefix="") -> str:
     return f"{prefix}: {a!r} (stored) != {b!r} (given)"
 
 
-def run(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Callable[[str], None] | None = None):
+def run(
+    cfg: SweepConfig,
+    out: str | Path,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    devices=None,
+):
     """Run the sweep ``cfg`` into the directory ``out`` and return its Dataset (`dlnjax.load`).
+
+    ``devices``: the devices whose mesh the batch axis is sharded over (default: ``jax.devices()``, all
+    devices of the default backend; e.g. ``jax.devices("cpu")`` to run on the host of a GPU machine).
 
     Resumes when ``out`` already holds this sweep: finished batches are kept, the others run. Raises
     `ConfigError` (field ``"out"``) if ``out`` holds a different sweep. Runs that diverge (training) or
@@ -373,12 +383,12 @@ def run(cfg: SweepConfig, out: str | Path, *, progress: bool = True, log: Callab
     if stored is not None and stored != cfg.data:
         raise ConfigError("out", f"{out} already holds a different sweep ({_first_difference(stored, cfg.data)}); use another --out or delete it")
 
-    devices = jax.devices()
+    devices = list(jax.devices() if devices is None else devices)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
     batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     the_plan = plan(cfg, len(devices))
-    meta = provenance()
+    meta = provenance(devices)
     writer = jax.process_index() == 0
     if stored is None and writer:
         store.create(_template(cfg, the_plan, meta), cfg.to_json(), cfg.source, the_plan.batch_size)
