@@ -75,6 +75,14 @@ from ._network import (
     moments as moments,
     squared_norm as squared_norm,
 )
+from ._padding import (
+    pad as pad,
+    padded_balancedness as padded_balancedness,
+    padded_layer_norms as padded_layer_norms,
+    padded_objective as padded_objective,
+    padded_squared_norm as padded_squared_norm,
+    unpad as unpad,
+)
 from ._simulate import Trajectory as Trajectory, simulate as simulate
 from .sweep import load as load
 from ._train import METRICS as METRICS, train as train, TrainResult as TrainResult

@@ -90,6 +90,7 @@ def sharpness(
     iterations: int = 40,
     key: PRNGKeyArray | None = None,
     return_error: bool = False,
+    mask: DLN | None = None,
 ) -> Float[Array, ""] | tuple[Float[Array, ""], Float[Array, ""]]:
     """The sharpness: the largest eigenvalue of the Hessian of ``W -> E(W)`` over all layers (MATH.md §7; seed 004).
 
@@ -105,6 +106,14 @@ def sharpness(
     Hessian, or ``iterations >= p``) is handled by restarting with a fresh orthogonal vector, never NaN.
     Each step costs one Hessian-vector product and ``O(iterations * p)`` for the reorthogonalization.
 
+    With ``mask`` (a `DLN` of the widths of ``net``, entries 0 or 1, possibly traced) the Hessian is restricted
+    to the entries where it is 1: the largest eigenvalue of ``M H M`` on that subspace, the sharpness of the
+    loss as a function of those entries alone (the others held fixed). For ``(padded, live) = dlnjax.pad(net,
+    ...)``, ``sharpness(loss, padded, mask=live)`` is the sharpness of ``net`` (same ``iterations``; equal to
+    round-off once converged). The Krylov dimension stays ``min(iterations, p)`` (``p`` counts the weights,
+    not the mask); steps beyond the dimension of the masked space add nothing (never NaN, never a spurious
+    eigenvalue).
+
     **Arguments:**
 
     - `loss`: a loss ``X -> real scalar`` (see `dlnjax.network_loss`).
@@ -113,6 +122,7 @@ def sharpness(
     - `key`: PRNG key of the start vector; ``None`` gives a fixed deterministic start.
     - `return_error`: also return the Lanczos residual bound ``|beta_k s_k|`` of the top Ritz pair: some
       Hessian eigenvalue lies within it of the returned value (with exact arithmetic); small once converged.
+    - `mask`: an optional 0/1 `DLN` shaped like ``net``: restrict the Hessian to the entries where it is 1.
 
     **Returns:** the sharpness (a real scalar), or ``(sharpness, error)`` with `return_error`.
     """
@@ -132,12 +142,21 @@ def sharpness(
     if iterations < 1:
         raise ValueError(f"sharpness: iterations must be >= 1; got {iterations}.")
     _check_loss_shape(loss, net, "sharpness")
+    if mask is not None:
+        if not isinstance(mask, DLN):
+            raise ValueError(f"sharpness: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}.")
+        if mask.widths != net.widths or [a.shape for a in mask.arrays()] != [a.shape for a in net.arrays()]:
+            raise ValueError(
+                f"sharpness: mask must have the widths and array shapes of net ({net.widths}); got widths {mask.widths} "
+                f"and shapes {[a.shape for a in mask.arrays()]}."
+            )
 
     flat, unravel = ravel_pytree(net.arrays())
-    mask = jnp.asarray(_live_mask(net), flat.dtype)
+    live = jnp.asarray(_live_mask(net), flat.dtype)
+    mask = live if mask is None else live * jnp.real(ravel_pytree(mask.arrays())[0]).astype(flat.dtype)
     dtype = flat.dtype
     d = net.widths
-    p = sum(d[k] * d[k + 1] for k in range(net.depth))  # live weights (static)
+    p = sum(d[k] * d[k + 1] for k in range(net.depth))  # live weights (static; an upper bound under a mask)
     k = min(iterations, p)
 
     def energy(arrays):
@@ -176,8 +195,10 @@ def sharpness(
     zero = jnp.zeros((), dtype)
 
     def body(j, state):
-        Q, alpha, beta, anorm, last_beta = state
+        Q, alpha, beta, anorm, last_beta, spent = state
         q = Q[j]
+        # A zero q_j: the masked space (smaller than p) was exhausted at an earlier step.
+        spent = spent.at[j].set(jnp.all(q == 0))
         w = hvp(q)
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
         a = jnp.vdot(q, w)
@@ -198,9 +219,16 @@ def sharpness(
         b = jnp.where(broken, zero, b)
         Q = Q.at[j + 1].set(q_next)
         beta = beta.at[j].set(b)
-        return Q, alpha, beta, anorm, b
+        return Q, alpha, beta, anorm, b, spent
 
-    Q, alpha, beta, anorm, last_beta = jax.lax.fori_loop(0, k, body, (Q, alpha, beta, zero, zero))
+    spent = jnp.zeros((k,), bool)
+    Q, alpha, beta, anorm, last_beta, spent = jax.lax.fori_loop(0, k, body, (Q, alpha, beta, zero, zero, spent))
+    # A spent step has alpha = beta = 0, a spurious Ritz value 0 (the top one if H is negative definite on the
+    # masked space). Move it to a Gershgorin lower bound of the other steps' block: below all its eigenvalues.
+    coupling = jnp.abs(beta) + jnp.abs(jnp.concatenate([zero[None], beta[:-1]]))
+    floor = jnp.min(jnp.where(spent, jnp.inf, alpha - coupling))
+    floor = jnp.where(jnp.all(spent), zero, floor)
+    alpha = jnp.where(spent, floor, alpha)
     T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
     theta, S = jnp.linalg.eigh(T)
     top = theta[-1]

@@ -60,9 +60,20 @@ def _sq_norm_tree(tree) -> Array:
     return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold):
+def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask):
     if not isinstance(net0, DLN):
         raise ValueError(f"train: net0 must be a dlnjax.DLN; got {type(net0).__name__}.")
+    if mask is not None:
+        if not isinstance(mask, DLN):
+            raise ValueError(f"train: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}.")
+        if mask.widths != net0.widths:
+            raise ValueError(f"train: mask must have the widths of net0, {net0.widths}; got {mask.widths}.")
+        shapes = lambda n: [jnp.shape(a) for a in n.arrays()]
+        if shapes(mask) != shapes(net0):
+            raise ValueError(
+                f"train: mask must have the array shapes of net0, {shapes(net0)}; got {shapes(mask)} "
+                "(for a batch, map over both with jax.vmap)."
+            )
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError(f"train: optimizer must be an optax.GradientTransformation (with init and update); got {type(optimizer).__name__}.")
     for name, value in (("steps", steps), ("every", every)):
@@ -113,6 +124,7 @@ def train(
     metric_fns: Mapping[str, Callable[[DLN], PyTree]] | None = None,
     kappa: float | Array | None = None,
     divergence_threshold: float | Array | None = 1e6,
+    mask: DLN | None = None,
 ) -> TrainResult:
     """Train ``net0`` for ``steps`` optimizer steps on the objective ``E(W) + kappa/2 ||W||^2``.
 
@@ -130,6 +142,16 @@ def train(
     and over hyperparameters that the optimizer closes over::
 
         results = jax.vmap(lambda lr: dlnjax.train(loss, net0, optax.sgd(lr), 100))(lrs)
+
+    **Frozen entries.** ``mask`` (a `DLN` of the widths of ``net0``, entries 0 or 1; may be traced, so one
+    compiled program serves every mask) multiplies every update too, so the entries where it is 0 never
+    move; ``"grad_norm"`` is then the norm of the gradient on the entries where it is 1. The optimizer
+    still sees the full gradient (state such as momentum on frozen entries is simply never applied). This is
+    how a padded network of `dlnjax.pad` trains as its real network: ``train(loss, padded, opt, steps,
+    mask=live)`` follows, after `dlnjax.unpad`, the trajectory of ``train(loss, net, opt, steps)``. The other
+    built-in metrics see the whole network (for a padded one ``"squared_norm"``, ``"layer_norms"``,
+    ``"balancedness"`` and ``"objective"`` count the frozen layers; pass ``metric_fns`` with
+    `dlnjax.padded_layer_norms` and friends instead).
 
     Calling `train` again with the same optimizer object (and the same metric functions) reuses the
     compiled program; a new ``optax.sgd(lr)`` per call compiles anew, so sweep with ``vmap``.
@@ -160,18 +182,22 @@ def train(
 
     Raises ``ValueError`` for ``steps < 1``, ``every < 1`` or not dividing ``steps``, an unknown metric
     name, ``"test_error"`` without ``loss.truth`` (or for a nonlinear network) and a non-positive
-    threshold.
+    threshold, and a ``mask`` that is not a `DLN` shaped like ``net0``.
     """
-    metrics, metric_fns = _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold)
+    metrics, metric_fns = _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask)
     regularized = kappa is not None and not (isinstance(kappa, (int, float)) and kappa == 0)
     kappa = jnp.asarray(kappa if regularized else 0.0, jnp.real(jnp.zeros((), net0.dtype)).dtype)
     limit = jnp.asarray(jnp.inf if divergence_threshold is None else divergence_threshold, kappa.dtype)
-    return _train(loss, net0, optimizer, kappa, limit, steps, every, metrics, metric_fns, regularized)
+    if mask is not None:
+        mask = jax.tree_util.tree_map(lambda m: jnp.asarray(m, net0.dtype), mask)
+    return _train(loss, net0, optimizer, kappa, limit, steps, every, metrics, metric_fns, regularized, mask)
 
 
 @eqx.filter_jit
-def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metric_fns, regularized) -> TrainResult:
+def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metric_fns, regularized, user_mask) -> TrainResult:
     mask = net0.mask()
+    if user_mask is not None:  # entries frozen by the caller (e.g. the frozen layers of dlnjax.pad)
+        mask = jax.tree_util.tree_map(jnp.multiply, mask, user_mask)
 
     def objective(net):
         value = network_loss(loss, net)
@@ -218,7 +244,8 @@ def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metri
             elif name == "squared_norm":
                 out[name] = squared_norm(net)
             elif name == "grad_norm":
-                out[name] = jnp.sqrt(_sq_norm_tree(g.arrays()))
+                trainable = g.arrays() if user_mask is None else jax.tree_util.tree_map(jnp.multiply, g.arrays(), mask.arrays())
+                out[name] = jnp.sqrt(_sq_norm_tree(trainable))
             elif name == "layer_norms":
                 out[name] = layer_norms(net)
         for name, fn in metric_fns.items():

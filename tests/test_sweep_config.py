@@ -147,3 +147,19 @@ def test_examples_are_valid(path):
     cfg = load_config(path)
     assert cfg.n_runs >= 1
     assert tomllib.loads(path.read_text())  # and the TOML round-trips
+
+
+def test_auto_padding_weighs_compiles_against_extra_work():
+    from dlnjax.sweep import choose_padding
+
+    grid = {"depth": [2, 3, 4], "width": [3, 4]}
+    short = parse_config({**BASE, "grid": grid})
+    shapes = [short.run_settings(p)["widths"] for p in short.points()]
+    assert choose_padding(short, shapes) == "pad"  # 6 shapes, 20 steps: compiling dominates
+    long = parse_config({**BASE, "grid": grid, "dynamics": {"method": "train", "steps": 10**8}, "record": {"every": 10**7}})
+    assert choose_padding(long, shapes) == "per-shape"  # the padded work dominates
+    one = parse_config({**BASE, "grid": {"seed": [0, 1]}})
+    assert choose_padding(one, [one.run_settings(p)["widths"] for p in one.points()]) == "per-shape"
+    fiber = parse_config({**BASE, "dynamics": {"method": "flow", "flow": "kirwan_ness"}, "record": {"quantities": ["balancedness"]}, "grid": grid})
+    assert choose_padding(fiber, shapes) == "per-shape"  # padding would change the fiber geometry
+    assert plan(fiber).padding == "per-shape" and plan(short).padding == "pad"

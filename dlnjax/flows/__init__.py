@@ -9,4 +9,5 @@ from ._fiber import FiberL2 as FiberL2, FiberSchatten as FiberSchatten
 from ._gradient import Gradient as Gradient, Regularized as Regularized
 from ._kirwan_ness import KirwanNess as KirwanNess
 from ._langevin import Langevin as Langevin
+from ._masked import Masked as Masked, MaskedStochastic as MaskedStochastic
 from ._base import AbstractFlow as AbstractFlow

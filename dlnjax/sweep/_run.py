@@ -32,16 +32,20 @@ import numpy as np
 from .. import losses as _losses
 from .._init import gaussian, orthogonal, residual
 from .._network import DLN, end_to_end
+from .._padding import pad
 from ._config import ConfigError, SweepConfig, padding_possible
 from ._quantities import quantity_fns, quantity_shape
 from ._store import Store
 
-__all__ = ["run", "plan", "Plan", "choose_padding"]
+__all__ = ["run", "plan", "Plan", "choose_padding", "COMPILE_WORTH"]
 
 logger = logging.getLogger("dlnjax.sweep")
 
-PAD_WASTE_LIMIT = 4.0
-"""``padding = "auto"`` pads when the padded work is at most this many times the real work (see `choose_padding`)."""
+COMPILE_WORTH = 6e7
+"""For ``padding = "auto"``: how much extra padded work one compile saved is worth, in weight-steps (a step of
+every run, times the weights it multiplies). Measured on a 2-core CPU with ``benchmarks/sweep_shapes.py``:
+padding a 9-shape grid broke even at ~4600 steps, a 4-shape grid with widths 4 and 64 at ~390 (see
+`choose_padding`)."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -90,19 +94,27 @@ def _cost(widths) -> int:
 def choose_padding(cfg: SweepConfig, shapes: list[tuple[int, ...]]) -> str:
     """``"pad"`` or ``"per-shape"`` for ``padding = "auto"``.
 
-    One shape needs no padding. Otherwise pad when it is possible (`padding_possible`) and the padded
-    work (every run at the largest shape, measured in weights per layer product) is at most
-    `PAD_WASTE_LIMIT` times the real work: then one compile beats one per shape (see
-    ``benchmarks/sweep_shapes.py`` for the measurements behind the limit).
+    One shape needs no padding; padding must be possible (`padding_possible`). Then padding saves
+    ``S - 1`` compiles (``S`` shapes) and costs, every step, the weights the padded runs multiply beyond
+    their real ones: pad iff ``steps * sum_runs (|W_max| - |W_run|) <= COMPILE_WORTH * (S - 1)``, with
+    ``|W|`` the number of weights and ``steps`` the training steps (for a flow, ``t1 / dt0``, or 1000 for
+    adaptive solves). This is a model fitted to CPU measurements (`COMPILE_WORTH`); set ``padding``
+    explicitly where you know better (on a GPU extra work is cheap and compiles are dear: pad).
     """
-    if len(set(shapes)) <= 1:
+    distinct = set(shapes)
+    if len(distinct) <= 1:
         return "per-shape"
     ok, _ = padding_possible(cfg)
     if not ok:
         return "per-shape"
-    big = _padded_shape(shapes)
-    waste = len(shapes) * _cost(big) / sum(_cost(s) for s in shapes)
-    return "pad" if waste <= PAD_WASTE_LIMIT else "per-shape"
+    big = _cost(_padded_shape(shapes))
+    if cfg.is_train:
+        steps = cfg.dynamics["steps"]
+    else:
+        dt0 = cfg.dynamics["dt0"]
+        steps = cfg.dynamics["t1"] / dt0 if dt0 > 0 else 1000
+    extra = steps * sum(big - _cost(s) for s in shapes)
+    return "pad" if extra <= COMPILE_WORTH * (len(distinct) - 1) else "per-shape"
 
 
 def _padded_shape(shapes) -> tuple[int, ...]:
@@ -154,27 +166,30 @@ def make_loss(task: dict, dtype):
     raise AssertionError(kind)
 
 
-@partial(jax.jit, static_argnames=("widths", "init", "dtype"))
-def _init(key, scale, *, widths, init, dtype) -> DLN:
+@partial(jax.jit, static_argnames=("widths", "init", "dtype", "activation", "padded_to"))
+def _init(key, scale, *, widths, init, dtype, activation, padded_to) -> tuple[DLN, DLN | None]:
+    """One run's initial network (and its live mask, padded to the shape ``padded_to``); one compile per shape."""
     if init == "gaussian":
-        return gaussian(key, widths, scale, dtype=dtype)
-    if init == "orthogonal":
-        return orthogonal(key, widths, scale, dtype=dtype)
-    if init == "residual":
-        return residual(key, len(widths) - 1, widths[0], scale, dtype=dtype)
-    raise AssertionError(init)
+        net = gaussian(key, widths, scale, dtype=dtype)
+    elif init == "orthogonal":
+        net = orthogonal(key, widths, scale, dtype=dtype)
+    elif init == "residual":
+        net = residual(key, len(widths) - 1, widths[0], scale, dtype=dtype)
+    else:
+        raise AssertionError(init)
+    if activation != "identity":
+        net = net.with_activation(activation)
+    if padded_to is None:
+        return net, None
+    return pad(net, len(padded_to) - 1, max(padded_to[1:-1]))
 
 
 def _initial_state(settings: dict, shape, padded: bool, dtype, activation) -> tuple[DLN, DLN | None]:
     key_init, _ = jr.split(jr.PRNGKey(settings["seed"]))
-    net = _init(key_init, settings["scale"], widths=settings["widths"], init=settings["init"], dtype=dtype)
-    if activation != "identity":
-        net = net.with_activation(activation)
-    if not padded:
-        return net, None
-    from .._padding import pad
-
-    return pad(net, len(shape) - 1, max(shape[1:-1]))
+    return _init(
+        key_init, settings["scale"], widths=settings["widths"], init=settings["init"], dtype=dtype,
+        activation=activation, padded_to=tuple(shape) if padded else None,
+    )
 
 
 def _optimizer(dyn: dict, lr):
