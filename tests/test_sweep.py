@@ -195,10 +195,12 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert 0 < int(partial.finished.sum()) < partial.finished.size
     assert np.all(np.isnan(partial.loss.values[~partial.finished.values]))
 
-    proc = _cli(["sweep", str(cfg_path), "--out", str(killed), "--no-progress"])
+    proc = _cli(["sweep", str(cfg_path), "--out", str(killed)])  # with the progress bar this time
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     assert f"{done_at_kill} batches already done" in out
+    # tqdm's bar over batches: resumed at the finished count, with the rate and the ETA
+    assert f"{n_batches}/{n_batches} [" in err and ("batch/s" in err or "s/batch" in err) and "<" in err
     resumed = load(killed)
     cfg = parse_config(__import__("tomllib").loads(cfg_path.read_text()), cfg_path.read_text())
     fresh = run(cfg, tmp_path / "fresh", progress=False)
