@@ -178,6 +178,7 @@ _NETWORK = {
     "init": _Field("str", "gaussian", choices=INITS),
     "scale": _Field("float", 0.1, check=_nonnegative),
     "activation": _Field("str", "identity", choices=("identity", "relu", "leaky_relu", "gelu")),
+    "seed": _Field("int", 0, check=_nonnegative),  # the initialization seed when grid.seed is not swept
 }
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
@@ -313,7 +314,7 @@ class SweepConfig:
             "widths": widths,
             "init": point.get("init", net["init"]),
             "scale": float(point.get("scale", net["scale"])),
-            "seed": int(point.get("seed", 0)),
+            "seed": int(point.get("seed", net["seed"])),
             "learning_rate": float(point.get("learning_rate", dyn["learning_rate"])),
             "kappa": float(point.get("kappa", dyn["kappa"])),
             "beta": float(point.get("beta", dyn["beta"])),
