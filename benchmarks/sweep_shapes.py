@@ -27,12 +27,8 @@ Usage: ``python benchmarks/sweep_shapes.py [--quick] [--out FILE] [--x64]``.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
 

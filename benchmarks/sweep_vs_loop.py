@@ -40,11 +40,6 @@ import os
 import sys
 import time
 
-# Thread pools: one OpenBLAS / MKL / OpenMP thread (see fiber_gradient.py: spinning BLAS threads fight XLA's
-# on a loaded 2-core machine). Set them yourself to override, before this runs.
-for _var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
 from dlnjax._cpu import configure_cpu  # noqa: E402
 
 import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
