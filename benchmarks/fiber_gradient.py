@@ -135,13 +135,13 @@ def make_functions(d: int, N: int, target):
         sol = lx.linear_solve(dlnjax.normal_operator(net), rhs / scale, solver, throw=False)
         return _velocity(net, sol.value * scale), sol.stats["num_steps"], sol.result == lx.RESULTS.successful
 
-    def pcg_steps(net):  # the library's solve (solve_normal), replicated to read the step count
-        rhs, scale = _scaled_rhs(net)
-        pre = dlnjax.balanced_preconditioner(net)
-        options = {"preconditioner": pre, "y0": pre.mv(rhs / scale)}  # as the library: warm start at M^{-1} b
+    def pcg_steps(net):  # the library's solve (FiberCG, as in FiberL2), replicated to read the step count
+        from dlnjax._fiber import _fiber_cg, _products
+
         solver = dlnjax.default_fiber_solver(net.dtype)
-        sol = lx.linear_solve(dlnjax.normal_operator(net), rhs / scale, solver, options=options, throw=False)
-        return sol.stats["num_steps"], sol.result == lx.RESULTS.successful
+        v2 = sum(jnp.sum(jnp.abs(w) ** 2) for w in net.arrays())
+        _, steps, ok = _fiber_cg(solver, _products(net), net.depth * dlnjax.end_to_end(net), v2)
+        return steps, ok
 
     def dense_lu(net):  # plain float64 dense LU on sum_k A_k (x) B_k^T, built independently of the library
         A, B = dlnjax.partial_grams(net)

@@ -31,6 +31,7 @@ from ._fast_slow import (
 from ._fiber import (
     balanced_preconditioner as balanced_preconditioner,
     default_fiber_solver as default_fiber_solver,
+    FiberCG as FiberCG,
     fiber_l2_gradient as fiber_l2_gradient,
     fiber_normal_projection as fiber_normal_projection,
     fiber_tangent_projection as fiber_tangent_projection,
