@@ -174,8 +174,11 @@ class FiberCG(eqx.Module):
     ``sqrt(gamma_k) <= max(min(rtol * min(||Pi_T(V)||, ||Pi_N(V)||), atol * ||V||), floor * ||V||)``,
 
     i.e. both parts of ``V`` to relative accuracy ``rtol``, or the whole to ``atol`` relative to ``||V||``,
-    whichever is met first (their norms estimated along the way, from
-    ``||Pi_N(V)||^2 = <lam_k, dX(V)>`` and ``||Pi_T||^2 = ||V||^2 - ||Pi_N||^2``), down to ``floor``
+    whichever is met first; or when the residual ``||b - L(lam_k)||`` is below ``atol ||b||`` or its own rounding
+    level ``4 eps ||L|| ||lam_k||`` (where ``X`` is ill-conditioned, cond ~1e3 and up at depth 64, the energy
+    estimate stalls at its rounding floor above the threshold; the projection is then as accurate as float64
+    CG makes it). The norms of the parts are estimated along the way, from
+    ``||Pi_N(V)||^2 = <lam_k, dX(V)>`` and ``||Pi_T||^2 = ||V||^2 - ||Pi_N||^2``; all down to ``floor``
     (``50 eps``) relative to ``V``, the rounding level of ``V - Pi_N(V)``: at a balanced point
     ``Pi_T(W) = 0``. A solve for a bare right-hand side (`solve_normal`, and the tangent solves of
     implicit differentiation) stops at ``sqrt(gamma_k) <= atol ||dX^*(lam_k)||``.
@@ -306,9 +309,20 @@ def _pcg(op, b, pre, v2, cfg):
             return atol**2 * n2
         return jnp.maximum(jnp.minimum(rtol**2 * jnp.minimum(v2 - n2, n2), atol**2 * v2), floor**2 * v2)
 
+    bb = _rdot(b, b)
+    # the rounding level of a computed residual b - L(y): ~ eps ||L|| ||y||, ||L|| from the largest diagonal entry of
+    # L in the preconditioner's bases (a lower bound of it, and close to it)
+    inv = pre[-1]
+    eps = floor / 50
+    l_norm = 1.0 / jnp.min(jnp.where(inv > 0, inv, jnp.inf))
+
     def done(s):
-        y, _, _, g, _ = s
-        return g <= threshold(y)
+        # The energy-norm rule, or the residual at atol ||b|| or at its rounding level 4 eps ||L|| ||y||: where X is
+        # ill-conditioned the energy estimate stalls at its rounding floor above the threshold, and the residual
+        # rule ends the solve at the accuracy float64 allows. gamma = inf (no residual yet) passes neither.
+        y, r, _, g, _ = s
+        res_floor = jnp.maximum(atol**2 * bb, (4 * eps * l_norm) ** 2 * _rdot(y, y))
+        return (g <= threshold(y)) | (jnp.isfinite(g) & (_rdot(r, r) <= res_floor))
 
     def step(s):
         y, r, p, g, k = s

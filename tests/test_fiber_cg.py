@@ -136,3 +136,18 @@ def test_fiber_flow_with_fiber_cg_keeps_X():
         assert np.max(np.abs(Xi - X0)) <= 1e-8 * np.max(np.abs(X0))
     norms = [float(dlnjax.squared_norm(tr[i])) for i in range(3)]
     assert norms[2] < norms[1] < norms[0]
+
+
+def test_ill_conditioned_deep_network_converges_to_the_float64_floor():
+    # Depth 64 from W_k = I + 0.3 G_k / sqrt(d): cond X ~ 1e3-1e4, the energy estimate of CG stalls at its rounding
+    # floor; the residual rule must end the solve (not max_steps), at the accuracy of a dense solve.
+    d, N = 16, 64  # at d = 16 the energy rule alone ran into max_steps (500)
+    net = dlnjax.residual(jr.PRNGKey(0), N, d, 0.3 * np.sqrt(N))
+    s = np.linalg.svd(np.asarray(dlnjax.end_to_end(net)), compute_uv=False)
+    assert s[0] / s[-1] > 1e3
+    W = [np.asarray(w) for w in net.layers]
+    ref = dense_tangent_projection(W, W)
+    cg = _pw(net).layers
+    lu = _pw(net, lx.LU()).layers
+    lu_err = _diff(lu, ref)
+    assert _diff(cg, ref) <= max(1e-9 * _norm(ref), 10 * lu_err)
