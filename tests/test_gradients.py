@@ -382,6 +382,27 @@ def test_backsolve_adjoint_agrees_with_checkpointed():
     assert _rel(bs, rc) <= 1e-5, f"BacksolveAdjoint vs RecursiveCheckpointAdjoint {_rel(bs, rc):.2e}"
 
 
+def test_checkpoint_count_changes_cost_not_gradient():
+    # simulate's docstring: RecursiveCheckpointAdjoint(checkpoints=c) trades memory for recomputation only. One
+    # checkpoint (the most recomputation), the default (~sqrt(2 n)) and every step (none) give one gradient.
+    loss = _loss((4, 4))
+    n = 20
+
+    def grad(adjoint):
+        f = lambda net: loss(dlnjax.end_to_end(_simulate(flows.Gradient(loss), net, adjoint, max_steps=n)[-1]))
+        return jax.grad(f)(_net0(WIDTHS, 0.0, 0.6))
+
+    @ft.partial(jax.jit, compiler_options=FAST_COMPILE)
+    def run():
+        return [grad(dfx.RecursiveCheckpointAdjoint(checkpoints=c)) for c in (None, 1, n)]
+
+    default, one, every = ([np.asarray(x) for x in jax.tree_util.tree_leaves(g)] for g in run())
+    assert max(np.max(np.abs(x)) for x in default) > 1e-2
+    for other in (one, every):
+        for a, b in zip(other, default):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------------------------------
 # Unsupported combinations raise clear errors
 # --------------------------------------------------------------------------------------------------
