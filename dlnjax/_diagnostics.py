@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -202,19 +203,26 @@ def sharpness(
         w = hvp(q)
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
         a = jnp.vdot(q, w)
-        # removes a q_j and beta_{j-1} q_{j-1} from w too; the restart candidate rides along
-        w, r = orthogonalize(jnp.stack([w, fresh[j + 1]]), Q)
+        # removes a q_j and beta_{j-1} q_{j-1} from w too
+        w = orthogonalize(w[None], Q)[0]
         b = jnp.linalg.norm(w)
         alpha = alpha.at[j].set(a)
         # Breakdown (an invariant subspace was found): continue with a fresh vector orthogonal to
         # the basis and a zero coupling; the Ritz values stay those of H on the enlarged subspace.
         broken = b <= eps**0.75 * anorm
         q_next, _ = _safe_normalize(w, 0.0)
-        # The live space is exhausted when the candidate is (to round-off) in the span of the basis: then its
-        # remainder is ~eps of its norm; otherwise at least ~1/sqrt(p) of it.
-        left = jnp.linalg.norm(r) / jnp.maximum(jnp.linalg.norm(fresh[j + 1]), jnp.finfo(dtype).tiny)
-        r, _ = _safe_normalize(r, 0.0)
-        r = jnp.where(left > eps**0.5, r, 0.0)
+
+        def restart_vector(_):
+            r = orthogonalize(fresh[j + 1][None], Q)[0]
+            # The live space is exhausted when the candidate is (to round-off) in the span of the basis: then its
+            # remainder is ~eps of its norm; otherwise at least ~1/sqrt(p) of it.
+            left = jnp.linalg.norm(r) / jnp.maximum(jnp.linalg.norm(fresh[j + 1]), jnp.finfo(dtype).tiny)
+            r, _ = _safe_normalize(r, 0.0)
+            return jnp.where(left > eps**0.5, r, 0.0)
+
+        # Only computed when some run of a vmapped batch breaks down (an unbatched predicate keeps the cond a
+        # real branch under vmap): the candidate's orthogonalization was a third of a step's cost.
+        r = jax.lax.cond(eqxi.unvmap_any(broken), restart_vector, lambda _: jnp.zeros_like(w), None)
         q_next = jnp.where(broken, r, q_next)
         b = jnp.where(broken, zero, b)
         Q = Q.at[j + 1].set(q_next)

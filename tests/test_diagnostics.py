@@ -196,6 +196,26 @@ def test_sharpness_invariant_subspaces_give_no_nan():
     assert np.all(np.isfinite(np.asarray(e))) and np.all(np.abs(np.asarray(s) - ref) <= 1e-10 * ref)
 
 
+def test_sharpness_batch_where_only_some_runs_break_down():
+    """Under vmap the restart vector after a breakdown is computed only when some run of the batch breaks down (a
+    cond on an unbatched predicate): a batch of a zero net (spectrum {+-sigma_i, 0}: an invariant Krylov subspace
+    after a few steps, so the restart branch runs for the whole batch) and a generic one; each equals its
+    unbatched value (where the branch runs for the zero net only) and the dense Hessian's top eigenvalue."""
+    T = np.random.default_rng(7).standard_normal((2, 3))
+    loss = Quartic(jnp.asarray(T))
+    rng = np.random.default_rng(8)
+    generic = [rng.standard_normal((4, 3)), rng.standard_normal((2, 4))]
+    zero = [np.zeros((4, 3)), np.zeros((2, 4))]
+    batch = stack_nets([dlnjax.DLN([jnp.asarray(w) for w in ws]) for ws in (zero, generic)])
+    f = lambda n: sharpness(loss, n, iterations=20)  # 20 = the number of weights
+    batched = np.asarray(jax.jit(jax.vmap(f))(batch))
+    for i, ws in enumerate((zero, generic)):
+        ref = dense_eigs(ws, "quartic", T)[-1]
+        single = float(jax.jit(f)(dlnjax.DLN([jnp.asarray(w) for w in ws])))
+        assert abs(batched[i] - ref) <= 1e-10 * abs(ref), (i, batched[i], ref)
+        assert abs(single - batched[i]) <= 1e-12 * abs(ref)
+
+
 def test_sharpness_bad_input():
     T = jnp.ones((2, 3))
     real = dlnjax.DLN(rand_layers(0, (3, 4, 2)))
