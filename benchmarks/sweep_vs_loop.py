@@ -66,7 +66,7 @@ from dlnjax.losses import MatrixCompletion, Regression  # noqa: E402
 try:
     from dlnjax._diagnostics import sharpness as _sharpness
 
-    SHARPNESS = "dlnjax._diagnostics.sharpness (Lanczos, 20 steps)"
+    SHARPNESS = "dlnjax._diagnostics.sharpness (Lanczos with full reorthogonalization; steps: see the slice)"
 except ImportError:  # pragma: no cover
     _sharpness = None
     SHARPNESS = "power iteration (20 HVPs) written here"
