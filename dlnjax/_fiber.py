@@ -313,7 +313,7 @@ def _pcg(op, b, pre, v2, cfg):
     # the rounding level of a computed residual b - L(y): ~ eps ||L|| ||y||, ||L|| from the largest diagonal entry of
     # L in the preconditioner's bases (a lower bound of it, and close to it)
     inv = pre[-1]
-    eps = floor / 50
+    eps = jnp.finfo(b.dtype).eps
     l_norm = 1.0 / jnp.min(jnp.where(inv > 0, inv, jnp.inf))
 
     def done(s):
