@@ -65,47 +65,36 @@ def default_fiber_solver(dtype) -> "FiberCG":
     return FiberCG(rtol=1e-4, atol=1e-5)
 
 
-def _apply(A: Array, B: Array, lam: Array) -> Array:
-    # sum_k A_k lam B_k, using A_N = I and B_1 = I (two matmuls fewer per application).
-    n = A.shape[0]
-    if n == 1:
-        return lam
-    middle = jnp.sum(_dot(_dot(A[1:-1], lam[None]), B[1:-1]), axis=0)
-    return _dot(A[0], lam) + middle + _dot(lam, B[-1])
+def _data(net: DLN):
+    """``(prods, op)``: `_products` and `_operator_data` of ``net`` (depth >= 2), the one build of the normal operator."""
+    prods = _products(net)
+    return prods, _operator_data(prods)
 
 
-def _operator(net: DLN, A: Array, B: Array) -> lx.FunctionLinearOperator:
+def _function_operator(net: DLN, fn) -> lx.FunctionLinearOperator:
     struct = jax.ShapeDtypeStruct((net.widths[-1], net.widths[0]), net.dtype)
-    return lx.FunctionLinearOperator(lambda lam: _apply(A, B, lam), struct, lx.positive_semidefinite_tag)
+    return lx.FunctionLinearOperator(fn, struct, lx.positive_semidefinite_tag)
 
 
 def normal_operator(net: DLN) -> lx.FunctionLinearOperator:
     """The normal operator ``(dX dX^*)(lam) = sum_k P_k P_k^* lam Q_k^* Q_k`` (MATH.md §3), as a Lineax operator."""
-    return _operator(net, *partial_grams(net))
-
-
-def _preconditioner(net: DLN, A: Array, B: Array) -> lx.FunctionLinearOperator:
-    # Bases: eigenvectors of sum_k A_k and sum_k B_k. At a balanced point every A_k (B_k) is a
-    # power of X X^* (X^* X), so these are the singular vectors of X and L is diagonal in them;
-    # elsewhere we keep the diagonal of L in these bases. (Measured at d = 64, N = 16, generic
-    # point: 27 CG steps, against 61 with the singular vectors of X and 580 unpreconditioned.)
-    _, u = jnp.linalg.eigh(jnp.sum(A, axis=0))
-    _, v = jnp.linalg.eigh(jnp.sum(B, axis=0))
-    a = jnp.real(jnp.sum(jnp.conj(u) * _dot(A, u), axis=-2))  # a[k, i] = (u^* A_k u)_ii
-    b = jnp.real(jnp.sum(jnp.conj(v) * _dot(B, v), axis=-2))
-    diag = _dot(a.T, b)  # (dN, d0): the diagonal of L in the basis u_i v_j^*
-    # Directions with a zero diagonal (exactly rank-deficient X) are null directions of L, not
-    # reached by a consistent right-hand side: the pseudo-inverse leaves them alone.
-    inv = jnp.where(diag > 8 * jnp.finfo(diag.dtype).eps * jnp.max(diag), 1.0 / diag, 0.0)
-    struct = jax.ShapeDtypeStruct((net.widths[-1], net.widths[0]), net.dtype)
-    fn = lambda r: _dot(_dot(u, inv * _dot(_dot(_ct(u), r), v)), _ct(v))
-    return lx.FunctionLinearOperator(fn, struct, lx.positive_semidefinite_tag)
+    require_linear(net, "the fiber geometry (normal_operator)")
+    if net.depth == 1:
+        return _function_operator(net, lambda lam: lam)
+    op = _data(net)[1]
+    return _function_operator(net, lambda lam: _apply_data(op, lam))
 
 
 def balanced_preconditioner(net: DLN) -> lx.FunctionLinearOperator:
-    """The Jacobi preconditioner of the normal operator in the eigenbases of ``sum_k A_k``, ``sum_k B_k`` (exact at balance)."""
-    A, B = partial_grams(net)
-    return _preconditioner(net, A, B)
+    """The Jacobi preconditioner of the normal operator in the eigenbases of ``sum_k A_k``, ``sum_k B_k`` (exact at balance).
+
+    The preconditioner of `FiberCG` (and of ``lineax.CG`` in the fiber projections), as a Lineax operator.
+    """
+    require_linear(net, "the fiber geometry (balanced_preconditioner)")
+    if net.depth == 1:
+        return _function_operator(net, lambda r: r)
+    pre = _jacobi(_data(net)[1])
+    return _function_operator(net, lambda r: _pre_apply(pre, r))
 
 
 def _dense(A: Array, B: Array) -> Array:
@@ -114,30 +103,36 @@ def _dense(A: Array, B: Array) -> Array:
     return jnp.einsum("kab,kdc->acbd", A, B).reshape(dN * d0, dN * d0)
 
 
-def _solve(net: DLN, A: Array, B: Array, rhs: Array, solver) -> Array:
-    # Lineax solvers (A, B with A_N = B_1 = I, as `partial_grams`); FiberCG goes through _fiber_cg.
-    dN, d0 = net.widths[-1], net.widths[0]
-    if isinstance(solver, lx.CG):
-        # Scale the right-hand side to max-norm one, so that CG's tolerances are relative.
-        scale = jnp.max(jnp.abs(rhs))
-        scale = jnp.where(scale > 0, scale, 1.0)
-        b = rhs / scale
-        op = _operator(net, A, B)
-        # The preconditioner and the warm start change how CG gets there, not the solution: outside autodiff
-        # (Lineax cannot differentiate through options; implicit differentiation of the solve needs only op, b).
-        pre = _preconditioner(net, jax.lax.stop_gradient(A), jax.lax.stop_gradient(B))
-        # Warm start at y0 = M^{-1} b, the exact solution at a balanced point: it saves one CG step
-        # (measured at d = 64, N = 16: 27 -> 26 generic, 7 -> 6 near balance; benchmarks/README.md).
-        y0 = jax.lax.stop_gradient(pre.mv(b))
-        sol = lx.linear_solve(op, b, solver, options={"preconditioner": pre, "y0": y0}, throw=False)
-        lam = sol.value * scale
-    else:
-        op = lx.MatrixLinearOperator(_dense(A, B), lx.positive_semidefinite_tag)
-        sol = lx.linear_solve(op, rhs.reshape(-1), solver, throw=False)
-        lam = sol.value.reshape(dN, d0)
+def _lineax_cg(net: DLN, op, rhs: Array, solver: lx.CG):
+    """``lineax.CG`` on the normal system, with the preconditioner and warm start of `FiberCG`."""
+    # Scale the right-hand side to max-norm one, so that CG's tolerances are relative.
+    scale = jnp.max(jnp.abs(rhs))
+    scale = jnp.where(scale > 0, scale, 1.0)
+    b = rhs / scale
+    operator = _function_operator(net, lambda lam: _apply_data(op, lam))
+    # The preconditioner and the warm start change how CG gets there, not the solution: outside autodiff
+    # (Lineax cannot differentiate through options; implicit differentiation of the solve needs only op, b).
+    pre = _jacobi(jax.lax.stop_gradient(op))
+    precond = _function_operator(net, lambda r: _pre_apply(pre, r))
+    # Warm start at y0 = M^{-1} b, the exact solution at a balanced point: it saves one CG step
+    # (measured at d = 64, N = 16: 27 -> 26 generic, 7 -> 6 near balance; benchmarks/README.md).
+    y0 = jax.lax.stop_gradient(precond.mv(b))
+    sol = lx.linear_solve(operator, b, solver, options={"preconditioner": precond, "y0": y0}, throw=False)
+    return sol.value * scale, sol.result
+
+
+def _lineax_dense(A: Array, B: Array, rhs: Array, solver):
+    """Any other Lineax solver, on the dense ``(d_N d_0) x (d_N d_0)`` matrix of the normal operator
+    (``A``, ``B``: the full Gram stacks, ``A_N = B_1 = I``, as `partial_grams`)."""
+    op = lx.MatrixLinearOperator(_dense(A, B), lx.positive_semidefinite_tag)
+    sol = lx.linear_solve(op, rhs.reshape(-1), solver, throw=False)
+    return sol.value.reshape(rhs.shape), sol.result
+
+
+def _checked_lineax(lam: Array, result) -> Array:
     lam = eqx.error_if(
         lam,
-        sol.result != lx.RESULTS.successful,
+        result != lx.RESULTS.successful,
         "fiber gradient: the normal-system solve (dX dX^*) lam = dX(V) failed: it did not converge within "
         "max_steps, or the operator is singular for this solver. Is X (numerically) rank-deficient or very "
         "ill-conditioned? Pass solver=lineax.SVD() for the least-squares projection, or raise max_steps.",
@@ -413,12 +408,21 @@ def _checked(lam, ok):
     return eqx.error_if(lam, ~ok, _FIBER_CG_ERROR)
 
 
-def _normal_part_fiber_cg(net: DLN, V: DLN | None, solver: FiberCG, rhs) -> DLN:
+def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
+    """``Pi_N(V) = dX^*(lam)`` (``V = None``: ``V = W``), for every solver."""
     require_linear(net, "the fiber geometry")
+    if solver is None:
+        solver = default_fiber_solver(net.dtype)
     if net.depth == 1:  # dX = identity: Pi_N(V) = V
         if rhs is None:
             rhs = net.first if V is None else V.first
         return net.replace_arrays(rhs)
+    if not isinstance(solver, (FiberCG, lx.CG)):
+        P, Q = partial_products(net)
+        A, B = grams_from_products(net, P, Q)
+        if rhs is None:
+            rhs = net.depth * _dot(P[-1], Q[-1]) if V is None else differential_from_products(net, P, Q, V)
+        return adjoint_from_products(net, P, Q, _checked_lineax(*_lineax_dense(A, B, rhs, solver)))
     prods = p1, p_in, r_in, rn = _products(net)
     if rhs is None:
         if V is None:  # V = W: dX(W) = N X, since X is homogeneous of degree N in W
@@ -426,9 +430,12 @@ def _normal_part_fiber_cg(net: DLN, V: DLN | None, solver: FiberCG, rhs) -> DLN:
         else:  # dX(V) = sum_k P_k V_k Q_k
             inner = jnp.sum(_dot(_dot(p_in, V.inner), _ct(r_in)), axis=0)
             rhs = _dot(p1, V.first) + inner + _dot(V.last, _ct(rn))
-    v2 = sum(_sq_norm(x) for x in (net if V is None else V).arrays())
-    lam, _, ok = _fiber_cg(solver, prods, rhs, v2)
-    lam = _checked(lam, ok)
+    if isinstance(solver, FiberCG):
+        v2 = sum(_sq_norm(x) for x in (net if V is None else V).arrays())
+        lam, _, ok = _fiber_cg(solver, prods, rhs, v2)
+        lam = _checked(lam, ok)
+    else:
+        lam = _checked_lineax(*_lineax_cg(net, _operator_data(prods), rhs, solver))
     # dX^*(lam)_k = P_k^* lam Q_k^*
     return net.replace_arrays(_dot(_ct(p1), lam), _dot(_dot(_ct(p_in), lam[None]), r_in), _dot(lam, rn))
 
@@ -440,33 +447,18 @@ def solve_normal(
 
     Raises (at run time, also under ``jit``) if the solve fails or returns non-finite values.
     """
+    require_linear(net, "the fiber geometry (solve_normal)")
     if solver is None:
         solver = default_fiber_solver(net.dtype)
+    if net.depth == 1:  # dX dX^* = identity
+        return rhs
     if isinstance(solver, FiberCG):
-        require_linear(net, "the fiber geometry (solve_normal)")
-        if net.depth == 1:  # dX dX^* = identity
-            return rhs
         lam, _, ok = _fiber_cg(solver, _products(net), rhs, None)
         return _checked(lam, ok)
+    if isinstance(solver, lx.CG):
+        return _checked_lineax(*_lineax_cg(net, _data(net)[1], rhs, solver))
     A, B = partial_grams(net)
-    return _solve(net, A, B, rhs, solver)
-
-
-def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
-    if solver is None:
-        solver = default_fiber_solver(net.dtype)
-    if isinstance(solver, FiberCG):
-        return _normal_part_fiber_cg(net, V, solver, rhs)
-    P, Q = partial_products(net)
-    A, B = grams_from_products(net, P, Q)
-    if rhs is None:
-        if V is None:  # V = W: dX(W) = N X, since X is homogeneous of degree N in W
-            X = net.first if net.depth == 1 else _dot(P[-1], Q[-1])
-            rhs = net.depth * X
-        else:
-            rhs = differential_from_products(net, P, Q, V)
-    lam = _solve(net, A, B, rhs, solver)
-    return adjoint_from_products(net, P, Q, lam)
+    return _checked_lineax(*_lineax_dense(A, B, rhs, solver))
 
 
 def fiber_normal_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:

@@ -6,10 +6,13 @@ errors, effective ranks, observations met), not read back from the experiment's 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
+import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
 
@@ -189,3 +192,25 @@ def test_nuclear_norm_exact_recovery_and_certificate():
     # a certificate is a lower bound whatever Y: a random Y on Omega gives a bound below ||M||_*
     Y = np.where(obs, rng.standard_normal(M.shape), 0.0)
     assert cmv.nuclear_norm_certificate(X, Y, rows, cols, M[rows, cols])["dual_bound"] <= cert["nuclear_norm"] + 1e-12
+
+
+def test_inf_scales_runs_only_the_chosen_scales_at_infinite_depth():
+    # Config.inf_scales: at N = inf only those scales are integrated; the other cells are "not run" (NaN, no problem
+    # reported), while every finite depth runs every scale. The run cells equal a direct solve of the same start.
+    cfg = cmv.Config(n=8, rank=1, observed=(40,), depths=(2, cmv.INF), scales=(1e-1, 1e-2), inf_scales=(1e-1,), n_saves=31)
+    c = cmv.completion(jr.PRNGKey(0), cfg, say=lambda msg: None)
+    assert c["run"].tolist() == [[[True, True], [True, False]]]
+    assert c["success"][0, 0].all() and c["success"][0, 1, 0] and not c["success"][0, 1, 1]
+    assert np.isnan(c["test_error"][0, 1, 1]) and np.all(np.isfinite(c["test_error"][0, :, 0]))
+    assert np.isfinite(c["test_error"][0, 0, 1])
+    assert cmv._selected_scales(cfg, 3).all() and cmv._selected_scales(cfg, cmv.INF).tolist() == [True, False]
+    assert cmv._selected_scales(dataclasses.replace(cfg, inf_scales=None), cmv.INF).all()
+    # the N = inf cell against an independent solve from the same X0
+    kq, kp = jr.split(jr.PRNGKey(0))
+    Q = cmv.random_directions(kq, 1, (cfg.n, cfg.n))[0]
+    loss = dlnjax.losses.MatrixCompletion.random(jr.split(kp, 1)[0], (cfg.n, cfg.n), cfg.rank, 40)
+    target = cfg.loss_target * float(loss(jnp.zeros(loss.shape)))
+    traj = cmv.solve(loss, cmv.INF, (1e-1 * Q)[None], cmv.save_times(cfg, cmv.time_unit(loss)), target, cfg.rtol, cfg.atol, cfg.inf_max_steps)
+    L = np.asarray(jax.vmap(loss)(traj.ys[0]))
+    X = np.asarray(traj.ys[0, cmv._converged_index(L, target)])
+    assert math.isclose(c["test_error"][0, 1, 0], float(np.linalg.norm(X - np.asarray(loss.truth))), rel_tol=1e-12)
