@@ -55,13 +55,14 @@ def timed(f, x):
     return time.perf_counter() - t, out
 
 
-def interleaved(calls: dict, *, budget: float, min_rounds: int = 3, max_rounds: int = 500):
+def interleaved(calls: dict, *, budget: float, min_rounds: int = 3, max_rounds: int = 500, samples: dict | None = None):
     """Outputs of a first round calling every (compiled) ``f(x)`` of ``calls = {name: (f, x)}`` once, and the min time of each.
 
     Then, in turn: calls faster than ``SLOW`` are repeated for ``min_rounds`` rounds in all, those faster than
     ``QUICK`` in further rounds until ``budget`` seconds have passed; slower ones keep their single time.
     Interleaving puts everything compared under the same background load (the machine may be shared), so the
-    ratios are meaningful.
+    ratios are meaningful. ``samples``, if given, receives every time of every call (a list per name, one entry
+    per round it took part in; calls of the same speed class share their rounds, so their lists pair up).
     """
     times, outputs = {}, {}
     for k, (f, x) in calls.items():
@@ -78,6 +79,8 @@ def interleaved(calls: dict, *, budget: float, min_rounds: int = 3, max_rounds: 
         for k in members:
             f, x = calls[k]
             times[k].append(timed(f, x)[0])
+    if samples is not None:
+        samples.update(times)
     return outputs, {k: min(v) for k, v in times.items()}
 
 

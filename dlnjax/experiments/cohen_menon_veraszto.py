@@ -662,7 +662,8 @@ def _text(s: dict, cfg: Config) -> str:
         f"    converged: {s['toy']['converged']} of {s['toy']['runs']} runs",
         "",
         *(["    (published grid: scales 1e-3 ... 1e-6; this run uses " + ", ".join(f"{x:g}" for x in cfg.scales)
-            + " to keep the stiff tails affordable, see the module docstring)"] if cfg.n == 100 else []),
+            + " to keep the stiff tails affordable" + ("" if cfg.inf_scales is None else "; N = inf at " + ", ".join(f"{x:g}" for x in cfg.inf_scales) + " only")
+            + ", see the module docstring)"] if cfg.n == 100 else []),
         f"(b) {cfg.n}x{cfg.n}, rank {cfg.rank}, ||M||_F = 1, target E <= {cfg.loss_target:g} E(0); "
         "recovery error ||X - M||_F/||M||_F [effective rank]",
     ]
