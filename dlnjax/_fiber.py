@@ -65,15 +65,15 @@ def default_fiber_solver(dtype) -> "FiberCG":
     return FiberCG(rtol=1e-4, atol=1e-5)
 
 
-def _data(net: DLN):
-    """``(prods, op)``: `_products` and `_operator_data` of ``net`` (depth >= 2), the one build of the normal operator."""
-    prods = _products(net)
-    return prods, _operator_data(prods)
-
-
 def _function_operator(net: DLN, fn) -> lx.FunctionLinearOperator:
     struct = jax.ShapeDtypeStruct((net.widths[-1], net.widths[0]), net.dtype)
     return lx.FunctionLinearOperator(fn, struct, lx.positive_semidefinite_tag)
+
+
+def _lineax_operators(net: DLN, op, pre=None):
+    """``L`` (from `_operator_data`) and, given ``pre`` (from `_jacobi`), its preconditioner, as Lineax operators."""
+    L = _function_operator(net, lambda lam: _apply_data(op, lam))
+    return L if pre is None else (L, _function_operator(net, lambda r: _pre_apply(pre, r)))
 
 
 def normal_operator(net: DLN) -> lx.FunctionLinearOperator:
@@ -81,8 +81,7 @@ def normal_operator(net: DLN) -> lx.FunctionLinearOperator:
     require_linear(net, "the fiber geometry (normal_operator)")
     if net.depth == 1:
         return _function_operator(net, lambda lam: lam)
-    op = _data(net)[1]
-    return _function_operator(net, lambda lam: _apply_data(op, lam))
+    return _lineax_operators(net, _operator_data(_products(net)))
 
 
 def balanced_preconditioner(net: DLN) -> lx.FunctionLinearOperator:
@@ -93,8 +92,8 @@ def balanced_preconditioner(net: DLN) -> lx.FunctionLinearOperator:
     require_linear(net, "the fiber geometry (balanced_preconditioner)")
     if net.depth == 1:
         return _function_operator(net, lambda r: r)
-    pre = _jacobi(_data(net)[1])
-    return _function_operator(net, lambda r: _pre_apply(pre, r))
+    op = _operator_data(_products(net))
+    return _lineax_operators(net, op, _jacobi(op))[1]
 
 
 def _dense(A: Array, B: Array) -> Array:
@@ -109,11 +108,9 @@ def _lineax_cg(net: DLN, op, rhs: Array, solver: lx.CG):
     scale = jnp.max(jnp.abs(rhs))
     scale = jnp.where(scale > 0, scale, 1.0)
     b = rhs / scale
-    operator = _function_operator(net, lambda lam: _apply_data(op, lam))
     # The preconditioner and the warm start change how CG gets there, not the solution: outside autodiff
     # (Lineax cannot differentiate through options; implicit differentiation of the solve needs only op, b).
-    pre = _jacobi(jax.lax.stop_gradient(op))
-    precond = _function_operator(net, lambda r: _pre_apply(pre, r))
+    operator, precond = _lineax_operators(net, op, _jacobi(jax.lax.stop_gradient(op)))
     # Warm start at y0 = M^{-1} b, the exact solution at a balanced point: it saves one CG step
     # (measured at d = 64, N = 16: 27 -> 26 generic, 7 -> 6 near balance; benchmarks/README.md).
     y0 = jax.lax.stop_gradient(precond.mv(b))
@@ -456,7 +453,7 @@ def solve_normal(
         lam, _, ok = _fiber_cg(solver, _products(net), rhs, None)
         return _checked(lam, ok)
     if isinstance(solver, lx.CG):
-        return _checked_lineax(*_lineax_cg(net, _data(net)[1], rhs, solver))
+        return _checked_lineax(*_lineax_cg(net, _operator_data(_products(net)), rhs, solver))
     A, B = partial_grams(net)
     return _checked_lineax(*_lineax_dense(A, B, rhs, solver))
 

@@ -50,8 +50,8 @@ converged in 45 740 steps (recovery error 0.039, effective rank 4.96), but the s
 the target within 131 072 steps (the N = inf solve of |Omega| = 2000 took 2300 s). The cause is stiffness, not
 accuracy: once the first singular values have escaped and settled, they limit the explicit step to ``O(1)``
 (their curvature ``a_inf ~ sigma_1^2``), while the remaining ones still escape on the time scale ``1/s_0``; so the
-step count grows like ``1/s_0`` (measured in ``benchmarks/README.md``), ~100x more steps at 1e-6 than at 1e-4,
-days on this CPU. `DEFAULT` therefore runs N = inf only at the scales of ``inf_scales`` (1e-4); the other cells
+step count grows like ``1/s_0`` (``benchmarks/inf_depth_steps.py``, figures in ``benchmarks/README.md``): ~100x
+more steps at 1e-6 than at 1e-4, ~4.6 million Tsit5 steps, ~11 hours for one solve on this CPU. `DEFAULT` therefore runs N = inf only at the scales of ``inf_scales`` (1e-4); the other cells
 of the table read "not run". ``Config(inf_scales=None)`` runs every scale at N = inf (with a larger
 ``inf_max_steps``); an implicit solver would need the ``d^2 x d^2`` Jacobian through the SVD at every step.
 
