@@ -177,8 +177,9 @@ class FiberCG(eqx.Module):
 
     Why not ``lineax.CG``: its stopping test is on the residual of ``lam`` elementwise, which is not the
     quantity the fiber flows need; measured in ``benchmarks/fiber_gradient.py`` at ``d = 64``, ``N = 16``
-    near balance, the rule above saves a step or two of ~6 and brings one `FiberL2` evaluation under 5
-    `Gradient` evaluations (MATH.md §3, seed 001 eq. (1.17)).
+    near balance, the rule above saves a step or two of ~6 (5 steps against 6-7; MATH.md §3, seed 001 eq. (1.17)).
+    One `FiberL2` evaluation there costs 4.9-5.4 `Gradient` evaluations on a 2-core Intel Xeon and 5.3-7.2 on a
+    2-core AMD EPYC (benchmarks/README.md): the issue's target of 5 is not robustly met.
 
     Every ``stabilise_every`` steps the residual is recomputed from its definition (as in ``lineax.CG``),
     so that the recursively updated one cannot drift. The solve fails (an error at run time, also under
