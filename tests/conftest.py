@@ -7,7 +7,25 @@ The tests run in float64: x64 is switched on here, at import, before any array i
 
 from __future__ import annotations
 
-from dlnjax._cpu import configure_cpu
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# JAX's persistent compilation cache, shared by the xdist workers and by the processes the tests start
+# (the CLI, notebook kernels), fresh for each run: the suite is compile-bound and many programs recur
+# (a ``--quick`` experiment run by its test and again by its notebook: 66 s cold, 28 s warm on the 2-core
+# CPU). Cached executables are the ones XLA would compile again (the key hashes the program, options
+# and versions), so no result changes. Set by the controller at import, inherited by workers and
+# subprocesses; a cache dir set by the user is used as it is.
+_OWN_CACHE = None
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _OWN_CACHE = tempfile.mkdtemp(prefix="dlnjax-test-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _OWN_CACHE
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 # One OpenBLAS thread and fast tiny fusions (see dlnjax/_cpu.py): set before JAX's backend starts.
 configure_cpu()
@@ -161,7 +179,15 @@ def dense_jacobian(layers) -> np.ndarray:
         x = explicit_product(_unsplit(theta, shapes, is_complex))
         return jnp.concatenate([jnp.real(x).ravel(), jnp.imag(x).ravel()]) if is_complex else x.ravel()
 
-    return np.asarray(jax.jacfwd(f)(jnp.asarray(theta0)))
+    # forward mode pushes one tangent per column, reverse mode one cotangent per row: take the fewer
+    jac = jax.jacrev if 2 * x_size(layers) < theta0.size else jax.jacfwd
+    return np.asarray(jax.jit(jac(f))(jnp.asarray(theta0)))
+
+
+def x_size(layers) -> int:
+    """Number of real coordinates of X (rows of `dense_jacobian`)."""
+    n = layers[-1].shape[0] * layers[0].shape[1]
+    return 2 * n if np.iscomplexobj(layers[0]) else n
 
 
 def dense_tangent_projection(layers, V, rcond: float = 1e-10):
@@ -288,3 +314,36 @@ def csv_rows(path) -> list[dict]:
 
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def pytest_unconfigure(config):
+    # The process that made the cache removes it (the controller, under xdist: it ends after its workers).
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebooks
+# --------------------------------------------------------------------------------------------------
+
+NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
+
+
+def execute_notebook(name: str) -> None:
+    """Execute ``notebooks/<name>`` in a fresh kernel: no cell may fail, and it must draw a figure.
+
+    Called from the test file of the experiment the notebook tells (after that file's ``--quick`` run, so the
+    kernel finds the programs it shares with it in the compilation cache); tests/test_notebooks.py checks that
+    every notebook has such a test.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = NOTEBOOK_DIR / name
+    nb = nbformat.read(path, as_version=4)
+    # The "python3" kernel is launched with this interpreter (jupyter_client substitutes sys.executable).
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client.execute()  # raises CellExecutionError on the first failing cell
+    outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    assert any("image/png" in out.get("data", {}) for out in outputs), f"{name} should draw at least one figure"

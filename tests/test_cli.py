@@ -12,6 +12,7 @@ import pytest
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, lindsey_menon
+from conftest import execute_notebook
 
 FIGURES = ("moment_decay.png", "theorem1_norm.png", "figure_1_1.png")
 DATA = ("fiber_l2.npz", "kirwan_ness.npz", "figure_1_1.npz", "fiber_l2_curves.csv", "kirwan_ness_curves.csv", "figure_1_1_curves.csv")
@@ -143,3 +144,8 @@ def test_failed_solve_is_reported_and_exits_1(quick_run, tmp_path, monkeypatch):
     assert "FAILED" in (tmp_path / "summary.txt").read_text()
     for name in FIGURES:  # everything computed is still written
         assert (tmp_path / name).exists()
+
+
+def test_notebook_executes():
+    # notebooks/lindsey_menon.ipynb: last in this file, after the `lindsey-menon --quick` run whose programs it reuses
+    execute_notebook("lindsey_menon.ipynb")

@@ -18,7 +18,7 @@ import pytest
 
 import dlnjax
 from dlnjax.experiments import cohen_menon_veraszto as cmv
-from conftest import csv_rows
+from conftest import csv_rows, execute_notebook
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +214,8 @@ def test_inf_scales_runs_only_the_chosen_scales_at_infinite_depth():
     L = np.asarray(jax.vmap(loss)(traj.ys[0]))
     X = np.asarray(traj.ys[0, cmv._converged_index(L, target)])
     assert math.isclose(c["test_error"][0, 1, 0], float(np.linalg.norm(X - np.asarray(loss.truth))), rel_tol=1e-12)
+
+
+def test_notebook_executes():
+    # notebooks/cohen_menon_veraszto.ipynb: last in this file, after the `cohen-menon-veraszto --quick` run whose programs it reuses
+    execute_notebook("cohen_menon_veraszto.ipynb")

@@ -246,7 +246,10 @@ def test_flow_derivatives_reverse_forward_and_finite_differences(group, name):
     assert np.all(rev_all[:, others] == 0), rev_all
 
 
-@pytest.mark.parametrize("flow", [flows.FiberL2(), flows.FiberSchatten(1.5)], ids=["FiberL2", "FiberSchatten"])
+# FiberSchatten runs the same CG solve (20 s): slow
+@pytest.mark.parametrize(
+    "flow", [flows.FiberL2(), pytest.param(flows.FiberSchatten(1.5), marks=pytest.mark.slow)], ids=["FiberL2", "FiberSchatten"]
+)
 def test_fiber_default_cg_solve_differentiates(flow):
     # One vector-field evaluation (no solve around it: cheap), with the default preconditioned CG: its
     # preconditioner and warm start are held out of autodiff, the solve is differentiated implicitly by Lineax.
@@ -382,6 +385,7 @@ def test_backsolve_adjoint_agrees_with_checkpointed():
     assert _rel(bs, rc) <= 1e-5, f"BacksolveAdjoint vs RecursiveCheckpointAdjoint {_rel(bs, rc):.2e}"
 
 
+@pytest.mark.slow  # 28 s; Diffrax's checkpointing; the default adjoint is checked against finite differences above
 def test_checkpoint_count_changes_cost_not_gradient():
     # simulate's docstring: RecursiveCheckpointAdjoint(checkpoints=c) trades memory for recomputation only. One
     # checkpoint (the most recomputation), the default (~sqrt(2 n)) and every step (none) give one gradient.

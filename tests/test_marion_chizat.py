@@ -8,6 +8,7 @@ import pytest
 
 from dlnjax._cli import main
 from dlnjax.experiments import marion_chizat as mc
+from conftest import execute_notebook
 
 FIGURES = ("sharpness_gaussian.png", "sharpness_residual.png", "sharpness_depth.png", "structure.png", "gd_vs_gf.png")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -112,3 +113,8 @@ def test_measured_facts_hold_in_the_saved_data(quick):
     ok = ~data["gaussian_gd_diverged"].astype(bool)
     np.testing.assert_allclose(hist[..., -1][ok], data["gaussian_gd_final_loss"][ok], rtol=1e-12)
     assert summary["run_counts"]["gd_gaussian"] == data["gaussian_gd_sharpness"].size
+
+
+def test_notebook_executes():
+    # notebooks/marion_chizat.ipynb: last in this file, after the `marion-chizat --quick` run whose programs it reuses
+    execute_notebook("marion_chizat.ipynb")

@@ -225,6 +225,7 @@ def test_padded_grid_equals_one_program_per_shape(tmp_path):
             np.testing.assert_array_equal(a, b, err_msg=name)
 
 
+@pytest.mark.slow  # 30-45 s; padding is checked to rounding by test_padded_grid_equals_one_program_per_shape
 def test_padded_flow_sweep_agrees_with_per_shape_to_solver_tolerance(tmp_path):
     """Adaptive flow solves of padded networks take other steps (the error norm runs over more entries), so
     padded and per-shape runs agree to the solver's tolerance, not to rounding."""
