@@ -316,6 +316,28 @@ def csv_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+# The files that take longest (measured on the 2-core CPU, ~60-150 s each), in that order. pytest-xdist hands
+# whole files to its workers (--dist loadfile) in collection order: starting the long ones first leaves the
+# short ones to fill the end, instead of one worker finishing a long file alone.
+LONG_FILES = (
+    "test_marion_chizat.py",
+    "test_gradients.py",
+    "test_sweep.py",
+    "test_cohen_menon_veraszto.py",
+    "test_du_hu_lee.py",
+    "test_cli.py",
+    "test_langevin.py",
+    "test_padding.py",
+    "test_init_scale_tuning.py",
+    "test_fast_slow.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept otherwise
+
+
 def pytest_unconfigure(config):
     # The process that made the cache removes it (the controller, under xdist: it ends after its workers).
     if _OWN_CACHE is not None:
