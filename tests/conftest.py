@@ -180,14 +180,9 @@ def dense_jacobian(layers) -> np.ndarray:
         return jnp.concatenate([jnp.real(x).ravel(), jnp.imag(x).ravel()]) if is_complex else x.ravel()
 
     # forward mode pushes one tangent per column, reverse mode one cotangent per row: take the fewer
-    jac = jax.jacrev if 2 * x_size(layers) < theta0.size else jax.jacfwd
+    rows = layers[-1].shape[0] * layers[0].shape[1] * (2 if is_complex else 1)
+    jac = jax.jacrev if rows < theta0.size else jax.jacfwd
     return np.asarray(jax.jit(jac(f))(jnp.asarray(theta0)))
-
-
-def x_size(layers) -> int:
-    """Number of real coordinates of X (rows of `dense_jacobian`)."""
-    n = layers[-1].shape[0] * layers[0].shape[1]
-    return 2 * n if np.iscomplexobj(layers[0]) else n
 
 
 def dense_tangent_projection(layers, V, rcond: float = 1e-10):
