@@ -85,6 +85,7 @@ from ._padding import (
     unpad as unpad,
 )
 from ._simulate import Trajectory as Trajectory, simulate as simulate
+from ._stiff import NewtonKrylov as NewtonKrylov, Stiff as Stiff
 from .sweep import load as load
 from ._train import METRICS as METRICS, train as train, TrainResult as TrainResult
 from .flows._fiber import schatten_regularizer as schatten_regularizer

@@ -8,7 +8,10 @@ import diffrax as dfx
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 from jaxtyping import Array, Bool, PRNGKeyArray, PyTree, Real
+
+from ._stiff import Stiff, rms_norm
 
 __all__ = ["Trajectory", "simulate"]
 
@@ -129,8 +132,19 @@ def simulate(
         if key is not None:
             raise ValueError("simulate: key= is only for stochastic flows; this flow has no diffusion.")
         like = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), y0)
-        terms = dfx.ODETerm(_RealView(flow, like) if jnp.iscomplexobj(_leaf_dtypes(y0)) else flow)
+        field = _RealView(flow, like) if jnp.iscomplexobj(_leaf_dtypes(y0)) else flow
+        terms = dfx.ODETerm(field)
         solver = dfx.Tsit5() if solver is None else solver
+        if isinstance(solver, Stiff):
+            if stepsize_controller is not None or dt0 is not None:
+                raise ValueError(
+                    "simulate: dlnjax.Stiff() chooses its steps adaptively at rtol/atol; do not pass dt0 or "
+                    "stepsize_controller with it (for fixed steps use e.g. diffrax.Kvaerno5())."
+                )
+            solver = solver.diffrax_solver(field, rtol, atol)
+            stepsize_controller = dfx.PIDController(rtol=0.0, atol=1.0, norm=rms_norm)
+    if isinstance(solver, Stiff):
+        raise ValueError("simulate: dlnjax.Stiff() is for deterministic flows; this flow is stochastic (use e.g. diffrax.Heun()).")
     if stepsize_controller is None:
         stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
     if adjoint is None:
@@ -173,6 +187,39 @@ class _RealView(eqx.Module):
 
     def __call__(self, t, y, args):
         return _to_real(self.fn(t, _from_real(y, self.like), args))
+
+    def stiff_error_scale(self, y, rtol, atol):
+        own = getattr(self.fn, "stiff_error_scale", None)
+        scale = None if own is None else own(_from_real(y, self.like), rtol, atol)
+        return None if scale is None else _RealError(scale, self.like)
+
+    def stiff_preconditioner(self, t, y, args, gamma):
+        pre = getattr(self.fn, "stiff_preconditioner", None)
+        op = None if pre is None else pre(t, _from_real(y, self.like), args, gamma)
+        if op is None:
+            return None
+        real = jax.eval_shape(lambda: y)
+        return lx.FunctionLinearOperator(_RealOperator(op, self.like), real)
+
+
+class _RealError(eqx.Module):
+    """An error scale of a complex state, applied to its real view."""
+
+    scale: Any
+    like: PyTree = eqx.field(static=True)
+
+    def __call__(self, e):
+        return _to_real(self.scale(_from_real(e, self.like)))
+
+
+class _RealOperator(eqx.Module):
+    """A (real-linear) operator on a complex state, acting on its real view."""
+
+    op: Any
+    like: PyTree = eqx.field(static=True)
+
+    def __call__(self, y):
+        return _to_real(self.op.mv(_from_real(y, self.like)))
 
 
 # BacksolveAdjoint differentiates y0, args and the terms only; a tangent on t0, t1 or the save times

@@ -207,6 +207,13 @@ class UntilConverged(eqx.Module):
         v = self.flow(t, X, args)
         return jnp.where(self.loss(X) > self.target, v, jnp.zeros_like(v))
 
+    def stiff_preconditioner(self, t, X, args, gamma):
+        """That of ``flow`` (`dlnjax.Stiff`); past the target the field is 0 and any preconditioner is harmless."""
+        return self.flow.stiff_preconditioner(t, X, args, gamma)
+
+    def stiff_error_scale(self, X, rtol, atol):
+        return self.flow.stiff_error_scale(X, rtol, atol)
+
 
 @eqx.filter_jit
 def solve(loss, depth, X0s: jax.Array, ts: jax.Array, target, rtol: float, atol: float, max_steps: int) -> dlnjax.Trajectory:

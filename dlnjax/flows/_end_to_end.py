@@ -8,7 +8,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact
 
-from .._metric import _apply, _check_matrix, check_depth
+import lineax as lx
+
+from .._metric import _apply, _check_matrix, _spectrum, check_depth, end_to_end_multiplier
+from .._network import _ct, _dot
 from ._base import AbstractFlow
 
 
@@ -71,3 +74,55 @@ class EndToEnd(AbstractFlow):
             return v
         decay = self.kappa if self.depth == math.inf else self.depth * self.kappa
         return v - decay * X
+
+    def stiff_preconditioner(self, t, X, args, gamma):
+        """``(I + gamma (rho A_N(X) + N kappa))^-1``: the inverse of the Newton matrix ``I - gamma J`` of `dlnjax.Stiff`
+        with the loss Hessian replaced by ``rho I``.
+
+        The Jacobian of the field is ``J Z = -A_N(X)[H Z] - (D A_N(X)[Z]) grad E - N kappa Z`` (``H`` the loss Hessian).
+        Near a fit ``grad E`` is small and the stiff part is ``-A_N(X) H``; ``rho = <X, H X> / <X, X>`` (the Hessian's
+        Rayleigh quotient along ``X``, clipped at 0) turns it into ``-rho A_N(X)``, which is diagonal in the singular
+        bases of ``X`` with the multipliers ``a_N(sigma_i^2, sigma_j^2)``: the preconditioner costs one SVD and four
+        products per application. Exact for ``E = c ||X - M||^2`` and ``N = 1``; for matrix completion
+        ``H = (2/|Omega|) P_Omega`` and ``rho`` is the mean of ``H`` on the directions of ``X``.
+        """
+        X = jax.lax.stop_gradient(_check_matrix(X, "EndToEnd"))
+        _, HX = jax.jvp(self.gradient, (X,), (X,))
+        nx = jnp.sum(jnp.abs(X) ** 2)
+        rho = jnp.where(nx > 0, jnp.sum(jnp.real(jnp.conj(X) * HX)) / jnp.where(nx > 0, nx, 1.0), 0.0)
+        rho = jnp.maximum(rho, 0.0)
+        lam, U, mu, V = _spectrum(X)
+        a = end_to_end_multiplier(lam[:, None], mu[None, :], self.depth)
+        decay = self.kappa if self.depth == math.inf else self.depth * self.kappa
+        den = 1.0 + gamma * (rho * a + decay)
+        scale = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 1.0)
+        return lx.FunctionLinearOperator(_SpectralScaling(U, scale.astype(X.real.dtype), V), jax.eval_shape(lambda: X))
+
+
+    def stiff_error_scale(self, X, rtol, atol):
+        """State errors in tolerance units for `dlnjax.Stiff`: ``E -> (U^* E V)_ij / (atol + rtol max(sigma_i, sigma_j))``.
+
+        In the singular bases of ``X`` each component of an error is measured against the singular values it couples,
+        so that a singular value still at the initialization scale is resolved to ``rtol`` of itself (an elementwise
+        scale ``atol + rtol |X_ij|`` would let it drift by ``rtol ||X||``, and its escape time with it), down to the
+        SVD's resolution ``max(d_N, d_0) eps ||X||_2``, which is added to the scale.
+        """
+        X = jax.lax.stop_gradient(_check_matrix(X, "EndToEnd"))
+        lam, U, mu, V = _spectrum(X)
+        big = jnp.maximum(jnp.sqrt(lam)[:, None], jnp.sqrt(mu)[None, :])
+        # the SVD resolves components only to ~ max(d_N, d_0) eps ||X||_2: no tighter tolerance than that
+        floor = max(X.shape) * jnp.finfo(X.dtype).eps * jnp.sqrt(jnp.max(lam))
+        return _SpectralScaling(U, (1.0 / (atol + floor + rtol * big)).astype(X.real.dtype), V, back=False)
+
+
+class _SpectralScaling(eqx.Module):
+    """``Z -> U (s ∘ (U^* Z V)) V^*`` (``back=False``: ``Z -> s ∘ (U^* Z V)``)."""
+
+    U: Array
+    s: Array
+    V: Array
+    back: bool = eqx.field(static=True, default=True)
+
+    def __call__(self, Z):
+        Zh = self.s * _dot(_dot(_ct(self.U), Z), self.V)
+        return _dot(_dot(self.U, Zh), _ct(self.V)) if self.back else Zh
