@@ -6,6 +6,7 @@ Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffra
 
 from . import flows as flows, losses as losses, sweep as sweep
 from ._activations import Activation as Activation
+from ._aligned import aligned_singular_values as aligned_singular_values
 from ._diagnostics import (
     alignment as alignment,
     distance_to_minimizer as distance_to_minimizer,

@@ -111,6 +111,15 @@ def simulate(
       Stratonovich solutions agree).
 
     The linear solves of the fiber flows differentiate implicitly (Lineax), in both modes.
+
+    **Stiff flows.** ``solver=dlnjax.Stiff()`` integrates with an L-stable ESDIRK scheme whose Newton systems are solved
+    matrix-free (`dlnjax.Stiff`): use it from small initializations, on long plateaus and at infinite depth, where an
+    explicit solver's step is capped by the settled singular values (its step count grows like ``1/scale`` at
+    ``N = inf``, Stiff's like ``log(1/scale)`` on aligned problems); keep the default Tsit5 for moderate scales, where
+    its cheaper steps win (crossover and figures: ``benchmarks/README.md``, ``benchmarks/stiff.py``). With Stiff the
+    error is measured by the flow's ``stiff_error_scale`` (for `dlnjax.flows.EndToEnd`, per singular value), ``dt0``
+    and ``stepsize_controller`` are not accepted, and ``atol`` should lie far below ``rtol`` times the
+    initialization scale. Derivatives through a Stiff solve: see `dlnjax.Stiff`.
     """
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:

@@ -264,3 +264,13 @@ def test_bad_options_raise():
         dlnjax.simulate(langevin, net, jnp.array([0.0, 1.0]), solver=dlnjax.Stiff(), dt0=0.1, key=jr.PRNGKey(0))
     with pytest.raises(TypeError, match="Runge-Kutta stage"):
         optx.root_find(lambda y, a: y, dlnjax.NewtonKrylov(rtol=1e-6, atol=1e-9), jnp.ones(2), None, throw=False)
+
+
+def test_an_exact_preconditioner_does_not_trip_the_krylov_solver():
+    """Full observation from a start aligned with the coordinate axes: the preconditioner is the exact inverse of the
+    Newton matrix, where Lineax's BiCGStab alone would return NaN (0/0 after converging in one step)."""
+    flow = dlnjax.flows.EndToEnd(lambda X: 0.5 * jnp.sum((X - jnp.eye(5)) ** 2), INF)
+    for scale in (1e-2, 1e-8):
+        traj = dlnjax.simulate(flow, scale * jnp.eye(5), jnp.array([0.0, 1e10]), solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=2000)
+        assert bool(traj.success)
+        assert float(jnp.max(jnp.abs(traj.ys[-1] - jnp.eye(5)))) < 1e-12
