@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sweep_vs_loop.py
 	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/adjoints.py
+	$(BIN)/python benchmarks/stiff.py --cases k,b,d  # (a) and (c) at 100 x 100 take far longer: see benchmarks/README.md
 
 clean:
 	rm -rf $(VENV) results .pytest_cache
