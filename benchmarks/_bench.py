@@ -92,3 +92,14 @@ def publish(lines: list[str], out: str | None) -> None:
     if out:
         with open(out, "w") as fh:
             fh.write(text)
+
+
+def write_report(lines: list[str], out: str | None, *, echo: bool = True) -> int:
+    """Join ``lines`` into the report text, print it (``echo``) and write it to ``out`` if given; returns 0."""
+    text = "\n".join(lines) + "\n"
+    if echo:
+        print(text)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text)
+    return 0

@@ -63,6 +63,8 @@ TARGET_RATIO = 5.0
 
 def _unrolled_stages_class():
     import diffrax as dfx
+
+    from dlnjax._stiff import AbstractDelegatingSolver
     import equinox.internal as eqxi
     import jax
     import jax.numpy as jnp
@@ -79,7 +81,7 @@ def _unrolled_stages_class():
 
         return jtu.tree_map(leaf, y0, *[k for _, k in pairs])
 
-    class UnrolledStages(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
+    class UnrolledStages(AbstractDelegatingSolver):
         """An explicit Runge-Kutta solver of Diffrax (one ``ButcherTableau``) with its stages unrolled in Python.
 
         Diffrax's ``AbstractRungeKutta.step`` runs the stages in an Equinox ``checkpointed`` while loop (with one
@@ -91,33 +93,6 @@ def _unrolled_stages_class():
         """
 
         solver: dfx.AbstractERK
-
-        @property
-        def term_structure(self):
-            return self.solver.term_structure
-
-        @property
-        def interpolation_cls(self):
-            return self.solver.interpolation_cls
-
-        @property
-        def term_compatible_contr_kwargs(self):
-            return self.solver.term_compatible_contr_kwargs
-
-        def order(self, terms):
-            return self.solver.order(terms)
-
-        def strong_order(self, terms):
-            return self.solver.strong_order(terms)
-
-        def error_order(self, terms):
-            return self.solver.error_order(terms)
-
-        def init(self, terms, t0, t1, y0, args):
-            return self.solver.init(terms, t0, t1, y0, args)
-
-        def func(self, terms, t0, y0, args):
-            return self.solver.func(terms, t0, y0, args)
 
         def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
             tab = self.solver.tableau

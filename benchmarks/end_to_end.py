@@ -4,7 +4,7 @@ For each width ``d`` and depth ``N`` this integrates, with `dlnjax.simulate` (Ts
 ``rtol``/``atol``), from the balanced network ``dlnjax.fiber_center(X0, N)`` and from ``X0`` itself,
 
 - the weight flow ``dW/dt = -grad_W E(X(W))`` (`dlnjax.flows.Gradient`, state: N layers), and
-- the end-to-end flow ``dX/dt = -A_N(X)[grad E(X)]`` (`EndToEnd`, state: the d x d matrix X; MATH.md §5, seed 003),
+- the end-to-end flow ``dX/dt = -A_N(X)[grad E(X)]`` (`EndToEnd`, state: the d x d matrix X; docs/theory.md §5, seed 003),
 
 for the factorization loss ``E(X) = 1/2 ||X - M||^2`` with a fixed random target ``M`` (singular values in
 [0.5, 1.5]) and ``X0 = 0.5 Q1 diag(s) Q2``, ``s`` in [0.5, 1.5]. The flow at depth ``N`` runs ``N`` times faster

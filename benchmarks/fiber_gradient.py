@@ -3,7 +3,7 @@
 For each width ``d`` and depth ``N`` this times one evaluation of the vector field
 
 - ``Gradient(E)``, ``E(X) = 1/2 ||X - T||^2`` (full observation, ``T`` a fixed Gaussian matrix), and
-- ``FiberL2`` (``-Pi_T(W)``, MATH.md §3) with three solvers for the normal system
+- ``FiberL2`` (``-Pi_T(W)``, docs/theory.md §3) with three solvers for the normal system
   ``(dX dX^*) lam = dX(W) = N X``:
   the default matrix-free CG preconditioned in the eigenbases of ``sum_k A_k``, ``sum_k B_k`` (PCG);
   dense Cholesky of the ``d^2 x d^2`` matrix (``FiberL2(solver=lineax.Cholesky())``); and

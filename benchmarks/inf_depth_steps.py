@@ -78,12 +78,7 @@ def main(argv=None) -> int:
         if good.sum() >= 2:
             slopes[cmv.depth_label(depth)] = float(np.polyfit(np.log(1 / np.asarray(a.scales)[good]), np.log(st[good]), 1)[0])
     lines += ["", "log-log slope of accepted steps against 1/scale: " + ", ".join(f"N = {k}: {v:.2f}" for k, v in slopes.items())]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "w") as fh:
-            fh.write(text)
-    return 0
+    return _bench.write_report(lines, a.out)
 
 
 if __name__ == "__main__":

@@ -243,11 +243,7 @@ def main(argv=None) -> int:
                 "d": lambda: case_d(a.quick), "k": lambda: case_k(a.quick)}[c.strip()]()
         lines += part + [f"(case {c} took {time.perf_counter() - t0:.0f} s)", ""]
         print(f"(case {c} took {time.perf_counter() - t0:.0f} s)", flush=True)
-    text = "\n".join(lines) + "\n"
-    if a.out:
-        with open(a.out, "w") as fh:
-            fh.write(text)
-    return 0
+    return _bench.write_report(lines, a.out, echo=False)  # the tables were printed as they came
 
 
 if __name__ == "__main__":

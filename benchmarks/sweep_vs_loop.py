@@ -1,6 +1,6 @@
 """Benchmark: seed 004's linear sweep, the paper-script way (one run at a time) against `dlnjax.train` under vmap.
 
-The experiment (Marion & Chizat, seed 004, §5; MATH.md §7; their published ``run_experiment.py linear``):
+The experiment (Marion & Chizat, seed 004, §5; docs/theory.md §7; their published ``run_experiment.py linear``):
 univariate regression ``R = (1/n) sum_i (y_i - W_N ... W_1 x_i)^2`` on ``dlnjax.losses.Regression.random``
 data (n = 50, d = 5, noise 1), a deep linear network of depth N = 10 with widths (5, ..., 5, 1), Gaussian
 initialization with i.i.d. entries ``N(0, s^2)`` (the published ``init_mlp`` multiplies standard normals by

@@ -1,4 +1,4 @@
-"""Pointwise activations for networks ``f(x) = W_N phi(W_{N-1} ... phi(W_1 x))`` (MATH.md §6; seed 002).
+"""Pointwise activations for networks ``f(x) = W_N phi(W_{N-1} ... phi(W_1 x))`` (docs/theory.md §6; seed 002).
 
 A `DLN` is linear by default (``phi`` the identity). For the training path (`dlnjax.train`,
 `dlnjax.flows.Gradient` with a data loss such as `dlnjax.losses.Regression`) a network may carry a

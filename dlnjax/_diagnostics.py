@@ -1,4 +1,4 @@
-"""Diagnostics of a trained network: sharpness, ranks, layer balance and alignment (MATH.md §6-7).
+"""Diagnostics of a trained network: sharpness, ranks, layer balance and alignment (docs/theory.md §6-7).
 
 - `sharpness`: the largest Hessian eigenvalue of ``W -> E(W)`` (seed 004, Marion & Chizat), by Lanczos
   on Hessian-vector products.
@@ -93,7 +93,7 @@ def sharpness(
     return_error: bool = False,
     mask: DLN | None = None,
 ) -> Float[Array, ""] | tuple[Float[Array, ""], Float[Array, ""]]:
-    """The sharpness: the largest eigenvalue of the Hessian of ``W -> E(W)`` over all layers (MATH.md §7; seed 004).
+    """The sharpness: the largest eigenvalue of the Hessian of ``W -> E(W)`` over all layers (docs/theory.md §7; seed 004).
 
     ``E(W)`` is `dlnjax.network_loss` (``loss(X(W))`` for a linear network, the data loss of the
     network function for a nonlinear one), differentiated in the real coordinates of all weights.
@@ -254,7 +254,7 @@ class RegressionConstants(NamedTuple):
 
 
 def regression_constants(loss) -> RegressionConstants:
-    """Seed 004's constants of univariate least-squares regression (MATH.md §7).
+    """Seed 004's constants of univariate least-squares regression (docs/theory.md §7).
 
     With ``Sigma = X^T X / n`` (`Regression.covariance`) and ``w*`` the least-squares solution
     (`Regression.least_squares`, shape ``(1, d)``):
@@ -290,7 +290,7 @@ def sharpness_bounds(loss, depth: int) -> tuple[Float[Array, ""], Float[Array, "
     For ``E = (1/n) sum_i (y_i - W_N ... W_1 x_i)^2`` (`dlnjax.losses.Regression`, no ½) and the constants of
     `regression_constants`:
 
-    - every minimizer has sharpness ``>= 2 N a ||w*||^(2 - 2/N)`` (lower bound; MATH.md §7);
+    - every minimizer has sharpness ``>= 2 N a ||w*||^(2 - 2/N)`` (lower bound; docs/theory.md §7);
     - gradient flow from a small-scale initialization ends at sharpness ``<= 8 N Lambda ||w*||^(2 - 2/N)``
       (upper bound, in the limit of vanishing initialization scale).
 
@@ -369,7 +369,7 @@ def layer_norm_differences(net: DLN) -> Float[Array, "*batch N-1"]:
     """``||W_{k+1}||_F^2 - ||W_k||_F^2``, ``k = 1..N-1``: conserved by gradient flow (Theorem 2.1 of seed 002).
 
     Holds for every loss of the network function ``W_N phi(... phi(W_1 x))`` with ``phi`` positively
-    homogeneous (ReLU, leaky ReLU, identity; MATH.md §6). Equals ``-Tr G_k`` (MATH.md §2).
+    homogeneous (ReLU, leaky ReLU, identity; docs/theory.md §6). Equals ``-Tr G_k`` (docs/theory.md §2).
     Gradient descent with step ``eta`` changes it by ``O(eta^2)`` per step.
     """
     n = layer_norms(net)
@@ -380,7 +380,7 @@ def neuron_balance(net: DLN) -> Float[Array, "*batch N-1 m"]:
     """``||row i of W_k||^2 - ||column i of W_{k+1}||^2`` for each hidden layer ``k = 1..N-1`` and neuron ``i``.
 
     The neuron-wise conserved quantities of gradient flow on homogeneous networks (Theorem 2.2 of seed 002;
-    MATH.md §6): the diagonal of the moment ``G_k``, so ``neuron_balance(net)[k].sum() = Tr G_k =
+    docs/theory.md §6): the diagonal of the moment ``G_k``, so ``neuron_balance(net)[k].sum() = Tr G_k =
     -layer_norm_differences(net)[k]`` (note the opposite sign conventions, both those of seed 002).
     Stacked with shape ``(N-1, m)``, ``m`` the padded inner width; zero on the padding. Depth one: ``(0, d_1)``.
     """

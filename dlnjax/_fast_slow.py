@@ -1,7 +1,7 @@
 """The fast-slow split of training dynamics: regularizing (fiber-tangent) and learning (normal) parts.
 
 §4.1 of Lindsey & Menon (seed 001): at every ``W`` a velocity ``V`` splits orthogonally, for the real
-inner product ``<A, B> = Re Tr(A^* B)`` (MATH.md §1), into
+inner product ``<A, B> = Re Tr(A^* B)`` (docs/theory.md §1), into
 
 - a **tangent** part ``Pi_T(V)`` in ``ker dX``, the tangent space of the fiber ``F_X``: it moves ``W``
   along the fiber and leaves ``X`` unchanged (regularizing);
@@ -11,7 +11,7 @@ For the gradient flow (4.1) of the regularized loss, ``V = -grad_W E - kappa W``
 ``grad_W E = dX^*(grad E(X))`` is normal, the split is explicit:
 ``Pi_T(V) = -kappa Pi_T(W)`` (the L2 regularizing flow (1.17), slowed down by ``kappa``) and
 ``Pi_N(V) = -(grad_W E + kappa Pi_N(W))``. Along (4.1), ``G(t) = e^{-2 kappa t} G(0)`` exactly
-(MATH.md §4; Theorem 2 of seed 001 with rate ``2 kappa``), so the trajectory reaches the balanced
+(docs/theory.md §4; Theorem 2 of seed 001 with rate ``2 kappa``), so the trajectory reaches the balanced
 variety on the time scale ``1/(2 kappa)``.
 
 The idealization of §4 (Figures 1.2-1.3 of seed 001) is `two_stage_prediction`: a fast regularization
@@ -63,7 +63,7 @@ def _norm(net: DLN) -> Array:
 def velocity_split(net: DLN, velocity: DLN, *, solver: lx.AbstractLinearSolver | None = None) -> tuple[DLN, DLN]:
     """Split a velocity ``V`` at ``W = net`` into ``(Pi_T(V), Pi_N(V))``, regularizing and learning parts.
 
-    ``Pi_N(V) = dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)`` (`dlnjax.fiber_normal_projection`, MATH.md §3)
+    ``Pi_N(V) = dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)`` (`dlnjax.fiber_normal_projection`, docs/theory.md §3)
     and ``Pi_T(V) = V - Pi_N(V)``: the two parts sum to ``V`` exactly, are orthogonal for
     ``Re Tr(A^* B)``, ``dX(Pi_T(V)) = 0`` (tangent to the fiber ``F_X``) and ``Pi_N(V)`` lies in
     ``range dX^*`` (§4.1 of seed 001). ``solver`` is passed to the normal-system solve (default:
@@ -179,7 +179,7 @@ def two_stage_prediction(
     against learning), so at ``t = 0+`` the state is the balanced center ``C = fiber_center(X_0, N, widths)``.
 
     Stage 2 (learning) is (4.1) itself from ``C``: ``G(t) = e^{-2 kappa t} G(C) = 0``, so it stays on the
-    balanced variety, where ``X`` follows ``dX/dt = -A_N(X)[grad E(X)] - kappa N X`` (MATH.md §5).
+    balanced variety, where ``X`` follows ``dX/dt = -A_N(X)[grad E(X)] - kappa N X`` (docs/theory.md §5).
 
     Returns ``simulate(Regularized(loss, kappa), C, ts, **simulate_kwargs)``: compare its ``end_to_end``
     with that of the real trajectory from ``net0``. The inner widths of ``net0`` must be at least

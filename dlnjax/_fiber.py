@@ -1,4 +1,4 @@
-"""Projections onto the tangent and normal spaces of a fiber: the "fiber gradient" (MATH.md §3).
+"""Projections onto the tangent and normal spaces of a fiber: the "fiber gradient" (docs/theory.md §3).
 
 ``Pi_T(V) = V - dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)``. The normal operator
 ``L(lam) = sum_k A_k lam B_k`` (``A_k = P_k P_k^*``, ``B_k = Q_k^* Q_k``) acts on ``d_N x d_0``
@@ -8,7 +8,7 @@ Solvers. The default is `FiberCG` (`default_fiber_solver`): conjugate gradients 
 preconditioned by the Jacobi preconditioner of ``L`` in the eigenbases of ``sum_k A_k`` and ``sum_k B_k``, and
 stopped on the error of the projection itself. At a balanced point these bases are the singular bases of ``X``
 and ``L`` is exactly diagonal there, with the multipliers
-``a_ij = sum_m sigma_i^(2(m-1)/N) sigma_j^(2(N-m)/N)`` of MATH.md §3, so the preconditioner is the exact
+``a_ij = sum_m sigma_i^(2(m-1)/N) sigma_j^(2(N-m)/N)`` of docs/theory.md §3, so the preconditioner is the exact
 inverse and CG converges in one step; nearby it needs a few. Any Lineax solver may be passed instead:
 
 - ``lineax.CG`` gets the same preconditioner and warm start, with Lineax's own stopping rule (on the residual of
@@ -81,7 +81,7 @@ def _lineax_operators(net: DLN, op, pre=None):
 
 
 def normal_operator(net: DLN) -> lx.FunctionLinearOperator:
-    """The normal operator ``(dX dX^*)(lam) = sum_k P_k P_k^* lam Q_k^* Q_k`` (MATH.md §3), as a Lineax operator."""
+    """The normal operator ``(dX dX^*)(lam) = sum_k P_k P_k^* lam Q_k^* Q_k`` (docs/theory.md §3), as a Lineax operator."""
     require_linear(net, "the fiber geometry (normal_operator)")
     if net.depth == 1:
         return _function_operator(net, lambda lam: lam)
@@ -181,7 +181,7 @@ class FiberCG(eqx.Module):
 
     Why not ``lineax.CG``: its stopping test is on the residual of ``lam`` elementwise, which is not the
     quantity the fiber flows need; measured in ``benchmarks/fiber_gradient.py`` at ``d = 64``, ``N = 16``
-    near balance, the rule above saves a step or two of ~6 (5 steps against 6-7; MATH.md §3, seed 001 eq. (1.17)).
+    near balance, the rule above saves a step or two of ~6 (5 steps against 6-7; docs/theory.md §3, seed 001 eq. (1.17)).
     One `FiberL2` evaluation there costs 4.9-5.4 `Gradient` evaluations on a 2-core Intel Xeon and 5.3-7.2 on a
     2-core AMD EPYC (benchmarks/README.md): the issue's target of 5 is not robustly met.
 
@@ -446,7 +446,7 @@ def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
 def solve_normal(
     net: DLN, rhs: Inexact[Array, "dN d0"], *, solver: lx.AbstractLinearSolver | None = None
 ) -> Inexact[Array, "dN d0"]:
-    """Solve ``(dX dX^*)(lam) = rhs`` for ``lam`` (MATH.md §3). See the module docstring for ``solver``.
+    """Solve ``(dX dX^*)(lam) = rhs`` for ``lam`` (docs/theory.md §3). See the module docstring for ``solver``.
 
     Raises (at run time, also under ``jit``) if the solve fails or returns non-finite values.
     """
@@ -466,7 +466,7 @@ def solve_normal(
 
 @eqx.filter_jit
 def fiber_normal_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:
-    """``Pi_N(V) = dX^*(lam)``, the orthogonal projection of ``V`` onto ``range dX^*`` (MATH.md §3).
+    """``Pi_N(V) = dX^*(lam)``, the orthogonal projection of ``V`` onto ``range dX^*`` (docs/theory.md §3).
 
     ``rhs``, if given, must equal ``dX(V)`` (a caller that knows it in closed form saves a pass).
     """
@@ -476,7 +476,7 @@ def fiber_normal_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver
 @eqx.filter_jit
 def fiber_tangent_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:
     """``Pi_T(V) = V - dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)``: the orthogonal projection of ``V`` onto
-    the tangent space ``ker dX`` of the fiber through ``net`` (MATH.md §3; Lemma 5 of seed 001).
+    the tangent space ``ker dX`` of the fiber through ``net`` (docs/theory.md §3; Lemma 5 of seed 001).
     """
     normal = _normal_part(net, V, solver, rhs)
     return jax.tree_util.tree_map(lambda v, n: v - n, V, normal)

@@ -1,6 +1,6 @@
 """Constructors of deep linear networks: random initializations and points of a fiber.
 
-The fiber center and the group action are MATH.md §2 and (1.6) of Lindsey & Menon (seed 001).
+The fiber center and the group action are docs/theory.md §2 and (1.6) of Lindsey & Menon (seed 001).
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def orthogonal(key: PRNGKeyArray, widths: Sequence[int], scale: float = 1.0, *, 
 
 
 def residual(key: PRNGKeyArray, depth: int, width: int, scale: float, *, dtype=None) -> DLN:
-    """The residual initialization ``W_k = I + s / sqrt(N d) * Gaussian`` (seed 004, MATH.md §7), square ``d x d``."""
+    """The residual initialization ``W_k = I + s / sqrt(N d) * Gaussian`` (seed 004, docs/theory.md §7), square ``d x d``."""
     if depth < 1 or width < 1:
         raise ValueError(f"residual: need depth >= 1 and width >= 1; got depth={depth}, width={width}.")
     template = identity(depth, width, dtype=dtype)
@@ -84,7 +84,7 @@ def identity(depth: int, width: int, *, dtype=None) -> DLN:
 
 
 def fiber_center(X: Inexact[Array, "dN d0"], depth: int, widths: Sequence[int] | None = None) -> DLN:
-    """The balanced center ``C`` of the fiber of ``X`` (MATH.md §2; §1 of seed 001).
+    """The balanced center ``C`` of the fiber of ``X`` (docs/theory.md §2; §1 of seed 001).
 
     With ``X = U Sigma V^*`` and ``Lambda = Sigma^(1/N)``: ``W_1 = Lambda V^*``, ``W_k = Lambda`` and
     ``W_N = U Lambda``, so that ``W_N ... W_1 = X``, every ``G_k = 0`` and
@@ -166,7 +166,7 @@ def group_action(A: Sequence[Array] | Array, net: DLN) -> DLN:
 def random_fiber_point(
     key: PRNGKeyArray, X: Inexact[Array, "dN d0"], depth: int, spread: float = 0.5, widths: Sequence[int] | None = None
 ) -> DLN:
-    """A random point ``A . C`` of the fiber of ``X`` (MATH.md §2).
+    """A random point ``A . C`` of the fiber of ``X`` (docs/theory.md §2).
 
     ``C = fiber_center(X, depth, widths)`` and ``A_k = I + spread * Gaussian / sqrt(d_k)``
     (``spread = 0`` gives ``C``; larger spreads go further from balance).

@@ -1,7 +1,7 @@
 """The paper's block-tridiagonal formulation of the fiber gradient (Lemma 5 of Lindsey & Menon, seed 001).
 
 Tangent vectors of the fiber are ``(w_a)_k = a_k W_k - W_k a_{k-1}`` (``a_0 = a_N = 0``) and the
-fiber gradient of ``1/2 ||W||^2`` is ``w_b`` with ``H(b) = G`` ((2.19); MATH.md §3), where
+fiber gradient of ``1/2 ||W||^2`` is ``w_b`` with ``H(b) = G`` ((2.19); docs/theory.md §3), where
 
 ``H_k(c) = -W_k c_{k-1} W_k^* + c_k W_k W_k^* + W_{k+1}^* W_{k+1} c_k - W_{k+1}^* c_{k+1} W_{k+1}``.
 

@@ -1,4 +1,4 @@
-"""The Riemannian geometry of the end-to-end matrix: the operator ``A_N(X)``, its metric and volume (MATH.md §5; seed 003).
+"""The Riemannian geometry of the end-to-end matrix: the operator ``A_N(X)``, its metric and volume (docs/theory.md §5; seed 003).
 
 On the balanced variety the gradient flow of ``E(X(W))`` pushes forward to ``dX/dt = -A_N(X)[grad E(X)]`` with
 
@@ -9,7 +9,7 @@ semi-definite for ``<A, B> = Re Tr(A^* B)``; the metric of seed 003 is ``g^N_X(Z
 Infinite depth: ``A_N / N -> A_inf`` (time rescaled by ``N``).
 
 Spectral form. With ``X X^* = U diag(lam) U^*`` (``d_N x d_N``) and ``X^* X = V diag(mu) V^*`` (``d_0 x d_0``),
-``A_N(X) Z = U (a ∘ (U^* Z V)) V^*`` with the multiplier (MATH.md §3)
+``A_N(X) Z = U (a ∘ (U^* Z V)) V^*`` with the multiplier (docs/theory.md §3)
 
     a_N(x, y) = sum_{m=1..N} x^((m-1)/N) y^((N-m)/N) = (x - y) / (x^(1/N) - y^(1/N)),
     a_inf(x, y) = int_0^1 x^s y^(1-s) ds = (x - y) / (ln x - ln y)       (logarithmic mean),
@@ -106,7 +106,7 @@ def _check_direction(Z, X: Array, who: str, name: str = "Z") -> Array:
 
 def end_to_end_multiplier(x: Real[Array, "..."], y: Real[Array, "..."], depth) -> Real[Array, "..."]:
     """The multiplier ``a_N(x, y) = sum_{m=1..N} x^((m-1)/N) y^((N-m)/N)`` (``0^0 = 1``), or for
-    ``depth=math.inf`` the logarithmic mean ``a_inf(x, y) = (x - y)/(ln x - ln y)`` (MATH.md §3, §5; seed 003).
+    ``depth=math.inf`` the logarithmic mean ``a_inf(x, y) = (x - y)/(ln x - ln y)`` (docs/theory.md §3, §5; seed 003).
 
     ``x, y >= 0`` are eigenvalues of ``X X^*`` and ``X^* X`` (squared singular values); broadcasts. Closed form
     ``a_N = p^((N-1)/N) expm1(L)/expm1(L/N)``, ``a_inf = p expm1(L)/L`` with ``p = max(x, y)``,
@@ -275,7 +275,7 @@ def _prepare(who, X, depth, *Zs):
 
 
 def end_to_end_operator(X: Inexact[Array, "dN d0"], Z: Inexact[Array, "dN d0"], depth) -> Inexact[Array, "dN d0"]:
-    """``A_N(X) Z = sum_{m=1..N} (X X^*)^((m-1)/N) Z (X^* X)^((N-m)/N)`` (MATH.md §5; seed 003).
+    """``A_N(X) Z = sum_{m=1..N} (X X^*)^((m-1)/N) Z (X^* X)^((N-m)/N)`` (docs/theory.md §5; seed 003).
 
     ``depth`` is ``N`` (a positive integer) or ``math.inf``, for the rescaled limit
     ``A_inf = lim A_N / N``, ``A_inf(X) Z = int_0^1 (X X^*)^s Z (X^* X)^(1-s) ds``. The end-to-end matrix of a
@@ -292,7 +292,7 @@ def end_to_end_operator(X: Inexact[Array, "dN d0"], Z: Inexact[Array, "dN d0"], 
 def end_to_end_operator_inverse(
     X: Inexact[Array, "dN d0"], Z: Inexact[Array, "dN d0"], depth, *, rcond: float | None = None
 ) -> Inexact[Array, "dN d0"]:
-    """``A_N(X)^+ Z``: the (pseudo-)inverse of `end_to_end_operator` (MATH.md §5; seed 003).
+    """``A_N(X)^+ Z``: the (pseudo-)inverse of `end_to_end_operator` (docs/theory.md §5; seed 003).
 
     In the eigenbases of ``X X^*`` and ``X^* X`` this divides by the multiplier ``a_ij``. Where ``A_N(X)`` is
     singular (finite ``N``: ``X`` with both ``ker X`` and ``ker X^*`` nontrivial; ``N = inf``: any zero singular
@@ -314,7 +314,7 @@ def end_to_end_metric(
     *,
     rcond: float | None = None,
 ) -> Real[Array, ""]:
-    """The Riemannian metric ``g^N_X(Z1, Z2) = <A_N(X)^{-1} Z1, Z2> = Re Tr((A_N(X)^{-1} Z1)^* Z2)`` (MATH.md §5; seed 003).
+    """The Riemannian metric ``g^N_X(Z1, Z2) = <A_N(X)^{-1} Z1, Z2> = Re Tr((A_N(X)^{-1} Z1)^* Z2)`` (docs/theory.md §5; seed 003).
 
     The gradient flow of ``E`` for this metric is ``dX/dt = -A_N(X)[grad E(X)]``. ``depth=math.inf`` uses
     ``A_inf = lim A_N / N``. Where ``A_N(X)`` is singular the metric is infinite in the kernel directions; this
@@ -326,7 +326,7 @@ def end_to_end_metric(
 
 
 def log_volume_density(X: Inexact[Array, "dN d0"], depth) -> Real[Array, ""]:
-    """Log of the Riemannian volume density of ``(F^{d_N x d_0}, g^N)`` at ``X`` (MATH.md §5; seed 003).
+    """Log of the Riemannian volume density of ``(F^{d_N x d_0}, g^N)`` at ``X`` (docs/theory.md §5; seed 003).
 
     The density is taken with respect to Lebesgue measure on the entries of ``X`` (real and imaginary parts:
     coordinates orthonormal for ``Re Tr(A^* B)``), so it is ``sqrt(det G)`` with ``G`` the matrix of

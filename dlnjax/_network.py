@@ -1,6 +1,6 @@
 """The network state: the weight tuple W = (W_1, ..., W_N) of a deep linear network.
 
-Notation of MATH.md §1 and Lindsey & Menon (seed 001): ``W_k`` has shape
+Notation of docs/theory.md §1 and Lindsey & Menon (seed 001): ``W_k`` has shape
 ``(d_k, d_{k-1})`` and the end-to-end matrix is ``X = W_N ... W_1``.
 
 Storage. Depth must not make compilation slow, so a `DLN` keeps its layers in three
@@ -239,7 +239,7 @@ def require_linear(net: DLN, what: str) -> None:
 
 
 def end_to_end(net: DLN) -> Inexact[Array, "dN d0"]:
-    """The end-to-end matrix ``X = W_N ... W_1`` (MATH.md §1), computed with one ``lax.scan``.
+    """The end-to-end matrix ``X = W_N ... W_1`` (docs/theory.md §1), computed with one ``lax.scan``.
 
     Linear networks only: a network with a nonlinear activation has no end-to-end matrix (use `forward`).
     """
@@ -255,7 +255,7 @@ def end_to_end(net: DLN) -> Inexact[Array, "dN d0"]:
 
 
 def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
-    """The network function ``f(x) = W_N phi(W_{N-1} ... phi(W_1 x))`` on a batch of inputs (MATH.md §6).
+    """The network function ``f(x) = W_N phi(W_{N-1} ... phi(W_1 x))`` on a batch of inputs (docs/theory.md §6).
 
     ``inputs`` has shape ``(n, d_0)`` (rows are samples, as in seed 004's ``X``) and the result
     ``(n, d_N)``. ``phi`` is ``net.activation``; for a linear network this is ``inputs @ X^T``.
@@ -275,7 +275,7 @@ def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
 
 
 def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:
-    """The moments ``G_k = W_k W_k^* - W_{k+1}^* W_{k+1}``, ``k = 1..N-1`` (MATH.md §2; (1.9) of seed 001).
+    """The moments ``G_k = W_k W_k^* - W_{k+1}^* W_{k+1}``, ``k = 1..N-1`` (docs/theory.md §2; (1.9) of seed 001).
 
     Returned stacked, with leading axis ``k - 1``; each ``G_k`` is Hermitian of size ``d_k``
     (zero-padded to the common inner width ``m`` when the inner widths differ). The

@@ -1,4 +1,4 @@
-"""``simulate``: integrate a flow with Diffrax (MATH.md §4)."""
+"""``simulate``: integrate a flow with Diffrax (docs/theory.md §4)."""
 
 from __future__ import annotations
 

@@ -261,22 +261,14 @@ class NewtonKrylov(optx.AbstractRootFinder):
         return y, aux, {}
 
 
-class _ScaledError(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
-    """Wraps a Diffrax solver so that its error estimate comes out in tolerance units (``field``'s
-    ``stiff_error_scale`` at the step's start), for a step-size controller with ``rtol = 0, atol = 1``."""
+class AbstractDelegatingSolver(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
+    """A Diffrax solver that forwards everything but ``step`` to the solver it wraps (its field ``solver``)."""
 
-    solver: dfx.AbstractSolver
-    field: Any
-    rtol: float
-    atol: float
+    solver: eqx.AbstractVar[dfx.AbstractSolver]
 
     @property
     def term_structure(self):
         return self.solver.term_structure
-
-    @property
-    def root_finder(self):  # read by diffeqsolve for implicit solvers (its tolerances are set: nothing to copy)
-        return self.solver.root_finder
 
     @property
     def interpolation_cls(self):  # pyright: ignore
@@ -298,15 +290,29 @@ class _ScaledError(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
     def init(self, terms, t0, t1, y0, args):
         return self.solver.init(terms, t0, t1, y0, args)
 
+    def func(self, terms, t0, y0, args):
+        return self.solver.func(terms, t0, y0, args)
+
+
+class _ScaledError(AbstractDelegatingSolver):
+    """Wraps a Diffrax solver so that its error estimate comes out in tolerance units (``field``'s
+    ``stiff_error_scale`` at the step's start), for a step-size controller with ``rtol = 0, atol = 1``."""
+
+    solver: dfx.AbstractSolver
+    field: Any
+    rtol: float
+    atol: float
+
+    @property
+    def root_finder(self):  # read by diffeqsolve for implicit solvers (its tolerances are set: nothing to copy)
+        return self.solver.root_finder
+
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         y1, y_error, dense_info, solver_state, result = self.solver.step(terms, t0, t1, y0, args, solver_state, made_jump)
         scale = error_scale(self.field, jax.lax.stop_gradient(y0), self.rtol, self.atol)
         y_error = scale(y_error)
         y_error = jtu.tree_map(lambda e: jnp.where(result == dfx.RESULTS.successful, e, jnp.inf), y_error)
         return y1, y_error, dense_info, solver_state, result
-
-    def func(self, terms, t0, y0, args):
-        return self.solver.func(terms, t0, y0, args)
 
 
 _SCHEMES = {"kvaerno3": dfx.Kvaerno3, "kvaerno4": dfx.Kvaerno4, "kvaerno5": dfx.Kvaerno5}

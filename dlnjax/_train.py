@@ -1,11 +1,11 @@
 """``train``: discrete-time training of a network with any Optax optimizer, as one compiled ``lax.scan``.
 
 The objective is ``E(W) = loss(X(W))`` for a linear network, or the data loss of the network function
-``f(x) = W_N phi(... phi(W_1 x))`` for a nonlinear one (`dlnjax.network_loss`; MATH.md §1, §6), plus
+``f(x) = W_N phi(... phi(W_1 x))`` for a nonlinear one (`dlnjax.network_loss`; docs/theory.md §1, §6), plus
 optionally the weight decay ``kappa/2 ||W||^2`` of the regularized loss (4.1) of Lindsey & Menon
 (seed 001). With ``optax.sgd(eta)`` this is the gradient descent ``W <- W - eta grad E(W)`` whose
 large-step behaviour (sharpness settling at or below ``2/eta``) Marion & Chizat study (seed 004, §5;
-MATH.md §7). Batching is the caller's ``jax.vmap``: over initial networks, over data, or over
+docs/theory.md §7). Batching is the caller's ``jax.vmap``: over initial networks, over data, or over
 hyperparameters (a learning rate inside ``optax.sgd``, an initialization scale inside a constructor).
 """
 
@@ -128,8 +128,8 @@ def train(
 ) -> TrainResult:
     """Train ``net0`` for ``steps`` optimizer steps on the objective ``E(W) + kappa/2 ||W||^2``.
 
-    ``E(W) = dlnjax.network_loss(loss, W)`` (MATH.md §1; for a nonlinear network the data loss of its
-    network function, MATH.md §6) and ``kappa/2 ||W||^2`` is the weight decay of the regularized loss
+    ``E(W) = dlnjax.network_loss(loss, W)`` (docs/theory.md §1; for a nonlinear network the data loss of its
+    network function, docs/theory.md §6) and ``kappa/2 ||W||^2`` is the weight decay of the regularized loss
     (4.1) of seed 001 (omitted when ``kappa`` is ``None`` or ``0``). Each step computes the gradient
     ``g = grad_W`` of the objective for the inner product ``Re Tr(A^* B)`` (the conjugate of
     ``jax.grad`` for complex weights, as `dlnjax.network_gradient`), asks ``optimizer.update`` for the

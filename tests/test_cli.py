@@ -109,7 +109,7 @@ def test_quick_run_measures_the_theorems(quick_run):
     assert s["status"] == "OK" and s["problems"] == []
     assert all(s["success"].values()) and len(s["success"]) == 4
     m = s["measured"]
-    # X is constant under both flows (MATH.md §4)
+    # X is constant under both flows (docs/theory.md §4)
     assert m["x_drift_max"]["fiber_l2"] < 1e-7 and m["x_drift_max"]["kirwan_ness"] < 1e-7
     # Theorem 2: G(t) = e^{-2t} G(0) under FiberL2
     assert m["g_law_max"] < 1e-6

@@ -1,4 +1,4 @@
-"""The end-to-end flow ``dX/dt = -A_N(X)[grad E(X)]`` and the metric / volume of ``A_N`` (MATH.md §5; seed 003).
+"""The end-to-end flow ``dX/dt = -A_N(X)[grad E(X)]`` and the metric / volume of ``A_N`` (docs/theory.md §5; seed 003).
 
 References are computed here directly: ``X`` is built as ``U0 S V0^*`` from chosen unitaries and singular values,
 so fractional powers of ``X X^*`` and ``X^* X`` are ``U0 diag(s^(2p)) U0^*`` exactly (``0^0 = 1``), or from

@@ -1,4 +1,4 @@
-"""`FiberCG`, the default solver of the fiber geometry (MATH.md §3): its stopping rule on the error of the
+"""`FiberCG`, the default solver of the fiber geometry (docs/theory.md §3): its stopping rule on the error of the
 projection, its implicit derivatives, single precision and its failure modes.
 
 References: the dense pseudo-inverse projection of conftest (np.linalg.pinv of the real Jacobian) and the

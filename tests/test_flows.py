@@ -1,4 +1,4 @@
-"""The flows of seed 001 (MATH.md §4): velocities against explicit references, and their exact
+"""The flows of seed 001 (docs/theory.md §4): velocities against explicit references, and their exact
 conservation / decay laws along `dlnjax.simulate` trajectories (Tsit5, rtol = 1e-10, atol = 1e-12).
 
 Every distinct ODE solve costs seconds of compilation on CPU, so each flow is integrated once per

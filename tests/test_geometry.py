@@ -1,4 +1,4 @@
-"""Geometry of the product map and its fibers (MATH.md §1-3).
+"""Geometry of the product map and its fibers (docs/theory.md §1-3).
 
 References: explicit partial products P_k, Q_k (Python loops), the dense real Jacobian of the explicit
 product (jax.jacfwd on real and imaginary parts) and its pseudo-inverse (np.linalg.pinv).
@@ -144,7 +144,7 @@ def test_network_gradient_is_the_steepest_descent_direction_for_complex():
 
 
 # --------------------------------------------------------------------------------------------------
-# Tangent projection onto the fiber (MATH.md §3)
+# Tangent projection onto the fiber (docs/theory.md §3)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -378,7 +378,7 @@ def test_rank_deficient_cholesky_raises(rank_deficient):
 
 
 # --------------------------------------------------------------------------------------------------
-# The normal operator at a balanced point and the balanced preconditioner (MATH.md §3)
+# The normal operator at a balanced point and the balanced preconditioner (docs/theory.md §3)
 # --------------------------------------------------------------------------------------------------
 
 

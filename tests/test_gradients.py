@@ -122,7 +122,7 @@ def _check(f, theta0):
 
 
 # --------------------------------------------------------------------------------------------------
-# The deterministic flows of MATH.md §4-5, integrated together as one product system (one compiled solve
+# The deterministic flows of docs/theory.md §4-5, integrated together as one product system (one compiled solve
 # per mode: Diffrax's machinery, not the vector fields, dominates the compile time).
 # theta = (a, s, kappa, c, p): net0 = gaussian(key, widths, s) + a V; loss values + c dv; Schatten p.
 # --------------------------------------------------------------------------------------------------

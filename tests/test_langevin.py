@@ -1,4 +1,4 @@
-"""Langevin dynamics (4.4) of seed 001: the moment law of MATH.md §4 and the stationary law, by Monte Carlo.
+"""Langevin dynamics (4.4) of seed 001: the moment law of docs/theory.md §4 and the stationary law, by Monte Carlo.
 
 Statistical design. Every Monte Carlo check is a test statistic whose null distribution is known, compared at
 the level of "3 standard errors": the two-sided tail ``alpha = P(|Z| > 3) = 0.0027`` of a standard normal.

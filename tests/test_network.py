@@ -1,4 +1,4 @@
-"""The network state `DLN`, its invariants (MATH.md §1-2) and the constructors.
+"""The network state `DLN`, its invariants (docs/theory.md §1-2) and the constructors.
 
 Library calls on random instances go through one jitted function per family (`_network_quantities`,
 `_fiber_center_q`, ...): building a DLN eagerly compiles one error check per layer shape, so each
@@ -250,7 +250,7 @@ def _network_quantities(layers, V):
 
 
 def _dG_explicit(layers, V):
-    """dG(V)_k = V_k W_k^* + W_k V_k^* - V_{k+1}^* W_{k+1} - W_{k+1}^* V_{k+1} (MATH.md §2)."""
+    """dG(V)_k = V_k W_k^* + W_k V_k^* - V_{k+1}^* W_{k+1} - W_{k+1}^* V_{k+1} (docs/theory.md §2)."""
     return [
         V[k] @ ct(layers[k]) + layers[k] @ ct(V[k]) - ct(V[k + 1]) @ layers[k + 1] - ct(layers[k + 1]) @ V[k + 1]
         for k in range(len(layers) - 1)
@@ -296,7 +296,7 @@ def _check_network_identities(widths, is_complex, seed):
         assert abs(np.real(tr) - (norms[k] - norms[k + 1])) <= 1e-13 * max(norms[k], norms[k + 1]), "Tr G_k"
         # dG(W) = 2G (jvp of `moments` along W itself)
         assert np.max(np.abs(dG[k] - 2 * G[k])) <= 1e-13 * scale, "dG(W) = 2G"
-        # the tangent map of `moments` is dG of MATH.md §2
+        # the tangent map of `moments` is dG of docs/theory.md §2
         assert_close(dGV[k, :d, :d], dGV_ref[k], 1e-13, f"dG(V)_{k + 1}")
 
 

@@ -1,7 +1,7 @@
 """Deep linear networks for matrix completion, and the infinite-depth limit: Cohen, Menon & Veraszto (seed 003).
 
 The end-to-end matrix of a balanced network trained by gradient flow follows ``dX/dt = -A_N(X)[grad E(X)]``
-(MATH.md §5; `dlnjax.flows.EndToEnd`), and ``depth = inf`` is its limit in the rescaled time ``tau = N t``.
+(docs/theory.md §5; `dlnjax.flows.EndToEnd`), and ``depth = inf`` is its limit in the rescaled time ``tau = N t``.
 Every run starts at ``X0 = scale * Q`` with ``Q`` a fixed Gaussian matrix normalized to ``||Q||_F = 1``: the
 **initialization scale is that of the end-to-end matrix** (``||X0||_F = scale``), the same ``X0`` for every depth.
 For finite ``N`` this is the end-to-end matrix of the balanced network ``dlnjax.fiber_center(X0, N)`` (weights of

@@ -1,4 +1,4 @@
-"""Layers are automatically balanced: Du, Hu & Lee (seed 002; MATH.md §6).
+"""Layers are automatically balanced: Du, Hu & Lee (seed 002; docs/theory.md §6).
 
 Three measurements:
 

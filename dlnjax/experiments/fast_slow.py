@@ -5,7 +5,7 @@
 ``kappa``. At every saved time the velocity is split into its fiber-tangent (regularizing) and normal
 (learning) parts (`dlnjax._fast_slow.fast_slow_diagnostic`). We measure
 
-- the balancing law ``||G(t)|| = e^{-2 kappa t} ||G(0)||`` (exact for (4.1), MATH.md §4) and the balance time,
+- the balancing law ``||G(t)|| = e^{-2 kappa t} ||G(0)||`` (exact for (4.1), docs/theory.md §4) and the balance time,
   the first time ``||G||`` falls to ``||G(0)|| / e``, against ``1/(2 kappa)``;
 - how much of the learning (the decrease of ``E``) is done by the balance time;
 - how well the idealized two-stage picture of §4 predicts ``X(t)``: regularize (instantly) to the balanced

@@ -1,4 +1,4 @@
-"""Learning the initialization scale and ``kappa`` by gradient descent through the flow (issue 6; MATH.md §5).
+"""Learning the initialization scale and ``kappa`` by gradient descent through the flow (issue 6; docs/theory.md §5).
 
 Matrix completion (`dlnjax.losses.MatrixCompletion`, Arora, Cohen, Hu & Luo 2019): a random rank-``rank``
 ``size x size`` matrix ``M`` with ``||M||_F = norm``, ``n_observed`` entries observed with additive Gaussian noise
@@ -7,7 +7,7 @@ of standard deviation ``noise``. A depth-``depth`` network of width ``size`` sta
 weight flow ``dW/dt = -grad_W E - kappa W`` (`dlnjax.flows.Regularized`) for a fixed time ``horizon``. The outcome
 is the test error ``||X(T) - M||_F / ||M||_F`` of the final end-to-end matrix (``loss.test_error``).
 
-Small initializations bias the flow toward low rank (MATH.md §5), but the smaller the scale the longer the
+Small initializations bias the flow toward low rank (docs/theory.md §5), but the smaller the scale the longer the
 plateau before anything is learned, so at a fixed horizon the best scale is interior; ``kappa`` trades the
 noise fitted (and the initialization left on the unobserved entries) against shrinkage. (Without noise the best
 ``kappa`` here is 0.) The test error is the oracle objective of this experiment, on purpose; in practice it would
@@ -258,7 +258,7 @@ def _text(s: dict) -> str:
     if s["problems"]:
         lines += ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""]
     lines += [
-        "dlnjax reproduce init-scale-tuning: learn the initialization scale and kappa through the flow (issue 6, MATH.md §5)",
+        "dlnjax reproduce init-scale-tuning: learn the initialization scale and kappa through the flow (issue 6, docs/theory.md §5)",
         f"status: {s['status']}",
         f"matrix completion {c['size']}x{c['size']}, rank {c['rank']}, {c['n_observed']} observed entries (noise std {c['noise']:g}, "
         f"||M||_F = {c['norm']:g}), depth {c['depth']}, seed {s['seed']}",

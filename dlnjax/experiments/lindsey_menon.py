@@ -1,7 +1,7 @@
 """Balancing on a fiber: the regularizing flows of Lindsey & Menon (seed 001).
 
 On the fiber ``F_X = {W : W_N ... W_1 = X}`` of a full-rank ``X`` we integrate, from a batch of
-random starting points ``A . C`` (MATH.md §2), the two regularizing flows of seed 001:
+random starting points ``A . C`` (docs/theory.md §2), the two regularizing flows of seed 001:
 
 - the L2 regularizing flow (1.17), ``dW/dt = -1/2 grad_{F_X} ||W||^2 = -Pi_T(W)``
   (`dlnjax.flows.FiberL2`). Theorem 2: the moments scale exactly, ``G(t) = e^{-2t} G(0)`` (1.19);
@@ -11,7 +11,7 @@ random starting points ``A . C`` (MATH.md §2), the two regularizing flows of se
   the limit is a balanced point of the same fiber (Corollary 1), hence again of norm
   ``N sum_i sigma_i^{2/N}``.
 
-Both keep ``X`` fixed (MATH.md §4). We also draw Figure 1.1 of seed 001, the case ``d = 1``,
+Both keep ``X`` fixed (docs/theory.md §4). We also draw Figure 1.1 of seed 001, the case ``d = 1``,
 ``N = 2``: the fiber is the hyperbola ``w_2 w_1 = x``, the balanced variety the diagonals
 ``w_2 = +-w_1``, and both flows slide along the hyperbola to the balanced points ``+-(sqrt x, sqrt x)``.
 
@@ -118,7 +118,7 @@ def fiber_starts(key, X: jax.Array, depth: int, n: int, spread: float) -> dlnjax
 
 
 def theorem1_minimum(X: jax.Array, depth: int) -> float:
-    """``min_{F_X} ||W||^2 = N sum_i sigma_i^{2/N}`` (Theorem 1 of seed 001; MATH.md §2)."""
+    """``min_{F_X} ||W||^2 = N sum_i sigma_i^{2/N}`` (Theorem 1 of seed 001; docs/theory.md §2)."""
     sigma = np.linalg.svd(np.asarray(X), compute_uv=False)
     return float(depth * np.sum(sigma ** (2.0 / depth)))
 

@@ -2,7 +2,7 @@
 
 Univariate regression ``f(x) = W_N ... W_1 x`` (``d_N = 1``) with the loss ``R = (1/n) sum_i (y_i - f(x_i))^2``
 (no ½; `dlnjax.losses.Regression`), ``Sigma = X^T X / n``, least-squares solution ``w*``, ``a = w*^T Sigma w*``
-and ``Lambda = lambda_max(Sigma)`` (MATH.md §7). The facts measured here:
+and ``Lambda = lambda_max(Sigma)`` (docs/theory.md §7). The facts measured here:
 
 - every minimizer has sharpness (top Hessian eigenvalue, `dlnjax.sharpness`) ``>= 2 N a``, a bound linear in depth;
 - gradient flow from a small-scale initialization ends at sharpness ``<= 8 N Lambda``, with nearly rank-one,
@@ -13,7 +13,7 @@ and ``Lambda = lambda_max(Sigma)`` (MATH.md §7). The facts measured here:
 
 **Data.** The published experiment: ``n = 50``, ``d = 5``, noise 1 (`dlnjax.losses.Regression.random`). The
 targets are then divided by ``||w*||`` so that the least-squares solution has unit norm exactly, as the
-paper assumes (MATH.md §7); the bounds are then exactly ``2 N a`` and ``8 N Lambda`` (`dlnjax.sharpness_bounds`).
+paper assumes (docs/theory.md §7); the bounds are then exactly ``2 N a`` and ``8 N Lambda`` (`dlnjax.sharpness_bounds`).
 
 **Stages** (each a function below; `run` writes them all):
 
@@ -99,7 +99,7 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Sizes of the experiment (defaults: the published settings of seed 004, MATH.md §7).
+    """Sizes of the experiment (defaults: the published settings of seed 004, docs/theory.md §7).
 
     ``n``, ``d``, ``noise``: the regression data; ``depth``: ``N`` for (a), (b), (d), (e).
     ``step_sizes``: the ``eta`` of gradient descent, run for ``round(t_final / eta)`` steps (rounded up to a

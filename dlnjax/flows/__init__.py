@@ -1,4 +1,4 @@
-"""The flows of the deep linear network (seed 001 and MATH.md §4).
+"""The flows of the deep linear network (seed 001 and docs/theory.md §4).
 
 Each flow is an Equinox module with ``flow(t, net, args) -> velocity``, a `dlnjax.DLN` of the
 same widths, so it can be handed to `dlnjax.simulate` or used directly as a Diffrax vector field.

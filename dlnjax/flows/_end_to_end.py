@@ -16,7 +16,7 @@ from ._base import AbstractFlow
 
 
 class EndToEnd(AbstractFlow):
-    """The learning flow of the end-to-end matrix, ``dX/dt = -A_N(X)[grad E(X)] - N kappa X`` (MATH.md §5; seed 003).
+    """The learning flow of the end-to-end matrix, ``dX/dt = -A_N(X)[grad E(X)] - N kappa X`` (docs/theory.md §5; seed 003).
 
     The state is the end-to-end matrix ``X`` itself (a ``d_N x d_0`` array, real or complex), not a `DLN`:
     ``dlnjax.simulate(EndToEnd(loss, depth), X0, ts)``. For a balanced network (``G_k = 0``, e.g.

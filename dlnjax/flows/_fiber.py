@@ -15,7 +15,7 @@ class FiberL2(AbstractFlow):
     The gradient of ``1/2 ||W||^2`` on the fiber ``(F_X, iota)``: ``X`` is constant, and
     ``G(t) = exp(-2t) G(0)`` (Theorem 2); the limit is balanced with
     ``||W||^2 = N sum_i sigma_i^(2/N)`` (Theorem 1). Each evaluation solves the normal system of
-    MATH.md §3 with ``solver`` (see `dlnjax.solve_normal`; default: preconditioned CG). Its
+    docs/theory.md §3 with ``solver`` (see `dlnjax.solve_normal`; default: preconditioned CG). Its
     right-hand side ``dX(W) = N X`` is known in closed form (``X`` is homogeneous of degree N).
     """
 

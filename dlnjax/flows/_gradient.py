@@ -19,7 +19,7 @@ class Gradient(AbstractFlow):
     """The gradient flow ``dW/dt = -grad_W E(X(W))`` ((1.2) of Lindsey & Menon, seed 001).
 
     ``loss`` is any JAX-traceable callable ``X -> real scalar``. For complex weights the gradient
-    is taken for the real inner product ``Re Tr(A^* B)``. Conserves every moment ``G_k`` (MATH.md §2).
+    is taken for the real inner product ``Re Tr(A^* B)``. Conserves every moment ``G_k`` (docs/theory.md §2).
     """
 
     loss: Callable
@@ -32,7 +32,7 @@ class Gradient(AbstractFlow):
 class Regularized(AbstractFlow):
     """Gradient flow of the regularized loss, ``dW/dt = -grad_W E - kappa W`` ((4.1) of seed 001).
 
-    Along it ``G(t) = exp(-2 kappa t) G(0)`` for every loss ``E`` (MATH.md §4).
+    Along it ``G(t) = exp(-2 kappa t) G(0)`` for every loss ``E`` (docs/theory.md §4).
     """
 
     loss: Callable

@@ -16,7 +16,7 @@ class Langevin(AbstractFlow):
 
     Real weights only (``B`` is a standard Brownian motion on every entry). Calling the flow gives the
     drift; ``diffusion`` the (additive) noise coefficient. `dlnjax.simulate` integrates it as an Ito SDE
-    when given ``key=`` and a step ``dt0``. Facts (MATH.md §4): for every loss,
+    when given ``key=`` and a step ``dt0``. Facts (docs/theory.md §4): for every loss,
     ``d/dt E[G_k] = -2 kappa E[G_k] + (2/beta)(d_{k-1} - d_{k+1}) I``; for ``E = 0`` the law tends to
     the Gaussian with variance ``1/(beta kappa)`` per entry, density ``∝ exp(-beta kappa ||W||^2 / 2)``.
     (The density printed as (4.3) in seed 001, ``∝ exp(-beta kappa ||W||^2)``, has half that variance: a

@@ -1,4 +1,4 @@
-"""Losses ``E(X)`` of the end-to-end matrix (MATH.md §5–7): callables ``X -> real scalar``, jit and vmap friendly.
+"""Losses ``E(X)`` of the end-to-end matrix (docs/theory.md §5–7): callables ``X -> real scalar``, jit and vmap friendly.
 
 Each is an Equinox module holding its data (a pytree), with ``test_error(X)`` against a ground
 truth when one is given. Conventions (stated in each docstring): `MatrixCompletion`, `MatrixSensing`

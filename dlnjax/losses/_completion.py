@@ -12,7 +12,7 @@ from ._base import AbstractLoss, _array, _sq, _truth
 
 
 class MatrixCompletion(AbstractLoss):
-    """Matrix completion ``E(X) = (1/|Omega|) sum_{(i,j) in Omega} |X_ij - M_ij|^2`` (MATH.md §5; seed 003).
+    """Matrix completion ``E(X) = (1/|Omega|) sum_{(i,j) in Omega} |X_ij - M_ij|^2`` (docs/theory.md §5; seed 003).
 
     The mean of squared errors over the observed entries, without a ½ (Arora, Cohen, Hu & Luo 2019;
     Cohen, Menon & Veraszto). ``rows``, ``cols`` and ``values`` list the observed entries ``(i, j, M_ij)``;

@@ -9,7 +9,7 @@ from ._base import AbstractLoss, _array, _sq, _truth
 
 
 class Regression(AbstractLoss):
-    """Least-squares regression ``E = (1/n) sum_i ||f(x_i) - y_i||^2`` (no ½, as in seed 004; MATH.md §7).
+    """Least-squares regression ``E = (1/n) sum_i ||f(x_i) - y_i||^2`` (no ½, as in seed 004; docs/theory.md §7).
 
     ``inputs`` has shape ``(n, d_0)`` (one sample per row) and ``targets`` shape ``(n,)`` (then
     ``d_N = 1``) or ``(n, d_N)``. As a loss of the end-to-end matrix, ``f(x) = X x``; for a network
@@ -42,7 +42,7 @@ class Regression(AbstractLoss):
         return self._mean_error(_dot(self.inputs, X.T))
 
     def network_loss(self, net: DLN) -> Array:
-        """``(1/n) sum_i ||f(x_i) - y_i||^2`` for ``f`` the network function, any activation (MATH.md §6)."""
+        """``(1/n) sum_i ||f(x_i) - y_i||^2`` for ``f`` the network function, any activation (docs/theory.md §6)."""
         if (net.widths[-1], net.widths[0]) != self.shape:
             raise ValueError(
                 f"Regression: the network maps {net.widths[0]} -> {net.widths[-1]} but the data need "
