@@ -19,7 +19,9 @@ def machine_info(*extra: str) -> list[str]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
+            )
     except (OSError, StopIteration):
         pass
     try:
@@ -55,7 +57,14 @@ def timed(f, x):
     return time.perf_counter() - t, out
 
 
-def interleaved(calls: dict, *, budget: float, min_rounds: int = 3, max_rounds: int = 500, samples: dict | None = None):
+def interleaved(
+    calls: dict,
+    *,
+    budget: float,
+    min_rounds: int = 3,
+    max_rounds: int = 500,
+    samples: dict | None = None,
+):
     """Outputs of a first round calling every (compiled) ``f(x)`` of ``calls = {name: (f, x)}`` once, and the min time of each.
 
     Then, in turn: calls faster than ``SLOW`` are repeated for ``min_rounds`` rounds in all, those faster than

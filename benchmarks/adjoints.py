@@ -49,7 +49,14 @@ configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py); inhe
 from _bench import machine_info as _machine_info  # noqa: E402  (benchmarks/_bench.py)
 
 D, N = 32, 8
-ADJOINTS = ("forward", "checkpoint", "checkpoint-all", "checkpoint-unrolled", "backsolve", "forward-mode")
+ADJOINTS = (
+    "forward",
+    "checkpoint",
+    "checkpoint-all",
+    "checkpoint-unrolled",
+    "backsolve",
+    "forward-mode",
+)
 REVERSE = ("checkpoint", "checkpoint-all", "checkpoint-unrolled", "backsolve")
 ALL_MAX_STEPS = 1000  # checkpoint-all stores every step (~130 KB each): n = 1e4 would take ~1.3 GB
 STEPS = (10, 100, 1000, 10000)
@@ -63,12 +70,12 @@ TARGET_RATIO = 5.0
 
 def _unrolled_stages_class():
     import diffrax as dfx
-
-    from dlnjax._stiff import AbstractDelegatingSolver
     import equinox.internal as eqxi
     import jax
     import jax.numpy as jnp
     import jax.tree_util as jtu
+
+    from dlnjax._stiff import AbstractDelegatingSolver
 
     def combine(y0, coeffs, ks):
         """``y0 + sum_j coeffs[j] ks[j]`` leafwise, skipping zero coefficients."""
@@ -101,7 +108,11 @@ def _unrolled_stages_class():
             control = terms.contr(t0, t1)
             if fsal:  # the first stage is the last one of the previous step, except on the first step or a jump
                 first_step, f0 = solver_state
-                f0 = jax.lax.cond(eqxi.unvmap_any(first_step | made_jump), lambda: terms.vf(t0, y0, args), lambda: f0)
+                f0 = jax.lax.cond(
+                    eqxi.unvmap_any(first_step | made_jump),
+                    lambda: terms.vf(t0, y0, args),
+                    lambda: f0,
+                )
             else:
                 f0 = terms.vf(t0, y0, args)
             ks, fi, yi = [terms.prod(f0, control)], f0, y0
@@ -154,7 +165,9 @@ def worker(adjoint: str, n: int, budget: float) -> dict:
     W0 = dlnjax.orthogonal(jr.PRNGKey(1), (D,) * (N + 1))
     flow = dlnjax.flows.Gradient(loss)
     ts = jnp.array([0.0, 1.0])
-    solver = _unrolled_stages_class()(dfx.Tsit5()) if adjoint == "checkpoint-unrolled" else dfx.Tsit5()
+    solver = (
+        _unrolled_stages_class()(dfx.Tsit5()) if adjoint == "checkpoint-unrolled" else dfx.Tsit5()
+    )
 
     evaluations = [0]
 
@@ -170,7 +183,9 @@ def worker(adjoint: str, n: int, budget: float) -> dict:
 
     def programs(flow):
         def outcome(net0, adj):
-            tr = dlnjax.simulate(flow, net0, ts, solver=solver, dt0=1.0 / n, max_steps=n, adjoint=adj)
+            tr = dlnjax.simulate(
+                flow, net0, ts, solver=solver, dt0=1.0 / n, max_steps=n, adjoint=adj
+            )
             return loss(dlnjax.end_to_end(tr[-1])), tr.stats["num_steps"]
 
         def forward(net0):
@@ -187,7 +202,9 @@ def worker(adjoint: str, n: int, budget: float) -> dict:
             }[adjoint]
             fn, arg = jax.grad(lambda net0: outcome(net0, adj)[0]), W0
         else:
-            scaled = lambda s: outcome(jax.tree_util.tree_map(lambda w: s * w, W0), dfx.ForwardMode())[0]
+            scaled = lambda s: outcome(
+                jax.tree_util.tree_map(lambda w: s * w, W0), dfx.ForwardMode()
+            )[0]
             fn, arg = (lambda s: jax.jvp(scaled, (s,), (jnp.ones_like(s),))), jnp.asarray(1.0)
         return fn, arg, forward
 
@@ -252,7 +269,9 @@ def _machine() -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"steps {QUICK_STEPS} and short timing budgets")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"steps {QUICK_STEPS} and short timing budgets"
+    )
     parser.add_argument("--out", help="also write the report to this file")
     parser.add_argument("--worker", nargs=2, metavar=("ADJOINT", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--budget", type=float, default=3.0, help=argparse.SUPPRESS)
@@ -271,7 +290,11 @@ def main(argv=None):
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             row = json.loads(out.stdout.strip().splitlines()[-1])
             rows.append(row)
-            print(f"  measured {adjoint:>19} n = {n:>5}: {row['time_s'] * 1e3:9.1f} ms", file=sys.stderr, flush=True)
+            print(
+                f"  measured {adjoint:>19} n = {n:>5}: {row['time_s'] * 1e3:9.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
 
     mb = lambda b: b / 2**20
     ratio = lambda r: r["time_s"] / r["forward_s"]

@@ -30,9 +30,9 @@ import time
 # XLA's on a loaded 2-core machine (erratic, 10-500x slower LAPACK calls). Override by setting it yourself.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from dlnjax._cpu import configure_cpu  # noqa: E402
-
 import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -49,9 +49,9 @@ from dlnjax.flows._end_to_end import EndToEnd  # noqa: E402
 
 RTOL, ATOL = 1e-6, 1e-8  # simulate's defaults, for both flows
 TAU = 1.0  # rescaled time: integrate t in [0, TAU / N]
-TARGETS = dict(N=64, speedup=50.0, flat=2.0)  # >= 50x faster than the weight flow at N = 64; cost flat in N
-
-
+TARGETS = dict(
+    N=64, speedup=50.0, flat=2.0
+)  # >= 50x faster than the weight flow at N = 64; cost flat in N
 
 
 def rand_orthogonal(rng, d):
@@ -90,7 +90,12 @@ def compile_case(d: int, N: int, seed: int):
     info["compile_e"] = time.perf_counter() - tc
     field_w = jax.jit(lambda n: weight(0.0, n)).lower(net0).compile()
     field_e = jax.jit(lambda x: e2e(0.0, x)).lower(X0).compile()
-    calls = {("solve_w", N): (solve_w, net0), ("solve_e", N): (solve_e, X0), ("field_w", N): (field_w, net0), ("field_e", N): (field_e, X0)}
+    calls = {
+        ("solve_w", N): (solve_w, net0),
+        ("solve_e", N): (solve_e, X0),
+        ("field_w", N): (field_w, net0),
+        ("field_e", N): (field_e, X0),
+    }
     return info, calls
 
 
@@ -101,7 +106,11 @@ def bench_width(d: int, depths, seed: int, *, budget: float):
         tc = time.perf_counter()
         infos[N], c = compile_case(d, N, seed)
         calls.update(c)
-        print(f"  d = {d:3d}, N = {N:3d}: compiled in {time.perf_counter() - tc:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"  d = {d:3d}, N = {N:3d}: compiled in {time.perf_counter() - tc:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     tc = time.perf_counter()
     out, t = _bench.interleaved(calls, budget=budget)
     print(f"  d = {d:3d}: timed in {time.perf_counter() - tc:.1f} s", file=sys.stderr, flush=True)
@@ -156,7 +165,8 @@ def table(rows) -> list[str]:
             f"| {r['d']} | {r['N']} | {_ms(r['t_w'])} | {_ms(r['t_e'])} | **{r['t_w'] / r['t_e']:.3g}** "
             f"| {r['steps_w']} | {r['steps_e']} | {_ms(r['t_w'] / r['steps_w'])} | {_ms(r['t_e'] / r['steps_e'])} "
             f"| {_ms(r['f_w'])} | {_ms(r['f_e'])} | {r['f_w'] / r['f_e']:.3g} | {r['diff']:.1e} | {r['moved']:.2f} "
-            f"| {r['compile_w']:.1f} / {r['compile_e']:.1f} |" + ("" if r["ok"] else " (a solve failed)")
+            f"| {r['compile_w']:.1f} / {r['compile_e']:.1f} |"
+            + ("" if r["ok"] else " (a solve failed)")
         )
     return lines
 
@@ -168,7 +178,9 @@ def verdicts(rows) -> list[str]:
         rs = {r["N"]: r for r in rows if r["d"] == d}
         if TARGETS["N"] in rs:
             s = rs[TARGETS["N"]]["t_w"] / rs[TARGETS["N"]]["t_e"]
-            out.append(f"- {tag(s >= TARGETS['speedup'])}: d = {d}, N = {TARGETS['N']}: weight / end-to-end solve time = {s:.3g} (target >= {TARGETS['speedup']:g})")
+            out.append(
+                f"- {tag(s >= TARGETS['speedup'])}: d = {d}, N = {TARGETS['N']}: weight / end-to-end solve time = {s:.3g} (target >= {TARGETS['speedup']:g})"
+            )
         ts = [r["t_e"] for r in rs.values()]
         spread = max(ts) / min(ts)
         out.append(
@@ -176,7 +188,9 @@ def verdicts(rows) -> list[str]:
             f"(target <= {TARGETS['flat']:g}: flat in N)"
         )
         fe = [r["f_e"] for r in rs.values()]
-        out.append(f"- (info) d = {d}: end-to-end evaluation time max / min over N = {max(fe) / min(fe):.2f}")
+        out.append(
+            f"- (info) d = {d}: end-to-end evaluation time max / min over N = {max(fe) / min(fe):.2f}"
+        )
     return out
 
 
@@ -197,8 +211,18 @@ def main(argv=None):
         rows.extend(bench_width(d, depths, opts.seed + d, budget=budget))
     elapsed = time.perf_counter() - t0
 
-    report = ["## Machine", *info, f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else ""), ""]
-    report += ["## EndToEnd(loss, N) against the weight flow Gradient(loss), same balanced start (float64)", "", *table(rows), ""]
+    report = [
+        "## Machine",
+        *info,
+        f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else ""),
+        "",
+    ]
+    report += [
+        "## EndToEnd(loss, N) against the weight flow Gradient(loss), same balanced start (float64)",
+        "",
+        *table(rows),
+        "",
+    ]
     report += ["## Targets", *verdicts(rows), ""]
     _bench.publish(report, opts.out)
 

@@ -40,9 +40,9 @@ import time
 # thread gives stable timings. Set OPENBLAS_NUM_THREADS yourself to override (before this runs).
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from dlnjax._cpu import configure_cpu  # noqa: E402
-
 import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -73,7 +73,9 @@ TARGETS = dict(d=64, N=16, generic=20.0, balanced=5.0, err=1e-10, compile=3.0)
 
 
 def _stacked(net):
-    return np.concatenate([np.asarray(net.first)[None], np.asarray(net.inner), np.asarray(net.last)[None]])
+    return np.concatenate(
+        [np.asarray(net.first)[None], np.asarray(net.inner), np.asarray(net.last)[None]]
+    )
 
 
 def reference_velocity(net, dense) -> np.ndarray:
@@ -133,9 +135,15 @@ def make_functions(d: int, N: int, target):
         rhs, scale = _scaled_rhs(net)
         solver = lx.CG(rtol=TOL, atol=TOL, max_steps=UNPREC_MAX_STEPS)
         sol = lx.linear_solve(dlnjax.normal_operator(net), rhs / scale, solver, throw=False)
-        return _velocity(net, sol.value * scale), sol.stats["num_steps"], sol.result == lx.RESULTS.successful
+        return (
+            _velocity(net, sol.value * scale),
+            sol.stats["num_steps"],
+            sol.result == lx.RESULTS.successful,
+        )
 
-    def pcg_steps(net):  # the library's solve (FiberCG, as in FiberL2), replicated to read the step count
+    def pcg_steps(
+        net,
+    ):  # the library's solve (FiberCG, as in FiberL2), replicated to read the step count
         from dlnjax._fiber import _fiber_cg, _products
 
         solver = dlnjax.default_fiber_solver(net.dtype)
@@ -143,7 +151,9 @@ def make_functions(d: int, N: int, target):
         _, steps, ok = _fiber_cg(solver, _products(net), net.depth * dlnjax.end_to_end(net), v2)
         return steps, ok
 
-    def dense_lu(net):  # plain float64 dense LU on sum_k A_k (x) B_k^T, built independently of the library
+    def dense_lu(
+        net,
+    ):  # plain float64 dense LU on sum_k A_k (x) B_k^T, built independently of the library
         A, B = dlnjax.partial_grams(net)
         dense = jnp.einsum("kab,kcd->adbc", A, B).reshape(d * d, d * d)  # vec(A lam B), row-major
         rhs = net.depth * dlnjax.end_to_end(net)
@@ -172,7 +182,10 @@ def bench_case(d: int, N: int, key, *, budget: float):
     generic = dlnjax.residual(k_net, N, d, 0.3 * np.sqrt(N))
     balanced, ok = fns.pop("balance")(generic)
     if not bool(ok):
-        print(f"  warning: simulate(FiberL2) to t = {T_BALANCE} failed at d = {d}, N = {N}", file=sys.stderr)
+        print(
+            f"  warning: simulate(FiberL2) to t = {T_BALANCE} failed at d = {d}, N = {N}",
+            file=sys.stderr,
+        )
     # compile ahead of time, so that every call below is a pure run
     fns = {k: f.lower(generic).compile() for k, f in fns.items()}
     timed = {k: fns[k] for k in ("grad", "pcg", "chol", "cg")}
@@ -181,7 +194,9 @@ def bench_case(d: int, N: int, key, *, budget: float):
         X = dlnjax.end_to_end(net)
         sv = np.linalg.svd(np.asarray(X), compute_uv=False)
         samples = {}
-        out, t = _bench.interleaved({k: (f, net) for k, f in timed.items()}, budget=budget, samples=samples)
+        out, t = _bench.interleaved(
+            {k: (f, net) for k, f in timed.items()}, budget=budget, samples=samples
+        )
         # the ratio round by round (FiberL2 and Gradient called back to back): robust to slow drifts of the load
         paired = np.array([p / g for g, p in zip(samples["grad"][1:], samples["pcg"][1:])])
         v_cg, cg_steps, cg_ok = out["cg"]
@@ -235,7 +250,9 @@ def compile_times(depths, d: int = 4):
     out = []
     for name, flow in flows.items():
         for N in depths:
-            net = dlnjax.residual(key, N, d, 0.3)  # W_k = I + 0.3 G / sqrt(N d): well conditioned at any N
+            net = dlnjax.residual(
+                key, N, d, 0.3
+            )  # W_k = I + 0.3 G / sqrt(N d): well conditioned at any N
             f = jitted(flow)
             first = _bench.timed(f, net)[0]
             second = min(_bench.timed(f, net)[0] for _ in range(3))
@@ -276,8 +293,13 @@ def table(rows) -> list[str]:
 
 
 def compile_table(ctimes, depths) -> tuple[list[str], list[tuple[str, float]]]:
-    lines = ["| flow | " + " | ".join(f"N = {N}: first call (s)" for N in depths) + f" | ratio N={depths[-1]} / N={depths[0]} | "
-             + " | ".join(f"N = {N}: later call (ms)" for N in depths) + " |"]
+    lines = [
+        "| flow | "
+        + " | ".join(f"N = {N}: first call (s)" for N in depths)
+        + f" | ratio N={depths[-1]} / N={depths[0]} | "
+        + " | ".join(f"N = {N}: later call (ms)" for N in depths)
+        + " |"
+    ]
     lines.append("|" + "---|" * (2 * len(depths) + 2))
     ratios = []
     for name in ("Gradient", "FiberL2"):
@@ -285,8 +307,11 @@ def compile_table(ctimes, depths) -> tuple[list[str], list[tuple[str, float]]]:
         ratio = rs[depths[-1]]["first"] / rs[depths[0]]["first"]
         ratios.append((name, ratio))
         lines.append(
-            f"| {name} | " + " | ".join(f"{rs[N]['first']:.2f}" for N in depths) + f" | **{ratio:.2f}** | "
-            + " | ".join(f"{1e3 * rs[N]['run']:.1f}" for N in depths) + " |"
+            f"| {name} | "
+            + " | ".join(f"{rs[N]['first']:.2f}" for N in depths)
+            + f" | **{ratio:.2f}** | "
+            + " | ".join(f"{1e3 * rs[N]['run']:.1f}" for N in depths)
+            + " |"
         )
     return lines, ratios
 
@@ -298,26 +323,42 @@ def verdicts(rows, ratios, depths) -> list[str]:
     if sel:
         g, b = sel["generic"], sel["near balance"]
         rg, rb = g["t_pcg"] / g["t_grad"], b["t_pcg"] / b["t_grad"]
-        out.append(f"- {tag(rg <= TARGETS['generic'])}: d = 64, N = 16, generic point: FiberL2 / Gradient = {rg:.1f} (target <= {TARGETS['generic']:g})")
-        out.append(f"- {tag(rb <= TARGETS['balanced'])}: d = 64, N = 16, near balance: FiberL2 / Gradient = {rb:.1f} (target <= {TARGETS['balanced']:g})")
+        out.append(
+            f"- {tag(rg <= TARGETS['generic'])}: d = 64, N = 16, generic point: FiberL2 / Gradient = {rg:.1f} (target <= {TARGETS['generic']:g})"
+        )
+        out.append(
+            f"- {tag(rb <= TARGETS['balanced'])}: d = 64, N = 16, near balance: FiberL2 / Gradient = {rb:.1f} (target <= {TARGETS['balanced']:g})"
+        )
         for point, r in (("generic", g), ("near balance", b)):
             q = r["paired"]
-            out.append(f"- (info) d = 64, N = 16, {point}: FiberL2 / Gradient round by round (back-to-back calls): median {q[1]:.2f}, "
-                       f"quartiles {q[0]:.2f}-{q[2]:.2f}")
+            out.append(
+                f"- (info) d = 64, N = 16, {point}: FiberL2 / Gradient round by round (back-to-back calls): median {q[1]:.2f}, "
+                f"quartiles {q[0]:.2f}-{q[2]:.2f}"
+            )
         e = max(g["err_pcg"], b["err_pcg"])
-        out.append(f"- {tag(e <= TARGETS['err'])}: d = 64, N = 16, projection error of the default solver = {e:.1e} (max of both points; target <= {TARGETS['err']:g})")
+        out.append(
+            f"- {tag(e <= TARGETS['err'])}: d = 64, N = 16, projection error of the default solver = {e:.1e} (max of both points; target <= {TARGETS['err']:g})"
+        )
     else:
         out.append("- (d = 64, N = 16 not run: no verdict on the cost and accuracy targets)")
     emax = max(r["err_pcg"] for r in rows)
-    out.append(f"- (info) largest projection error of the default solver over all cases: {emax:.1e}")
+    out.append(
+        f"- (info) largest projection error of the default solver over all cases: {emax:.1e}"
+    )
     for name, ratio in ratios:
-        out.append(f"- {tag(ratio <= TARGETS['compile'])}: compile, {name}: first call at N = {depths[-1]} / N = {depths[0]} = {ratio:.2f} (target <= {TARGETS['compile']:g})")
+        out.append(
+            f"- {tag(ratio <= TARGETS['compile'])}: compile, {name}: first call at N = {depths[-1]} / N = {depths[0]} = {ratio:.2f} (target <= {TARGETS['compile']:g})"
+        )
     return out
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: d in {8, 64}, N = 16; compile at N in {8, 1024}")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: d in {8, 64}, N = 16; compile at N in {8, 1024}",
+    )
     parser.add_argument("--out", metavar="FILE", help="also write the markdown report to FILE")
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args(argv)
@@ -336,11 +377,20 @@ def main(argv=None):
             key, sub = jax.random.split(key)
             tc = time.perf_counter()
             rows.extend(bench_case(d, N, sub, budget=budget))
-            print(f"  d = {d:3d}, N = {N:3d}: {time.perf_counter() - tc:.1f} s", file=sys.stderr, flush=True)
+            print(
+                f"  d = {d:3d}, N = {N:3d}: {time.perf_counter() - tc:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     ctimes = compile_times(cdepths)
     elapsed = time.perf_counter() - t0
 
-    report = ["## Machine", *info, f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else ""), ""]
+    report = [
+        "## Machine",
+        *info,
+        f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else ""),
+        "",
+    ]
     report += ["## FiberL2 evaluation / Gradient evaluation (float64)", "", *table(rows), ""]
     clines, ratios = compile_table(ctimes, cdepths)
     report += ["## First call of jitted `dlnjax.simulate` against depth (d = 4)", "", *clines, ""]

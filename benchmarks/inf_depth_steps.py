@@ -20,9 +20,9 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from dlnjax._cpu import configure_cpu  # noqa: E402
-
 import _bench  # noqa: E402
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()
 
@@ -53,16 +53,24 @@ def main(argv=None) -> int:
     unit = cmv.time_unit(loss)
     ts = cmv.save_times(cfg, unit)
     target = cfg.loss_target * float(loss(jnp.zeros(loss.shape)))
-    lines = [f"# N = inf step count against the initialization scale ({a.n}x{a.n}, rank {a.rank}, {a.observed} observed)", "",
-             *_bench.machine_info(), "",
-             f"Tsit5/PID rtol {cfg.rtol:g} atol {cfg.atol:g}, target E <= {cfg.loss_target:g} E(0), times in units of 1/||grad E(0)||_2.", "",
-             "| N | scale | accepted steps | rejected | time to target | recovery error | wall s |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# N = inf step count against the initialization scale ({a.n}x{a.n}, rank {a.rank}, {a.observed} observed)",
+        "",
+        *_bench.machine_info(),
+        "",
+        f"Tsit5/PID rtol {cfg.rtol:g} atol {cfg.atol:g}, target E <= {cfg.loss_target:g} E(0), times in units of 1/||grad E(0)||_2.",
+        "",
+        "| N | scale | accepted steps | rejected | time to target | recovery error | wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     slopes = {}
     for depth in (4, cmv.INF):
         steps = []
         for s in a.scales:
             t0 = time.perf_counter()
-            traj = cmv.solve(loss, depth, (s * Q)[None], ts, target, cfg.rtol, cfg.atol, a.max_steps)
+            traj = cmv.solve(
+                loss, depth, (s * Q)[None], ts, target, cfg.rtol, cfg.atol, a.max_steps
+            )
             wall = time.perf_counter() - t0
             L = np.asarray(jax.vmap(loss)(traj.ys[0]))
             stop = cmv._converged_index(L, target)
@@ -71,13 +79,21 @@ def main(argv=None) -> int:
             n_rej = int(traj.stats["num_rejected_steps"][0])
             err = float(loss.test_error(traj.ys[0, stop]))
             steps.append(n_acc if ok else np.nan)
-            lines.append(f"| {cmv.depth_label(depth)} | {s:g} | {n_acc} | {n_rej} | {float(ts[stop]) / unit:.3g}{'' if ok else ' (not reached)'} | {err:.3g} | {wall:.1f} |")
+            lines.append(
+                f"| {cmv.depth_label(depth)} | {s:g} | {n_acc} | {n_rej} | {float(ts[stop]) / unit:.3g}{'' if ok else ' (not reached)'} | {err:.3g} | {wall:.1f} |"
+            )
             print(lines[-1], flush=True)
         st = np.asarray(steps, float)
         good = np.isfinite(st)
         if good.sum() >= 2:
-            slopes[cmv.depth_label(depth)] = float(np.polyfit(np.log(1 / np.asarray(a.scales)[good]), np.log(st[good]), 1)[0])
-    lines += ["", "log-log slope of accepted steps against 1/scale: " + ", ".join(f"N = {k}: {v:.2f}" for k, v in slopes.items())]
+            slopes[cmv.depth_label(depth)] = float(
+                np.polyfit(np.log(1 / np.asarray(a.scales)[good]), np.log(st[good]), 1)[0]
+            )
+    lines += [
+        "",
+        "log-log slope of accepted steps against 1/scale: "
+        + ", ".join(f"N = {k}: {v:.2f}" for k, v in slopes.items()),
+    ]
     return _bench.write_report(lines, a.out)
 
 

@@ -29,9 +29,9 @@ import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from dlnjax._cpu import configure_cpu  # noqa: E402
-
 import _bench  # noqa: E402
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()
 
@@ -62,7 +62,11 @@ def _solve_completion(loss, Q, depth, scale, solver, loss_target, max_steps):
     ts = cmv.save_times(cmv.DEFAULT, cmv.time_unit(loss))
     target = loss_target * float(loss(jnp.zeros(loss.shape)))
     flow = cmv.UntilConverged(dlnjax.flows.EndToEnd(loss, depth), loss, target)
-    f = jax.jit(lambda X0: dlnjax.simulate(flow, X0, ts, solver=solver, rtol=RTOL, atol=ATOL, max_steps=max_steps))
+    f = jax.jit(
+        lambda X0: dlnjax.simulate(
+            flow, X0, ts, solver=solver, rtol=RTOL, atol=ATOL, max_steps=max_steps
+        )
+    )
     t0 = time.perf_counter()
     traj = jax.block_until_ready(f(scale * Q))
     wall = time.perf_counter() - t0
@@ -78,13 +82,20 @@ def _row(label, r):
     return f"| {label} | {'yes' if ok else 'NO'} | {acc} | {rej} | {err:.4g} | {wall:.1f} |"
 
 
-HEAD = ["| run | converged | accepted | rejected | recovery error | wall s (incl. compile) |", "|---|---|---|---|---|---|"]
+HEAD = [
+    "| run | converged | accepted | rejected | recovery error | wall s (incl. compile) |",
+    "|---|---|---|---|---|---|",
+]
 
 
 def case_a(quick, small_scale=True):
     n, rank, obs = (30, 2, 400) if quick else (100, 5, 2000)
     loss, Q = _completion(n, rank, obs)
-    lines = [f"## (a) N = inf completion, {n}x{n}, rank {rank}, {obs} observed, to E <= 1e-4 E(0)", "", *HEAD]
+    lines = [
+        f"## (a) N = inf completion, {n}x{n}, rank {rank}, {obs} observed, to E <= 1e-4 E(0)",
+        "",
+        *HEAD,
+    ]
     if small_scale:
         small = _solve_completion(loss, Q, INF, 1e-6, dlnjax.Stiff(), 1e-4, 20000)
         lines.append(_row("Stiff, scale 1e-6", small))
@@ -95,8 +106,12 @@ def case_a(quick, small_scale=True):
     tsit = _solve_completion(loss, Q, INF, 1e-4, None, 1e-4, 200000)
     lines.append(_row("Tsit5, scale 1e-4", tsit))
     diff = np.linalg.norm(stiff[5] - tsit[5]) / np.linalg.norm(tsit[5])
-    lines += ["", f"scale 1e-4: ||X_Stiff - X_Tsit5|| / ||X_Tsit5|| = {diff:.2e} (final states, each at its first save below the target); "
-              f"wall time Tsit5 / Stiff = {tsit[0] / stiff[0]:.1f}", ""]
+    lines += [
+        "",
+        f"scale 1e-4: ||X_Stiff - X_Tsit5|| / ||X_Tsit5|| = {diff:.2e} (final states, each at its first save below the target); "
+        f"wall time Tsit5 / Stiff = {tsit[0] / stiff[0]:.1f}",
+        "",
+    ]
     return lines
 
 
@@ -119,24 +134,41 @@ def _steps(f, X0):
 def case_b(quick, cap, completion_min=1e-6):
     scales = [1e-2, 1e-4, 1e-6] if quick else [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8]
     flow, U, V = _aligned()
-    aligned_ts = lambda s: jnp.concatenate([jnp.zeros(1), jnp.geomspace(1e-2, 50.0 / (s * 0.1), 40)])  # past the last escape
+    aligned_ts = lambda s: jnp.concatenate(
+        [jnp.zeros(1), jnp.geomspace(1e-2, 50.0 / (s * 0.1), 40)]
+    )  # past the last escape
     loss, Q = _completion(30, 2, 400)
     target = 1e-4 * float(loss(jnp.zeros(loss.shape)))
     cflow = cmv.UntilConverged(dlnjax.flows.EndToEnd(loss, INF), loss, target)
     cts = cmv.save_times(cmv.DEFAULT, cmv.time_unit(loss))
     problems = {
-        "aligned 5x5 (rtol 1e-8)": (flow, aligned_ts, 1e-8, 1e-30, lambda s: jnp.asarray(U @ np.diag(s * np.linspace(1, 0.6, 5)) @ V.T)),
+        "aligned 5x5 (rtol 1e-8)": (
+            flow,
+            aligned_ts,
+            1e-8,
+            1e-30,
+            lambda s: jnp.asarray(U @ np.diag(s * np.linspace(1, 0.6, 5)) @ V.T),
+        ),
         "completion 30x30 (rtol 1e-6)": (cflow, lambda s: cts, RTOL, ATOL, lambda s: s * Q),
     }
-    lines = ["## (b) accepted steps against the initialization scale (N = inf)", "",
-             "| problem | solver | " + " | ".join(f"{s:g}" for s in scales) + " | growth per decade |",
-             "|---|---|" + "---|" * (len(scales) + 1)]
+    lines = [
+        "## (b) accepted steps against the initialization scale (N = inf)",
+        "",
+        "| problem | solver | " + " | ".join(f"{s:g}" for s in scales) + " | growth per decade |",
+        "|---|---|" + "---|" * (len(scales) + 1),
+    ]
     for name, (fl, tt, rtol, atol, start) in problems.items():
         for label, solver, ms in (("Stiff", dlnjax.Stiff(), 50000), ("Tsit5", None, cap)):
-            f = jax.jit(lambda X0, ts: dlnjax.simulate(fl, X0, ts, solver=solver, rtol=rtol, atol=atol, max_steps=ms))
+            f = jax.jit(
+                lambda X0, ts: dlnjax.simulate(
+                    fl, X0, ts, solver=solver, rtol=rtol, atol=atol, max_steps=ms
+                )
+            )
             counts = []
             for s in scales:
-                if (counts and counts[-1] is None) or (name.startswith("completion") and s < completion_min):
+                if (counts and counts[-1] is None) or (
+                    name.startswith("completion") and s < completion_min
+                ):
                     counts.append(None)  # a smaller scale needs more steps still
                     continue
                 counts.append(_steps(lambda X0: f(X0, tt(s)), start(s))[0])
@@ -145,8 +177,14 @@ def case_b(quick, cap, completion_min=1e-6):
             if len(good) >= 2:
                 (s0, c0), (s1, c1) = good[0], good[-1]
                 growth = f"{(c1 / c0) ** (1 / math.log10(s0 / s1)):.2f}x"
-            cells = [str(c) if c is not None else ("not run" if name.startswith("completion") and s < completion_min else f"> {ms}")
-                     for s, c in zip(scales, counts)]
+            cells = [
+                str(c)
+                if c is not None
+                else (
+                    "not run" if name.startswith("completion") and s < completion_min else f"> {ms}"
+                )
+                for s, c in zip(scales, counts)
+            ]
             lines.append(f"| {name} | {label} | " + " | ".join(cells) + f" | {growth} |")
             print(lines[-1], flush=True)
     return lines + [""]
@@ -162,7 +200,11 @@ def case_c(quick):
     tsit = _solve_completion(loss, Q, 3, 1e-3, None, target, 100000)
     lines.append(_row("Tsit5", tsit))
     diff = np.linalg.norm(stiff[5] - tsit[5]) / np.linalg.norm(tsit[5])
-    return lines + ["", f"wall time Tsit5 / Stiff = {tsit[0] / stiff[0]:.1f}; final X relative difference {diff:.2e}", ""]
+    return lines + [
+        "",
+        f"wall time Tsit5 / Stiff = {tsit[0] / stiff[0]:.1f}; final X relative difference {diff:.2e}",
+        "",
+    ]
 
 
 def case_d(quick):
@@ -170,16 +212,22 @@ def case_d(quick):
     loss, Q = _completion(n, rank, obs)
     unit = cmv.time_unit(loss)
     scales = [1e-1, 1e-3] if quick else [1e-1, 1e-2, 1e-3, 1e-4]
-    lines = [f"## (d) weight flow Gradient, depth {depth}, {n}x{n} completion, balanced start fiber_center(scale Q, {depth})", "",
-             "| scale | horizon | Stiff accepted | Stiff wall s | Tsit5 accepted | Tsit5 wall s | Stiff error vs reference | Tsit5 error vs reference |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"## (d) weight flow Gradient, depth {depth}, {n}x{n} completion, balanced start fiber_center(scale Q, {depth})",
+        "",
+        "| scale | horizon | Stiff accepted | Stiff wall s | Tsit5 accepted | Tsit5 wall s | Stiff error vs reference | Tsit5 error vs reference |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     flow = dlnjax.flows.Gradient(loss)
     for s in scales:
         net0 = dlnjax.fiber_center(s * Q, depth)
         horizon = 1e3 * unit * s ** -(1 - 2 / depth)
         ts = jnp.array([0.0, horizon])
         run = lambda solver, rtol, atol, ms: jax.jit(
-            lambda y: dlnjax.simulate(flow, y, ts, solver=solver, rtol=rtol, atol=atol, max_steps=ms))
+            lambda y: dlnjax.simulate(
+                flow, y, ts, solver=solver, rtol=rtol, atol=atol, max_steps=ms
+            )
+        )
         ref = jax.block_until_ready(run(None, 1e-10, 1e-14, 2_000_000)(net0))
         Xref = np.asarray(dlnjax.end_to_end(ref[-1]))
         out = []
@@ -190,12 +238,22 @@ def case_d(quick):
             traj = jax.block_until_ready(f(net0))
             wall = time.perf_counter() - t0
             X = np.asarray(dlnjax.end_to_end(traj[-1]))
-            err = np.linalg.norm(X - Xref) / np.linalg.norm(Xref) if bool(traj.success) else float("nan")
+            err = (
+                np.linalg.norm(X - Xref) / np.linalg.norm(Xref)
+                if bool(traj.success)
+                else float("nan")
+            )
             out.append((int(traj.stats["num_accepted_steps"]), wall, err, bool(traj.success)))
         (sa, sw, se, sok), (ta, tw, te, tok) = out
-        lines.append(f"| {s:g} | {horizon:.3g} | {sa}{'' if sok else ' (failed)'} | {sw:.2f} | {ta}{'' if tok else ' (failed)'} | {tw:.2f} | {se:.1e} | {te:.1e} |")
+        lines.append(
+            f"| {s:g} | {horizon:.3g} | {sa}{'' if sok else ' (failed)'} | {sw:.2f} | {ta}{'' if tok else ' (failed)'} | {tw:.2f} | {se:.1e} | {te:.1e} |"
+        )
         print(lines[-1], flush=True)
-    return lines + ["", "(wall times after compilation; reference: Tsit5 at rtol 1e-10, atol 1e-14)", ""]
+    return lines + [
+        "",
+        "(wall times after compilation; reference: Tsit5 at rtol 1e-10, atol 1e-14)",
+        "",
+    ]
 
 
 def case_k(quick):
@@ -203,11 +261,25 @@ def case_k(quick):
     flow = dlnjax.flows.EndToEnd(loss, INF)
     ts = cmv.save_times(cmv.DEFAULT, cmv.time_unit(loss))
     target = 1e-4 * float(loss(jnp.zeros(loss.shape)))
-    traj = dlnjax.simulate(cmv.UntilConverged(flow, loss, target), 1e-4 * Q, ts, solver=dlnjax.Stiff(), rtol=RTOL, atol=ATOL, max_steps=20000)
+    traj = dlnjax.simulate(
+        cmv.UntilConverged(flow, loss, target),
+        1e-4 * Q,
+        ts,
+        solver=dlnjax.Stiff(),
+        rtol=RTOL,
+        atol=ATOL,
+        max_steps=20000,
+    )
     L = np.asarray(jax.vmap(loss)(traj.ys)) / float(loss(jnp.zeros(loss.shape)))
-    picks = sorted({int(np.argmax(L <= level)) for level in (0.99, 0.5, 1e-1, 1e-2, 1e-3, 1e-4)})  # first saves below
-    lines = ["## (k) BiCGStab iterations to 1e-3 of the residual on I - gamma J (30x30, N = inf, scale 1e-4 trajectory)", "",
-             "| E / E(0) | gamma | preconditioned | plain |", "|---|---|---|---|"]
+    picks = sorted(
+        {int(np.argmax(L <= level)) for level in (0.99, 0.5, 1e-1, 1e-2, 1e-3, 1e-4)}
+    )  # first saves below
+    lines = [
+        "## (k) BiCGStab iterations to 1e-3 of the residual on I - gamma J (30x30, N = inf, scale 1e-4 trajectory)",
+        "",
+        "| E / E(0) | gamma | preconditioned | plain |",
+        "|---|---|---|---|",
+    ]
     b = jr.normal(jr.PRNGKey(2), loss.shape)
     b = b / jnp.sqrt(jnp.mean(b**2))
     solver = lx.BiCGStab(rtol=0.0, atol=1e-3, norm=dlnjax._stiff.rms_norm, max_steps=500)
@@ -218,12 +290,24 @@ def case_k(quick):
             op = lx.FunctionLinearOperator(lambda Z, g=g: Z - g * J(Z), jax.eval_shape(lambda: X))
             cells = []
             for pre in (flow.stiff_preconditioner(0.0, X, None, g), None):
-                sol = lx.linear_solve(op, b, solver, options={} if pre is None else {"preconditioner": pre}, throw=False)
+                sol = lx.linear_solve(
+                    op,
+                    b,
+                    solver,
+                    options={} if pre is None else {"preconditioner": pre},
+                    throw=False,
+                )
                 r = float(jnp.sqrt(jnp.mean((op.mv(sol.value) - b) ** 2)))
-                cells.append(f"{int(sol.stats['num_steps'])}" + ("" if r <= 1e-3 else f" (residual {r:.1e})"))
+                cells.append(
+                    f"{int(sol.stats['num_steps'])}" + ("" if r <= 1e-3 else f" (residual {r:.1e})")
+                )
             lines.append(f"| {L[i]:.2e} | {g:g} | {cells[0]} | {cells[1]} |")
             print(lines[-1], flush=True)
-    return lines + ["", "(each BiCGStab iteration costs two Jacobian-vector products and, preconditioned, two applications of the preconditioner)", ""]
+    return lines + [
+        "",
+        "(each BiCGStab iteration costs two Jacobian-vector products and, preconditioned, two applications of the preconditioner)",
+        "",
+    ]
 
 
 def main(argv=None) -> int:
@@ -231,7 +315,12 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--cases", default="a,b,c,d,k")
     p.add_argument("--tsit5-cap", type=int, default=200_000, help="max steps for Tsit5 in (b)")
-    p.add_argument("--completion-min", type=float, default=1e-6, help="smallest scale of the completion row of (b)")
+    p.add_argument(
+        "--completion-min",
+        type=float,
+        default=1e-6,
+        help="smallest scale of the completion row of (b)",
+    )
     p.add_argument("--no-small", action="store_true", help="(a) without the scale-1e-6 solve")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
@@ -239,8 +328,13 @@ def main(argv=None) -> int:
     print("\n".join(lines), flush=True)
     for c in a.cases.split(","):
         t0 = time.perf_counter()
-        part = {"a": lambda: case_a(a.quick, not a.no_small), "b": lambda: case_b(a.quick, a.tsit5_cap, a.completion_min), "c": lambda: case_c(a.quick),
-                "d": lambda: case_d(a.quick), "k": lambda: case_k(a.quick)}[c.strip()]()
+        part = {
+            "a": lambda: case_a(a.quick, not a.no_small),
+            "b": lambda: case_b(a.quick, a.tsit5_cap, a.completion_min),
+            "c": lambda: case_c(a.quick),
+            "d": lambda: case_d(a.quick),
+            "k": lambda: case_k(a.quick),
+        }[c.strip()]()
         lines += part + [f"(case {c} took {time.perf_counter() - t0:.0f} s)", ""]
         print(f"(case {c} took {time.perf_counter() - t0:.0f} s)", flush=True)
     return _bench.write_report(lines, a.out, echo=False)  # the tables were printed as they came

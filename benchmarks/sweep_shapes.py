@@ -30,9 +30,9 @@ import argparse
 import sys
 import time
 
-from dlnjax._cpu import configure_cpu  # noqa: E402
-
 import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -95,8 +95,13 @@ def initial_nets(depths, widths, seeds):
         for w in widths:
             key, sub = jax.random.split(key)
             shape = (D0,) + (w,) * (n - 1) + (DN,)
-            nets = [dlnjax.orthogonal(k, shape, float(s)) for k, s in zip(jax.random.split(sub, len(scales)), scales)]
-            out[(n, w)] = jax.block_until_ready(jax.tree_util.tree_map(lambda *a: jnp.stack(a), *nets))
+            nets = [
+                dlnjax.orthogonal(k, shape, float(s))
+                for k, s in zip(jax.random.split(sub, len(scales)), scales)
+            ]
+            out[(n, w)] = jax.block_until_ready(
+                jax.tree_util.tree_map(lambda *a: jnp.stack(a), *nets)
+            )
     return out
 
 
@@ -106,7 +111,11 @@ def per_shape(loss, nets, steps, every):
     t = time.perf_counter()
     finals, runs = {}, []
     for shape, batch in nets.items():
-        run = jax.jit(jax.vmap(lambda n: train(loss, n, opt, steps, every=every, metrics=("loss", "balancedness"))))
+        run = jax.jit(
+            jax.vmap(
+                lambda n: train(loss, n, opt, steps, every=every, metrics=("loss", "balancedness"))
+            )
+        )
         res = jax.block_until_ready(run(batch))
         finals[shape] = np.asarray(res.history["loss"][:, -1])
         runs.append((run, batch))
@@ -155,24 +164,45 @@ def bench_grid(name, loss, steps, every, seeds, counter):
         t_pad, f_pad, big, again_pad = padded(loss, nets, steps, every)
     c_pad = (counter.count, counter.seconds)
     # steady state (compiled): the run time alone, the two ways taking turns under the same load
-    _, best = _bench.interleaved({"shape": (lambda _: again_shape(), None), "pad": (lambda _: again_pad(), None)}, budget=5.0)
+    _, best = _bench.interleaved(
+        {"shape": (lambda _: again_shape(), None), "pad": (lambda _: again_pad(), None)}, budget=5.0
+    )
     ref = np.concatenate(list(f_shape.values()))
     got = np.concatenate([f_pad[s] for s in f_shape])
     ok = np.isfinite(ref)
-    rel = float(np.max(np.abs(got[ok] - ref[ok]) / np.maximum(np.abs(ref[ok]), 1e-30))) if ok.any() else float("nan")
+    rel = (
+        float(np.max(np.abs(got[ok] - ref[ok]) / np.maximum(np.abs(ref[ok]), 1e-30)))
+        if ok.any()
+        else float("nan")
+    )
     # run-steps weighted by layer size: the work of each way (padded: every run at the largest shape)
     work_shape = sum(b.first.shape[0] * (n * w * w) for (n, w), b in nets.items())
     work_pad = runs * big[0] * big[1] ** 2
     return dict(
-        name=name, grid=g, runs=runs, shapes=len(nets), big=big, t_shape=t_shape, t_pad=t_pad, c_shape=c_shape,
-        s_shape=best["shape"], s_pad=best["pad"],
-        c_pad=c_pad, rel=rel, diverged=int(np.sum(~ok)), work=work_pad / work_shape,
+        name=name,
+        grid=g,
+        runs=runs,
+        shapes=len(nets),
+        big=big,
+        t_shape=t_shape,
+        t_pad=t_pad,
+        c_shape=c_shape,
+        s_shape=best["shape"],
+        s_pad=best["pad"],
+        c_pad=c_pad,
+        rel=rel,
+        diverged=int(np.sum(~ok)),
+        work=work_pad / work_shape,
     )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 100 steps, 1 seed x 2 scales per grid point")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 100 steps, 1 seed x 2 scales per grid point",
+    )
     parser.add_argument("--out", metavar="FILE", help="also write the markdown report to FILE")
     parser.add_argument("--x64", action="store_true", help="float64 (default float32)")
     opts = parser.parse_args(argv)
@@ -187,7 +217,11 @@ def main(argv=None):
     for name in GRIDS:
         r = bench_grid(name, loss, steps, every, seeds, counter)
         rows.append(r)
-        print(f"  {name}: per-shape {r['t_shape']:.1f} s, padded {r['t_pad']:.1f} s", file=sys.stderr, flush=True)
+        print(
+            f"  {name}: per-shape {r['t_shape']:.1f} s, padded {r['t_pad']:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     elapsed = time.perf_counter() - t0
 
     report = [

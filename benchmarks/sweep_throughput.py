@@ -25,9 +25,9 @@ import sys
 import tempfile
 import time
 
-from dlnjax._cpu import configure_cpu
-
 import _bench  # benchmarks/_bench.py
+
+from dlnjax._cpu import configure_cpu
 
 configure_cpu()
 
@@ -47,7 +47,13 @@ from dlnjax.losses import Factorization, Regression  # noqa: E402
 from dlnjax.sweep import parse_config, run  # noqa: E402
 
 WIDTHS = (5,) * 10 + (1,)
-PUBLISHED = [(0.005, 40_000, 20), (0.02, 10_000, 20), (0.07, 4_000, 20), (0.1, 4_000, 20), (0.2, 2_000, 80)]
+PUBLISHED = [
+    (0.005, 40_000, 20),
+    (0.02, 10_000, 20),
+    (0.07, 4_000, 20),
+    (0.1, 4_000, 20),
+    (0.2, 2_000, 80),
+]
 SCALES = [float(s) for s in np.linspace(0.25, 0.6, 10)]
 
 
@@ -59,7 +65,9 @@ def throughput(batch_sizes, gd_steps, gf_steps):
     def gd(keys):
         def one(key):
             net = dlnjax.gaussian(key, WIDTHS, 0.4)
-            return dlnjax.train(loss, net, optax.sgd(0.05), gd_steps, every=gd_steps).history["loss"][-1]
+            return dlnjax.train(loss, net, optax.sgd(0.05), gd_steps, every=gd_steps).history[
+                "loss"
+            ][-1]
 
         return jax.vmap(one)(keys)
 
@@ -70,29 +78,45 @@ def throughput(batch_sizes, gd_steps, gf_steps):
         def one(key):
             net = dlnjax.gaussian(key, WIDTHS, 0.4)
             traj = dlnjax.simulate(
-                dlnjax.flows.Gradient(loss), net, jnp.asarray([0.0, gf_steps * dt]), dt0=dt,
-                stepsize_controller=dfx.ConstantStepSize(), max_steps=gf_steps + 1,
+                dlnjax.flows.Gradient(loss),
+                net,
+                jnp.asarray([0.0, gf_steps * dt]),
+                dt0=dt,
+                stepsize_controller=dfx.ConstantStepSize(),
+                max_steps=gf_steps + 1,
             )
             return dlnjax.network_loss(loss, traj[-1])
 
         return jax.vmap(one)(keys)
 
     @jax.jit
-    def gf_batched(keys):  # what `dlnjax sweep` does for constant steps: one solve, the field vmapped over runs
+    def gf_batched(
+        keys,
+    ):  # what `dlnjax sweep` does for constant steps: one solve, the field vmapped over runs
         nets = jax.vmap(lambda k: dlnjax.gaussian(k, WIDTHS, 0.4))(keys)
         field = lambda t, y, args: jax.vmap(lambda n: dlnjax.flows.Gradient(loss)(t, n))(y)
-        traj = dlnjax.simulate(field, nets, jnp.asarray([0.0, gf_steps * dt]), dt0=dt, max_steps=gf_steps + 1)
+        traj = dlnjax.simulate(
+            field, nets, jnp.asarray([0.0, gf_steps * dt]), dt0=dt, max_steps=gf_steps + 1
+        )
         return jax.vmap(lambda n: dlnjax.network_loss(loss, n))(traj[-1])
 
     for b in batch_sizes:
         keys = jr.split(jr.PRNGKey(1), b)
         out = {}
-        for name, f, steps in (("GD", gd, gd_steps), ("GF", gf, gf_steps), ("GFb", gf_batched, gf_steps)):
+        for name, f, steps in (
+            ("GD", gd, gd_steps),
+            ("GF", gf, gf_steps),
+            ("GFb", gf_batched, gf_steps),
+        ):
             jax.block_until_ready(f(keys))  # compile
             _, t = _bench.interleaved({name: (f, keys)}, budget=2.0, min_rounds=2)
             out[name] = b * steps / t[name]
         rows.append((b, out["GD"], out["GF"], out["GFb"]))
-        print(f"  batch {b}: GD {out['GD']:.3g}, GF {out['GF']:.3g} / {out['GFb']:.3g} run-steps/s", file=sys.stderr, flush=True)
+        print(
+            f"  batch {b}: GD {out['GD']:.3g}, GF {out['GF']:.3g} / {out['GFb']:.3g} run-steps/s",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -116,7 +140,11 @@ def flop_rate(ds, depth=8):
         _, t = _bench.interleaved({"rhs": (rhs, net), "matmul": (mm, A)}, budget=5.0)
         r_rhs, r_mm = flops_rhs / t["rhs"], 2 * d**3 / t["matmul"]
         rows.append((d, flops_rhs, xla, t["rhs"], r_rhs, r_mm, r_rhs / r_mm))
-        print(f"  d = {d}: rhs {r_rhs / 1e9:.1f} GFLOP/s, matmul {r_mm / 1e9:.1f} GFLOP/s", file=sys.stderr, flush=True)
+        print(
+            f"  d = {d}: rhs {r_rhs / 1e9:.1f} GFLOP/s, matmul {r_mm / 1e9:.1f} GFLOP/s",
+            file=sys.stderr,
+            flush=True,
+        )
     return rows
 
 
@@ -125,14 +153,23 @@ def full_sweep(devices, quick, dtype):
     for eta, steps, seeds in PUBLISHED:
         if quick:
             steps, seeds = steps // 20, max(1, seeds // 10)
-        cfg = parse_config({
-            "name": f"seed004-eta{eta}", "dtype": dtype, "batch_size": 10 * seeds,
-            "task": {"loss": "regression", "n": 50, "d_in": 5, "d_out": 1, "noise": 1.0},
-            "network": {"depth": 10, "width": 5, "init": "gaussian"},
-            "dynamics": {"method": "train", "optimizer": "sgd", "learning_rate": eta, "steps": steps},
-            "record": {"quantities": ["loss", "test_error", "sharpness"], "every": steps},
-            "grid": {"scale": SCALES, "seed": list(range(seeds))},
-        })
+        cfg = parse_config(
+            {
+                "name": f"seed004-eta{eta}",
+                "dtype": dtype,
+                "batch_size": 10 * seeds,
+                "task": {"loss": "regression", "n": 50, "d_in": 5, "d_out": 1, "noise": 1.0},
+                "network": {"depth": 10, "width": 5, "init": "gaussian"},
+                "dynamics": {
+                    "method": "train",
+                    "optimizer": "sgd",
+                    "learning_rate": eta,
+                    "steps": steps,
+                },
+                "record": {"quantities": ["loss", "test_error", "sharpness"], "every": steps},
+                "grid": {"scale": SCALES, "seed": list(range(seeds))},
+            }
+        )
         with tempfile.TemporaryDirectory() as tmp:
             run(cfg, tmp, progress=False, log=lambda m: None, devices=devices)
         total_steps += 10 * seeds * steps
@@ -143,15 +180,21 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--x64", action="store_true")
-    parser.add_argument("--skip-sweep", action="store_true", help="skip part 3 (the full linear sweep)")
-    parser.add_argument("--skip-throughput", action="store_true", help="skip part 1 (throughput against batch size)")
+    parser.add_argument(
+        "--skip-sweep", action="store_true", help="skip part 3 (the full linear sweep)"
+    )
+    parser.add_argument(
+        "--skip-throughput", action="store_true", help="skip part 1 (throughput against batch size)"
+    )
     parser.add_argument("--out", default=None)
     opts = parser.parse_args(argv)
     dtype = "float64" if opts.x64 else "float32"
     backend = jax.default_backend()
     accel = backend != "cpu"
     lines = ["## Sweep throughput (`benchmarks/sweep_throughput.py`)", ""]
-    lines += _bench.machine_info(f"- device: {jax.devices()[0].device_kind} x {len(jax.devices())}; {dtype}")
+    lines += _bench.machine_info(
+        f"- device: {jax.devices()[0].device_kind} x {len(jax.devices())}; {dtype}"
+    )
     lines.append("")
 
     if opts.quick:
@@ -161,26 +204,43 @@ def main(argv=None):
     else:
         batches, gd_steps, gf_steps, ds = [1, 16, 256, 1024], 1000, 500, [256, 1024]
     rows = [] if opts.skip_throughput else throughput(batches, gd_steps, gf_steps)
-    lines += ["### 1. Throughput against batch size (run-steps per second)", "",
-              f"Seed 004's net (widths {WIDTHS}), GD {gd_steps} steps, GF {gf_steps} Tsit5 steps.", "",
-              "GF two ways: `vmap` of per-run solves, and one solve of the batch with the field vmapped over runs",
-              "(what `dlnjax sweep` does for constant steps).", "",
-              "| batch | GD run-steps/s | GF, vmap of solves | GF, one batched solve |", "|---:|---:|---:|---:|"]
+    lines += [
+        "### 1. Throughput against batch size (run-steps per second)",
+        "",
+        f"Seed 004's net (widths {WIDTHS}), GD {gd_steps} steps, GF {gf_steps} Tsit5 steps.",
+        "",
+        "GF two ways: `vmap` of per-run solves, and one solve of the batch with the field vmapped over runs",
+        "(what `dlnjax sweep` does for constant steps).",
+        "",
+        "| batch | GD run-steps/s | GF, vmap of solves | GF, one batched solve |",
+        "|---:|---:|---:|---:|",
+    ]
     lines += [f"| {b} | {g:.3g} | {f:.3g} | {fb:.3g} |" for b, g, f, fb in rows]
     lines.append("")
 
     rows = flop_rate(ds)
-    lines += ["### 2. Gradient-flow right-hand side against dense matmul (depth 8, square layers)", "",
-              "FLOPs/eval: the 3 (N - 1) d x d products of one reverse-mode gradient (XLA's cost analysis, which counts",
-              "a loop body once, in brackets).", "",
-              "| d | FLOPs/eval | time/eval | RHS GFLOP/s | matmul GFLOP/s | ratio |", "|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "### 2. Gradient-flow right-hand side against dense matmul (depth 8, square layers)",
+        "",
+        "FLOPs/eval: the 3 (N - 1) d x d products of one reverse-mode gradient (XLA's cost analysis, which counts",
+        "a loop body once, in brackets).",
+        "",
+        "| d | FLOPs/eval | time/eval | RHS GFLOP/s | matmul GFLOP/s | ratio |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
     for d, fl, xla, t, r, m, ratio in rows:
-        lines.append(f"| {d} | {fl:.3g} ({xla:.3g}) | {t * 1e3:.3g} ms | {r / 1e9:.1f} | {m / 1e9:.1f} | {ratio:.0%} {'PASS' if ratio >= 0.4 else 'FAIL'} (target >= 40%) |")
+        lines.append(
+            f"| {d} | {fl:.3g} ({xla:.3g}) | {t * 1e3:.3g} ms | {r / 1e9:.1f} | {m / 1e9:.1f} | {ratio:.0%} {'PASS' if ratio >= 0.4 else 'FAIL'} (target >= 40%) |"
+        )
     lines.append("")
 
     if not opts.skip_sweep:
-        lines += ["### 3. Seed 004's full linear sweep through `dlnjax.sweep.run` (compilation included)", "",
-                  "| device | run-steps | wall s | run-steps/s |", "|---|---:|---:|---:|"]
+        lines += [
+            "### 3. Seed 004's full linear sweep through `dlnjax.sweep.run` (compilation included)",
+            "",
+            "| device | run-steps | wall s | run-steps/s |",
+            "|---|---:|---:|---:|",
+        ]
         results = {}
         targets = [("default (" + jax.devices()[0].device_kind + ")", None)]
         if accel:
@@ -192,9 +252,15 @@ def main(argv=None):
             print(f"  full sweep on {name}: {wall:.1f} s", file=sys.stderr, flush=True)
         if accel:
             ratio = results[targets[0][0]] / results["host CPU"]
-            lines += ["", f"- {'PASS' if ratio >= 100 else 'FAIL'}: accelerator / CPU throughput {ratio:.1f}x (target >= 100x)"]
+            lines += [
+                "",
+                f"- {'PASS' if ratio >= 100 else 'FAIL'}: accelerator / CPU throughput {ratio:.1f}x (target >= 100x)",
+            ]
         else:
-            lines += ["", "- no accelerator here: the GPU/CPU ratio awaits a GPU machine (this row is the CPU baseline)"]
+            lines += [
+                "",
+                "- no accelerator here: the GPU/CPU ratio awaits a GPU machine (this row is the CPU baseline)",
+            ]
     _bench.publish(lines, opts.out)
 
 

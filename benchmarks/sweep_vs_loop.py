@@ -43,9 +43,9 @@ import os
 import sys
 import time
 
-from dlnjax._cpu import configure_cpu  # noqa: E402
-
 import _bench  # noqa: E402  (benchmarks/_bench.py, next to this script)
+
+from dlnjax._cpu import configure_cpu  # noqa: E402
 
 configure_cpu()  # one OpenBLAS thread, fast tiny fusions (dlnjax/_cpu.py), before JAX's backend starts
 
@@ -74,7 +74,13 @@ except ImportError:  # pragma: no cover
 N_SAMPLES, D, DEPTH, NOISE = 50, 5, 10, 1.0
 WIDTHS = (D,) * DEPTH + (1,)
 SCALES = np.linspace(0.25, 0.6, 10)
-PUBLISHED = [(0.005, 40_000, 20), (0.02, 10_000, 20), (0.07, 4_000, 20), (0.1, 4_000, 20), (0.2, 2_000, 80)]
+PUBLISHED = [
+    (0.005, 40_000, 20),
+    (0.02, 10_000, 20),
+    (0.07, 4_000, 20),
+    (0.1, 4_000, 20),
+    (0.2, 2_000, 80),
+]
 HVPS, SHARP_EVERY = 20, 5
 LANCZOS = 8  # Lanczos steps of dlnjax's sharpness in the slice (--lanczos); accuracy against the loop's is measured
 TARGETS = dict(slice=30.0, sweep=180.0, torch_one=5.0, torch_batch=50.0)
@@ -93,7 +99,9 @@ def machine_info() -> list[str]:
 
 def loop_init(key, scale):
     keys = jax.random.split(key, DEPTH)
-    return [scale * jax.random.normal(keys[k], (D, D)) for k in range(DEPTH - 1)] + [scale * jax.random.normal(keys[-1], (1, D))]
+    return [scale * jax.random.normal(keys[k], (D, D)) for k in range(DEPTH - 1)] + [
+        scale * jax.random.normal(keys[-1], (1, D))
+    ]
 
 
 def loop_net(params, x):
@@ -165,7 +173,9 @@ def sharpness_metric(loss, iterations=HVPS):
     return power
 
 
-def batched_runner(loss, eta, steps, every, *, sharp_every=None, metrics=("loss",), iterations=HVPS):
+def batched_runner(
+    loss, eta, steps, every, *, sharp_every=None, metrics=("loss",), iterations=HVPS
+):
     opt = optax.sgd(eta)
     fns = {"sharpness": sharpness_metric(loss, iterations)}
 
@@ -185,7 +195,9 @@ def batched_runner(loss, eta, steps, every, *, sharp_every=None, metrics=("loss"
     def run_sharp(keys, scales):
         def one(key, s):
             net0 = dlnjax.gaussian(key, WIDTHS, s)
-            return train(loss, net0, opt, steps, every=sharp_every, metrics=metrics, metric_fns=fns), None
+            return train(
+                loss, net0, opt, steps, every=sharp_every, metrics=metrics, metric_fns=fns
+            ), None
 
         return jax.vmap(one)(keys, scales)
 
@@ -217,16 +229,29 @@ def sharpness_accuracy(loss, keys, scales, eta, lanczos, at=(50, None)):
 
         def dense(n):
             flat, unravel = jax.flatten_util.ravel_pytree(n.arrays())
-            H = jax.hessian(lambda f: dlnjax.network_loss(loss, n.replace_arrays(*unravel(f))))(flat)
+            H = jax.hessian(lambda f: dlnjax.network_loss(loss, n.replace_arrays(*unravel(f))))(
+                flat
+            )
             return jnp.linalg.eigvalsh(H)[-1]
 
         exact = np.asarray(jax.jit(jax.vmap(dense))(res.net), np.float64)
-        ours = np.asarray(jax.jit(jax.vmap(lambda n: _sharpness(loss, n, iterations=lanczos)))(res.net), np.float64)
-        power = np.array([
-            float(loop_sharpness(list(jax.tree_util.tree_map(lambda a: a[i], res.net).layers), loss.inputs, loss.targets,
-                                 jax.random.fold_in(keys[i], steps)))
-            for i in range(len(scales))
-        ])
+        ours = np.asarray(
+            jax.jit(jax.vmap(lambda n: _sharpness(loss, n, iterations=lanczos)))(res.net),
+            np.float64,
+        )
+        power = np.array(
+            [
+                float(
+                    loop_sharpness(
+                        list(jax.tree_util.tree_map(lambda a: a[i], res.net).layers),
+                        loss.inputs,
+                        loss.targets,
+                        jax.random.fold_in(keys[i], steps),
+                    )
+                )
+                for i in range(len(scales))
+            ]
+        )
         err = lambda est: np.abs(est - exact)[ok] / np.abs(exact)[ok]
         out[steps] = dict(runs=int(ok.sum()), loop=err(power), dlnjax=err(ours))
     return out
@@ -247,7 +272,7 @@ def bench_slice(loss, quick, rounds, lanczos=LANCZOS):
     first_loop_run = time.perf_counter() - t0
     batched_times, loop_totals = [], []
     loop_sharp = None
-    for r in range(rounds):
+    for _r in range(rounds):
         batched_times.append(timed(run, keys, scales)[0])
         per_run, sharp = [], []
         for i in range(runs):
@@ -262,11 +287,19 @@ def bench_slice(loss, quick, rounds, lanczos=LANCZOS):
     first_loop_total = first_loop_run + tl * (runs - 1) / runs
     ours = np.asarray(res.history["sharpness"])[:, 1:]  # recorded after steps 5, 10, ...
     return dict(
-        runs=runs, steps=steps, loop=tl, batched=tb, loop_rounds=loop_totals, batched_rounds=batched_times,
-        first_loop=first_loop_total, first_batched=first_batched,
+        runs=runs,
+        steps=steps,
+        loop=tl,
+        batched=tb,
+        loop_rounds=loop_totals,
+        batched_rounds=batched_times,
+        first_loop=first_loop_total,
+        first_batched=first_batched,
         diverged=int(np.sum(np.asarray(res.diverged))),
-        sharp_dlnjax=float(np.nanmedian(ours[:, -1])), sharp_loop=float(np.nanmedian(loop_sharp[:, -1])),
-        lanczos=lanczos, accuracy=sharpness_accuracy(loss, keys, scales, eta, lanczos, at=(50, steps)),
+        sharp_dlnjax=float(np.nanmedian(ours[:, -1])),
+        sharp_loop=float(np.nanmedian(loop_sharp[:, -1])),
+        lanczos=lanczos,
+        accuracy=sharpness_accuracy(loss, keys, scales, eta, lanczos, at=(50, steps)),
     )
 
 
@@ -279,14 +312,30 @@ def bench_sweep(loss, quick, sharp_every):
             steps, seeds = steps // 20, max(1, seeds // 20)
         keys, scales = grid(seeds, sub)
         every = sharp_every if sharp_every else 100 if steps % 100 == 0 else steps
-        run = batched_runner(loss, eta, steps, every, sharp_every=sharp_every or None, metrics=("loss", "test_error"))
+        run = batched_runner(
+            loss, eta, steps, every, sharp_every=sharp_every or None, metrics=("loss", "test_error")
+        )
         t, (res, sharp) = timed(run, keys, scales)
         total += t
-        final_sharp = np.asarray(sharp[:, -1] if sharp is not None else res.history["sharpness"][:, -1])
+        final_sharp = np.asarray(
+            sharp[:, -1] if sharp is not None else res.history["sharpness"][:, -1]
+        )
         div = np.asarray(res.diverged)
-        out.append(dict(eta=eta, steps=steps, runs=len(scales), time=t, diverged=float(np.mean(div)),
-                        sharp=float(np.median(final_sharp[~div])) if (~div).any() else float("nan")))
-        print(f"  sweep eta = {eta}: {len(scales)} runs x {steps} steps in {t:.1f} s", file=sys.stderr, flush=True)
+        out.append(
+            dict(
+                eta=eta,
+                steps=steps,
+                runs=len(scales),
+                time=t,
+                diverged=float(np.mean(div)),
+                sharp=float(np.median(final_sharp[~div])) if (~div).any() else float("nan"),
+            )
+        )
+        print(
+            f"  sweep eta = {eta}: {len(scales)} runs x {steps} steps in {t:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
     return out, total
 
 
@@ -298,7 +347,10 @@ def bench_torch(quick, rounds):
     try:
         import torch
     except Exception as err:  # noqa: BLE001
-        return None, f"`import torch` failed ({type(err).__name__}: {err}); PyTorch comparison skipped"
+        return (
+            None,
+            f"`import torch` failed ({type(err).__name__}: {err}); PyTorch comparison skipped",
+        )
     n, depth, rank, frac, lr = 100, 3, 3, 0.3, 0.5
     steps = 100 if quick else 300
     batch = 64
@@ -307,13 +359,24 @@ def bench_torch(quick, rounds):
     obs = rng.random((n, n)) < frac
     rows, cols = np.nonzero(obs)
     dtype = jnp.zeros(()).dtype
-    loss = MatrixCompletion(rows, cols, truth[rows, cols].astype(dtype), (n, n), truth=truth.astype(dtype))
+    loss = MatrixCompletion(
+        rows, cols, truth[rows, cols].astype(dtype), (n, n), truth=truth.astype(dtype)
+    )
     tdtype = torch.float64 if dtype == jnp.float64 else torch.float32
-    r_t, c_t, v_t = torch.as_tensor(rows), torch.as_tensor(cols), torch.as_tensor(truth[rows, cols], dtype=tdtype)
+    r_t, c_t, v_t = (
+        torch.as_tensor(rows),
+        torch.as_tensor(cols),
+        torch.as_tensor(truth[rows, cols], dtype=tdtype),
+    )
 
     def torch_run(seed):
         g = torch.Generator().manual_seed(seed)
-        ws = [(0.5 * torch.randn(n, n, generator=g, dtype=tdtype) / np.sqrt(n) ** 0.5).requires_grad_() for _ in range(depth)]
+        ws = [
+            (
+                0.5 * torch.randn(n, n, generator=g, dtype=tdtype) / np.sqrt(n) ** 0.5
+            ).requires_grad_()
+            for _ in range(depth)
+        ]
         opt = torch.optim.SGD(ws, lr=lr)
         for _ in range(steps):
             x = ws[0]
@@ -329,7 +392,9 @@ def bench_torch(quick, rounds):
     key = jax.random.PRNGKey(3)
     init = lambda k: dlnjax.gaussian(k, (n,) * (depth + 1), 0.5 / np.sqrt(n) ** 0.5)
     one = jax.jit(lambda k: train(loss, init(k), opt, steps, every=steps).history["loss"])
-    many = jax.jit(jax.vmap(lambda k: train(loss, init(k), opt, steps, every=steps).history["loss"]))
+    many = jax.jit(
+        jax.vmap(lambda k: train(loss, init(k), opt, steps, every=steps).history["loss"])
+    )
     keys = jax.random.split(key, batch)
     timed(one, key), timed(many, keys)  # compile
     # PyTorch gets its best thread count: on a small shared CPU its intra-op pool can be ~100x slower than
@@ -352,9 +417,16 @@ def bench_torch(quick, rounds):
         torch_run(1)
         tt.append(time.perf_counter() - t)
     t1, tb, tt = map(lambda v: float(np.median(v)), (t1, tb, tt))
-    return dict(steps=steps, batch=batch, torch_iter=tt / steps, one_iter=t1 / steps, batch_iter=tb / steps / batch,
-                torch_version=torch.__version__, torch_threads=best,
-                torch_by_threads={k: v / steps for k, v in per_threads.items()}), None
+    return dict(
+        steps=steps,
+        batch=batch,
+        torch_iter=tt / steps,
+        one_iter=t1 / steps,
+        batch_iter=tb / steps / batch,
+        torch_version=torch.__version__,
+        torch_threads=best,
+        torch_by_threads={k: v / steps for k, v in per_threads.items()},
+    ), None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,13 +434,37 @@ def bench_torch(quick, rounds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: slice of 4 runs x 500 steps, sweep with 1/20 of the steps and seeds")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: slice of 4 runs x 500 steps, sweep with 1/20 of the steps and seeds",
+    )
     parser.add_argument("--out", metavar="FILE", help="also write the markdown report to FILE")
-    parser.add_argument("--x64", action="store_true", help="float64 (default float32, as the published script)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of the side-by-side timings (medians reported)")
-    parser.add_argument("--sweep-sharpness-every", type=int, default=0, metavar="K", help="record the sharpness every K steps in the full sweep")
-    parser.add_argument("--lanczos", type=int, default=LANCZOS, help=f"Lanczos steps of dlnjax's sharpness in the slice (default {LANCZOS})")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: slice, sweep, torch")
+    parser.add_argument(
+        "--x64", action="store_true", help="float64 (default float32, as the published script)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the side-by-side timings (medians reported)",
+    )
+    parser.add_argument(
+        "--sweep-sharpness-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="record the sharpness every K steps in the full sweep",
+    )
+    parser.add_argument(
+        "--lanczos",
+        type=int,
+        default=LANCZOS,
+        help=f"Lanczos steps of dlnjax's sharpness in the slice (default {LANCZOS})",
+    )
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to skip: slice, sweep, torch"
+    )
     opts = parser.parse_args(argv)
     skip = set(filter(None, opts.skip.split(",")))
 
@@ -385,7 +481,8 @@ def main(argv=None):
         ratio, ratio_first = s["loop"] / s["batched"], s["first_loop"] / s["first_batched"]
         acc = s["accuracy"]
         as_accurate = all(
-            np.median(a["dlnjax"]) <= max(np.median(a["loop"]), 1e-6) and np.max(a["dlnjax"]) <= max(np.max(a["loop"]), 1e-6)
+            np.median(a["dlnjax"]) <= max(np.median(a["loop"]), 1e-6)
+            and np.max(a["dlnjax"]) <= max(np.max(a["loop"]), 1e-6)
             for a in acc.values()
         )
         report += [
@@ -406,11 +503,16 @@ def main(argv=None):
             "",
             f"| networks | runs | loop: {HVPS} power iterations, median / max | dlnjax: {s['lanczos']} Lanczos steps, median / max |",
             "|---|---|---|---|",
-            *[f"| after {k} steps | {a['runs']} | {np.median(a['loop']):.1e} / {np.max(a['loop']):.1e} | "
-              f"{np.median(a['dlnjax']):.1e} / {np.max(a['dlnjax']):.1e} |" for k, a in acc.items()],
+            *[
+                f"| after {k} steps | {a['runs']} | {np.median(a['loop']):.1e} / {np.max(a['loop']):.1e} | "
+                f"{np.median(a['dlnjax']):.1e} / {np.max(a['dlnjax']):.1e} |"
+                for k, a in acc.items()
+            ],
             "",
         ]
-        verdicts.append(f"- {tag(ratio >= TARGETS['slice'])}: slice, steady state: loop / dlnjax = {ratio:.1f} (target >= {TARGETS['slice']:g})")
+        verdicts.append(
+            f"- {tag(ratio >= TARGETS['slice'])}: slice, steady state: loop / dlnjax = {ratio:.1f} (target >= {TARGETS['slice']:g})"
+        )
         verdicts.append(
             f"- {tag(as_accurate)}: dlnjax's {s['lanczos']}-step Lanczos sharpness at least as accurate as the loop's {HVPS} power "
             "iterations (median and max, or both below 1e-6)"
@@ -419,17 +521,27 @@ def main(argv=None):
 
     if "sweep" not in skip:
         rows, total = bench_sweep(loss, opts.quick, opts.sweep_sharpness_every)
-        what = f"every {opts.sweep_sharpness_every} steps" if opts.sweep_sharpness_every else "at initialization and at the end"
+        what = (
+            f"every {opts.sweep_sharpness_every} steps"
+            if opts.sweep_sharpness_every
+            else "at initialization and at the end"
+        )
         report += [
             f"## Full published linear sweep through dlnjax (sharpness {what}; compile included)",
             "",
             "| eta | steps | runs | time (s) | diverged | median final sharpness (converged runs) | 2 / eta |",
             "|---|---|---|---|---|---|---|",
-            *[f"| {r['eta']} | {r['steps']} | {r['runs']} | {r['time']:.1f} | {100 * r['diverged']:.0f}% | {r['sharp']:.3g} | {2 / r['eta']:.3g} |" for r in rows],
+            *[
+                f"| {r['eta']} | {r['steps']} | {r['runs']} | {r['time']:.1f} | {100 * r['diverged']:.0f}% | {r['sharp']:.3g} | {2 / r['eta']:.3g} |"
+                for r in rows
+            ],
             f"| **total** | | {sum(r['runs'] for r in rows)} | **{total:.1f}** | | | |",
             "",
         ]
-        verdicts.append(f"- {tag(total <= TARGETS['sweep'])}: full linear sweep in {total:.0f} s (target <= {TARGETS['sweep']:g} s)" + (" (--quick)" if opts.quick else ""))
+        verdicts.append(
+            f"- {tag(total <= TARGETS['sweep'])}: full linear sweep in {total:.0f} s (target <= {TARGETS['sweep']:g} s)"
+            + (" (--quick)" if opts.quick else "")
+        )
 
     if "torch" not in skip:
         t, why = bench_torch(opts.quick, opts.rounds)
@@ -444,16 +556,23 @@ def main(argv=None):
                 "| | time per iteration (us) | **torch / dlnjax** |",
                 "|---|---|---|",
                 f"| torch eager, one run ({t['torch_threads']} thread(s), the faster of "
-                + ", ".join(f"{k}: {1e6 * v:.0f} us" for k, v in t["torch_by_threads"].items()) + f") | {1e6 * t['torch_iter']:.0f} | |",
+                + ", ".join(f"{k}: {1e6 * v:.0f} us" for k, v in t["torch_by_threads"].items())
+                + f") | {1e6 * t['torch_iter']:.0f} | |",
                 f"| dlnjax.train, one run | {1e6 * t['one_iter']:.0f} | **{r1:.1f}** |",
                 f"| dlnjax.train, vmap over {t['batch']} runs (per run) | {1e6 * t['batch_iter']:.1f} | **{rb:.1f}** |",
                 "",
             ]
-            verdicts.append(f"- {tag(r1 >= TARGETS['torch_one'])}: torch / dlnjax per iteration, one run = {r1:.1f} (target >= {TARGETS['torch_one']:g})")
-            verdicts.append(f"- {tag(rb >= TARGETS['torch_batch'])}: torch / dlnjax aggregate, {t['batch']} runs = {rb:.1f} (target >= {TARGETS['torch_batch']:g})")
+            verdicts.append(
+                f"- {tag(r1 >= TARGETS['torch_one'])}: torch / dlnjax per iteration, one run = {r1:.1f} (target >= {TARGETS['torch_one']:g})"
+            )
+            verdicts.append(
+                f"- {tag(rb >= TARGETS['torch_batch'])}: torch / dlnjax aggregate, {t['batch']} runs = {rb:.1f} (target >= {TARGETS['torch_batch']:g})"
+            )
 
     elapsed = time.perf_counter() - t_start
-    report[len(info) + 1 : len(info) + 1] = [f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else "")]
+    report[len(info) + 1 : len(info) + 1] = [
+        f"- benchmark wall time: {elapsed:.0f} s" + (" (--quick)" if opts.quick else "")
+    ]
     report += ["## Targets", *verdicts, ""]
     _bench.publish(report, opts.out)
 

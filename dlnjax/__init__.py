@@ -4,91 +4,199 @@ The network state (`DLN`), its geometry (moments, fibers, projections), the flow
 Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffrax.
 """
 
-from . import flows as flows, losses as losses, sweep as sweep
+from . import flows as flows
+from . import losses as losses
+from . import sweep as sweep
 from ._activations import Activation as Activation
 from ._aligned import aligned_singular_values as aligned_singular_values
 from ._diagnostics import (
-    alignment as alignment,
-    distance_to_minimizer as distance_to_minimizer,
-    effective_rank as effective_rank,
-    layer_norm_differences as layer_norm_differences,
-    layer_norms as layer_norms,
-    neuron_balance as neuron_balance,
-    numerical_rank as numerical_rank,
-    rank_one_ratio as rank_one_ratio,
-    regression_constants as regression_constants,
     RegressionConstants as RegressionConstants,
+)
+from ._diagnostics import (
+    alignment as alignment,
+)
+from ._diagnostics import (
+    distance_to_minimizer as distance_to_minimizer,
+)
+from ._diagnostics import (
+    effective_rank as effective_rank,
+)
+from ._diagnostics import (
+    layer_norm_differences as layer_norm_differences,
+)
+from ._diagnostics import (
+    layer_norms as layer_norms,
+)
+from ._diagnostics import (
+    neuron_balance as neuron_balance,
+)
+from ._diagnostics import (
+    numerical_rank as numerical_rank,
+)
+from ._diagnostics import (
+    rank_one_ratio as rank_one_ratio,
+)
+from ._diagnostics import (
+    regression_constants as regression_constants,
+)
+from ._diagnostics import (
     sharpness as sharpness,
+)
+from ._diagnostics import (
     sharpness_bounds as sharpness_bounds,
 )
 from ._fast_slow import (
-    fast_slow_diagnostic as fast_slow_diagnostic,
     FastSlowDiagnostic as FastSlowDiagnostic,
+)
+from ._fast_slow import (
+    fast_slow_diagnostic as fast_slow_diagnostic,
+)
+from ._fast_slow import (
     learning_first_prediction as learning_first_prediction,
+)
+from ._fast_slow import (
     regularized_velocity_split as regularized_velocity_split,
+)
+from ._fast_slow import (
     two_stage_prediction as two_stage_prediction,
+)
+from ._fast_slow import (
     velocity_split as velocity_split,
 )
 from ._fiber import (
-    balanced_preconditioner as balanced_preconditioner,
-    default_fiber_solver as default_fiber_solver,
     FiberCG as FiberCG,
+)
+from ._fiber import (
+    balanced_preconditioner as balanced_preconditioner,
+)
+from ._fiber import (
+    default_fiber_solver as default_fiber_solver,
+)
+from ._fiber import (
     fiber_l2_gradient as fiber_l2_gradient,
+)
+from ._fiber import (
     fiber_normal_projection as fiber_normal_projection,
+)
+from ._fiber import (
     fiber_tangent_projection as fiber_tangent_projection,
+)
+from ._fiber import (
     normal_operator as normal_operator,
+)
+from ._fiber import (
     solve_normal as solve_normal,
 )
 from ._geometry import (
     inner as inner,
+)
+from ._geometry import (
     network_gradient as network_gradient,
+)
+from ._geometry import (
     network_loss as network_loss,
+)
+from ._geometry import (
     partial_grams as partial_grams,
+)
+from ._geometry import (
     partial_products as partial_products,
+)
+from ._geometry import (
     product_adjoint as product_adjoint,
+)
+from ._geometry import (
     product_differential as product_differential,
 )
 from ._init import (
     fiber_center as fiber_center,
+)
+from ._init import (
     gaussian as gaussian,
+)
+from ._init import (
     group_action as group_action,
+)
+from ._init import (
     identity as identity,
+)
+from ._init import (
     orthogonal as orthogonal,
+)
+from ._init import (
     random_fiber_point as random_fiber_point,
+)
+from ._init import (
     residual as residual,
 )
 from ._lemma5 import (
     fiber_l2_gradient_lemma5 as fiber_l2_gradient_lemma5,
+)
+from ._lemma5 import (
     lemma5_operator as lemma5_operator,
+)
+from ._lemma5 import (
     tangent_vector as tangent_vector,
 )
 from ._metric import (
     end_to_end_metric as end_to_end_metric,
+)
+from ._metric import (
     end_to_end_multiplier as end_to_end_multiplier,
+)
+from ._metric import (
     end_to_end_operator as end_to_end_operator,
+)
+from ._metric import (
     end_to_end_operator_inverse as end_to_end_operator_inverse,
+)
+from ._metric import (
     log_volume_density as log_volume_density,
 )
 from ._network import (
     DLN as DLN,
+)
+from ._network import (
     balancedness as balancedness,
+)
+from ._network import (
     end_to_end as end_to_end,
+)
+from ._network import (
     forward as forward,
+)
+from ._network import (
     moments as moments,
+)
+from ._network import (
     squared_norm as squared_norm,
 )
 from ._padding import (
     pad as pad,
+)
+from ._padding import (
     padded_balancedness as padded_balancedness,
+)
+from ._padding import (
     padded_layer_norms as padded_layer_norms,
+)
+from ._padding import (
     padded_objective as padded_objective,
+)
+from ._padding import (
     padded_squared_norm as padded_squared_norm,
+)
+from ._padding import (
     unpad as unpad,
 )
-from ._simulate import Trajectory as Trajectory, simulate as simulate
-from ._stiff import NewtonKrylov as NewtonKrylov, Stiff as Stiff
-from .sweep import load as load
-from ._train import METRICS as METRICS, train as train, TrainResult as TrainResult
+from ._simulate import Trajectory as Trajectory
+from ._simulate import simulate as simulate
+from ._stiff import NewtonKrylov as NewtonKrylov
+from ._stiff import Stiff as Stiff
+from ._train import METRICS as METRICS
+from ._train import TrainResult as TrainResult
+from ._train import train as train
 from .flows._fiber import schatten_regularizer as schatten_regularizer
+from .sweep import load as load
 
 __version__ = "0.1.0"

@@ -35,7 +35,9 @@ class Activation:
         if self.name not in _NAMES:
             raise ValueError(f"activation must be one of {_NAMES}; got {self.name!r}.")
         if self.name == "leaky_relu" and not (0.0 <= float(self.negative_slope) < 1.0):
-            raise ValueError(f"leaky_relu: negative_slope must lie in [0, 1); got {self.negative_slope}.")
+            raise ValueError(
+                f"leaky_relu: negative_slope must lie in [0, 1); got {self.negative_slope}."
+            )
 
     @property
     def is_linear(self) -> bool:
@@ -66,4 +68,6 @@ def as_activation(activation: str | Activation | None) -> Activation:
         return activation
     if isinstance(activation, str):
         return Activation(activation)
-    raise TypeError(f"activation must be a name {_NAMES} or an Activation; got {type(activation).__name__}.")
+    raise TypeError(
+        f"activation must be a name {_NAMES} or an Activation; got {type(activation).__name__}."
+    )

@@ -49,7 +49,9 @@ def _time_to(s, s0, m, depth) -> float:
     # 1/(c u^q (m - u)) = [1/(c u^q) - 1/(c m^q)] / (m - u) + 1/(c m^q (m - u)): a regular part (bounded at u = m),
     # integrated in v = ln u, and a logarithm in closed form
     mq = m**q
-    reg = lambda v: math.exp(v) * (mq - math.exp(q * v)) / (c * math.exp(q * v) * mq * (m - math.exp(v)))
+    reg = lambda v: (
+        math.exp(v) * (mq - math.exp(q * v)) / (c * math.exp(q * v) * mq * (m - math.exp(v)))
+    )
     val, _ = integrate.quad(reg, math.log(s0), math.log(s), epsabs=0.0, epsrel=1e-13, limit=200)
     return val + (math.log(abs(m - s0)) - math.log(abs(m - s))) / (c * mq)
 
@@ -85,11 +87,17 @@ def aligned_singular_values(m, s0, depth, ts) -> np.ndarray:
     s0 = np.asarray(s0, float).ravel()
     ts = np.asarray(ts, float).ravel()
     if m.shape != s0.shape:
-        raise ValueError(f"aligned_singular_values: m and s0 must have the same length; got {m.shape} and {s0.shape}.")
+        raise ValueError(
+            f"aligned_singular_values: m and s0 must have the same length; got {m.shape} and {s0.shape}."
+        )
     if np.any(m < 0) or np.any(s0 <= 0) or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s0))):
         raise ValueError("aligned_singular_values: need finite m >= 0 and s0 > 0.")
     if np.any(ts < 0) or not np.all(np.isfinite(ts)):
         raise ValueError("aligned_singular_values: the times must be finite and >= 0.")
     if not (depth == math.inf or (isinstance(depth, int) and depth >= 1)):
-        raise ValueError(f"aligned_singular_values: depth must be a positive integer or math.inf; got {depth!r}.")
-    return np.array([[_one(float(a), float(b), depth, float(t)) for a, b in zip(s0, m)] for t in ts])
+        raise ValueError(
+            f"aligned_singular_values: depth must be a positive integer or math.inf; got {depth!r}."
+        )
+    return np.array(
+        [[_one(float(a), float(b), depth, float(t)) for a, b in zip(s0, m)] for t in ts]
+    )

@@ -31,9 +31,15 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
         help="run one experiment and write its figures, data and summary",
         description="Run one experiment and write its figures (PNG), data (npz, csv) and summary (txt, json).",
     )
-    rep.add_argument("name", choices=list(names), metavar="NAME", help="experiment: " + ", ".join(names))
-    rep.add_argument("--out", type=Path, default=None, help="output directory (default: results/NAME)")
-    rep.add_argument("--quick", action="store_true", help="small sizes and a short horizon (a smoke run)")
+    rep.add_argument(
+        "name", choices=list(names), metavar="NAME", help="experiment: " + ", ".join(names)
+    )
+    rep.add_argument(
+        "--out", type=Path, default=None, help="output directory (default: results/NAME)"
+    )
+    rep.add_argument(
+        "--quick", action="store_true", help="small sizes and a short horizon (a smoke run)"
+    )
     rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     sw = sub.add_parser(
@@ -45,17 +51,31 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
         ),
     )
     sw.add_argument("config", type=Path, help="the TOML config")
-    sw.add_argument("--out", type=Path, required=True, help="the results directory (created; resumed if it holds this sweep)")
-    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sw.add_argument("--plot", action="store_true", help="draw the standard figures when done (as `dlnjax plot`)")
     sw.add_argument(
-        "--distributed", action="store_true",
+        "--out",
+        type=Path,
+        required=True,
+        help="the results directory (created; resumed if it holds this sweep)",
+    )
+    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument(
+        "--plot", action="store_true", help="draw the standard figures when done (as `dlnjax plot`)"
+    )
+    sw.add_argument(
+        "--distributed",
+        action="store_true",
         help="multi-host: call jax.distributed.initialize() first (coordinator from the environment); process 0 writes",
     )
 
-    pl = sub.add_parser("plot", help="draw the standard figures of a sweep", description="Draw the standard figures of a sweep (PNG and PDF).")
+    pl = sub.add_parser(
+        "plot",
+        help="draw the standard figures of a sweep",
+        description="Draw the standard figures of a sweep (PNG and PDF).",
+    )
     pl.add_argument("dir", type=Path, help="the results directory of `dlnjax sweep`")
-    pl.add_argument("--out", type=Path, default=None, help="where the figures go (default: DIR/figures)")
+    pl.add_argument(
+        "--out", type=Path, default=None, help="where the figures go (default: DIR/figures)"
+    )
     return parser
 
 

@@ -52,7 +52,11 @@ __all__ = [
 
 def _check_loss_shape(loss, net: DLN, what: str) -> None:
     shape = getattr(loss, "shape", None)
-    if isinstance(shape, tuple) and len(shape) == 2 and tuple(shape) != (net.widths[-1], net.widths[0]):
+    if (
+        isinstance(shape, tuple)
+        and len(shape) == 2
+        and tuple(shape) != (net.widths[-1], net.widths[0])
+    ):
         raise ValueError(
             f"{what}: the loss expects an end-to-end matrix of shape {tuple(shape)} (d_N, d_0) but the network "
             f"maps {net.widths[0]} -> {net.widths[-1]} (shape ({net.widths[-1]}, {net.widths[0]}))."
@@ -145,8 +149,12 @@ def sharpness(
     _check_loss_shape(loss, net, "sharpness")
     if mask is not None:
         if not isinstance(mask, DLN):
-            raise ValueError(f"sharpness: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}.")
-        if mask.widths != net.widths or [a.shape for a in mask.arrays()] != [a.shape for a in net.arrays()]:
+            raise ValueError(
+                f"sharpness: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}."
+            )
+        if mask.widths != net.widths or [a.shape for a in mask.arrays()] != [
+            a.shape for a in net.arrays()
+        ]:
             raise ValueError(
                 f"sharpness: mask must have the widths and array shapes of net ({net.widths}); got widths {mask.widths} "
                 f"and shapes {[a.shape for a in mask.arrays()]}."
@@ -154,10 +162,14 @@ def sharpness(
 
     flat, unravel = ravel_pytree(net.arrays())
     live = jnp.asarray(_live_mask(net), flat.dtype)
-    mask = live if mask is None else live * jnp.real(ravel_pytree(mask.arrays())[0]).astype(flat.dtype)
+    mask = (
+        live if mask is None else live * jnp.real(ravel_pytree(mask.arrays())[0]).astype(flat.dtype)
+    )
     dtype = flat.dtype
     d = net.widths
-    p = sum(d[k] * d[k + 1] for k in range(net.depth))  # live weights (static; an upper bound under a mask)
+    p = sum(
+        d[k] * d[k + 1] for k in range(net.depth)
+    )  # live weights (static; an upper bound under a mask)
     k = min(iterations, p)
 
     def energy(arrays):
@@ -176,7 +188,9 @@ def sharpness(
     # (one random call, outside the loop, keeps compilation short); a fixed key when none is given.
     fresh = jr.normal(jr.PRNGKey(0) if key is None else key, (k + 1, flat.size), dtype) * mask
 
-    fused = (k + 1) * flat.size <= 1 << 16  # small: fused multiply-and-sum (fast under vmap); else matmuls
+    fused = (
+        k + 1
+    ) * flat.size <= 1 << 16  # small: fused multiply-and-sum (fast under vmap); else matmuls
 
     def orthogonalize(V, Q):
         # Classical Gram-Schmidt twice against all previous Lanczos vectors ("twice is enough"), for the
@@ -216,7 +230,9 @@ def sharpness(
             r = orthogonalize(fresh[j + 1][None], Q)[0]
             # The live space is exhausted when the candidate is (to round-off) in the span of the basis: then its
             # remainder is ~eps of its norm; otherwise at least ~1/sqrt(p) of it.
-            left = jnp.linalg.norm(r) / jnp.maximum(jnp.linalg.norm(fresh[j + 1]), jnp.finfo(dtype).tiny)
+            left = jnp.linalg.norm(r) / jnp.maximum(
+                jnp.linalg.norm(fresh[j + 1]), jnp.finfo(dtype).tiny
+            )
             r, _ = _safe_normalize(r, 0.0)
             return jnp.where(left > eps**0.5, r, 0.0)
 
@@ -230,7 +246,9 @@ def sharpness(
         return Q, alpha, beta, anorm, b, spent
 
     spent = jnp.zeros((k,), bool)
-    Q, alpha, beta, anorm, last_beta, spent = jax.lax.fori_loop(0, k, body, (Q, alpha, beta, zero, zero, spent))
+    Q, alpha, beta, anorm, last_beta, spent = jax.lax.fori_loop(
+        0, k, body, (Q, alpha, beta, zero, zero, spent)
+    )
     # A spent step has alpha = beta = 0, a spurious Ritz value 0 (the top one if H is negative definite on the
     # masked space). Move it to a Gershgorin lower bound of the other steps' block: below all its eigenvalues.
     coupling = jnp.abs(beta) + jnp.abs(jnp.concatenate([zero[None], beta[:-1]]))
@@ -323,7 +341,9 @@ def effective_rank(X: Inexact[Array, "*batch m n"]) -> Float[Array, "*batch"]:
     """
     X = jnp.asarray(X)
     if X.ndim < 2:
-        raise ValueError(f"effective_rank: X must be a matrix (or a batch of them); got shape {X.shape}.")
+        raise ValueError(
+            f"effective_rank: X must be a matrix (or a batch of them); got shape {X.shape}."
+        )
     s = jnp.linalg.svd(X, compute_uv=False)
     total = jnp.sum(s, axis=-1, keepdims=True)
     nonzero = total > 0
@@ -340,7 +360,9 @@ def numerical_rank(X: Inexact[Array, "*batch m n"], rtol: float | None = None) -
     """
     X = jnp.asarray(X)
     if X.ndim < 2:
-        raise ValueError(f"numerical_rank: X must be a matrix (or a batch of them); got shape {X.shape}.")
+        raise ValueError(
+            f"numerical_rank: X must be a matrix (or a batch of them); got shape {X.shape}."
+        )
     s = jnp.linalg.svd(X, compute_uv=False)
     if rtol is None:
         rtol = max(X.shape[-2:]) * jnp.finfo(s.dtype).eps
@@ -361,7 +383,10 @@ def layer_norms(net: DLN) -> Float[Array, "*batch N"]:
     """The squared Frobenius norms ``||W_k||_F^2``, ``k = 1..N`` (seed 002). Batched networks allowed."""
     norms = [jnp.sum(_sqabs(net.first), axis=(-2, -1))[..., None]]
     if net.depth > 1:
-        norms += [jnp.sum(_sqabs(net.inner), axis=(-2, -1)), jnp.sum(_sqabs(net.last), axis=(-2, -1))[..., None]]
+        norms += [
+            jnp.sum(_sqabs(net.inner), axis=(-2, -1)),
+            jnp.sum(_sqabs(net.last), axis=(-2, -1))[..., None],
+        ]
     return jnp.concatenate(norms, axis=-1)
 
 
@@ -386,8 +411,14 @@ def neuron_balance(net: DLN) -> Float[Array, "*batch N-1 m"]:
     """
     if net.depth == 1:
         return jnp.zeros(net.first.shape[:-2] + (0, net.widths[1]), jnp.real(net.first).dtype)
-    rows = jnp.concatenate([jnp.sum(_sqabs(net.first), axis=-1)[..., None, :], jnp.sum(_sqabs(net.inner), axis=-1)], axis=-2)
-    cols = jnp.concatenate([jnp.sum(_sqabs(net.inner), axis=-2), jnp.sum(_sqabs(net.last), axis=-2)[..., None, :]], axis=-2)
+    rows = jnp.concatenate(
+        [jnp.sum(_sqabs(net.first), axis=-1)[..., None, :], jnp.sum(_sqabs(net.inner), axis=-1)],
+        axis=-2,
+    )
+    cols = jnp.concatenate(
+        [jnp.sum(_sqabs(net.inner), axis=-2), jnp.sum(_sqabs(net.last), axis=-2)[..., None, :]],
+        axis=-2,
+    )
     return rows - cols
 
 
@@ -409,8 +440,12 @@ def alignment(net: DLN) -> Float[Array, "*batch N-1"]:
     u_first = jnp.linalg.svd(net.first, full_matrices=False)[0][..., :, 0]
     u_inner, _, vh_inner = jnp.linalg.svd(net.inner, full_matrices=False)
     vh_last = jnp.linalg.svd(net.last, full_matrices=False)[2][..., 0, :]
-    u = jnp.concatenate([u_first[..., None, :], u_inner[..., :, :, 0]], axis=-2)  # u_1(W_k), k = 1..N-1
-    v = jnp.concatenate([jnp.conj(vh_inner[..., 0, :]), jnp.conj(vh_last)[..., None, :]], axis=-2)  # v_1(W_{k+1})
+    u = jnp.concatenate(
+        [u_first[..., None, :], u_inner[..., :, :, 0]], axis=-2
+    )  # u_1(W_k), k = 1..N-1
+    v = jnp.concatenate(
+        [jnp.conj(vh_inner[..., 0, :]), jnp.conj(vh_last)[..., None, :]], axis=-2
+    )  # v_1(W_{k+1})
     return jnp.abs(jnp.sum(jnp.conj(u) * v, axis=-1))
 
 
@@ -419,6 +454,7 @@ def rank_one_ratio(net: DLN) -> Float[Array, "*batch N"]:
 
     At least ``1 / rank W_k`` for a nonzero layer; defined as 0 for a zero layer.
     """
+
     def ratio(a):
         s = jnp.linalg.svd(a, compute_uv=False)
         total = jnp.sum(s**2, axis=-1)
@@ -436,6 +472,8 @@ def distance_to_minimizer(net: DLN, X_star: Inexact[Array, "dN d0"]) -> Float[Ar
     X_star = jnp.asarray(X_star)
     shape = (net.widths[-1], net.widths[0])
     if X_star.shape != shape:
-        raise ValueError(f"distance_to_minimizer: X_star must have shape {shape} (d_N, d_0); got {X_star.shape}.")
+        raise ValueError(
+            f"distance_to_minimizer: X_star must have shape {shape} (d_N, d_0); got {X_star.shape}."
+        )
     diff = end_to_end(net) - X_star
     return jnp.sqrt(jnp.sum(_sqabs(diff)))

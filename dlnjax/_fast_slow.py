@@ -48,7 +48,9 @@ __all__ = [
 
 def _check_kappa(kappa, who: str):
     if isinstance(kappa, (int, float)) and not kappa > 0:
-        raise ValueError(f"{who}: kappa must be positive (the strength of the L2 term in (4.1) of seed 001); got {kappa}.")
+        raise ValueError(
+            f"{who}: kappa must be positive (the strength of the L2 term in (4.1) of seed 001); got {kappa}."
+        )
 
 
 def _check_net(net, who: str, what: str = "net"):
@@ -60,7 +62,9 @@ def _norm(net: DLN) -> Array:
     return jnp.sqrt(sum(jnp.sum(jnp.abs(a) ** 2) for a in net.arrays()))
 
 
-def velocity_split(net: DLN, velocity: DLN, *, solver: lx.AbstractLinearSolver | None = None) -> tuple[DLN, DLN]:
+def velocity_split(
+    net: DLN, velocity: DLN, *, solver: lx.AbstractLinearSolver | None = None
+) -> tuple[DLN, DLN]:
     """Split a velocity ``V`` at ``W = net`` into ``(Pi_T(V), Pi_N(V))``, regularizing and learning parts.
 
     ``Pi_N(V) = dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)`` (`dlnjax.fiber_normal_projection`, docs/theory.md §3)
@@ -72,14 +76,20 @@ def velocity_split(net: DLN, velocity: DLN, *, solver: lx.AbstractLinearSolver |
     _check_net(net, "velocity_split")
     _check_net(velocity, "velocity_split", "velocity")
     if velocity.widths != net.widths:
-        raise ValueError(f"velocity_split: the velocity has widths {velocity.widths} but the network {net.widths}.")
+        raise ValueError(
+            f"velocity_split: the velocity has widths {velocity.widths} but the network {net.widths}."
+        )
     normal = fiber_normal_projection(net, velocity, solver=solver)
     tangent = jax.tree_util.tree_map(jnp.subtract, velocity, normal)
     return tangent, normal
 
 
 def regularized_velocity_split(
-    loss: Callable[[Array], Array], kappa: float, net: DLN, *, solver: lx.AbstractLinearSolver | None = None
+    loss: Callable[[Array], Array],
+    kappa: float,
+    net: DLN,
+    *,
+    solver: lx.AbstractLinearSolver | None = None,
 ) -> tuple[DLN, DLN]:
     """The split of the velocity ``V = -grad_W E - kappa W`` of (4.1) (seed 001) at ``net``.
 
@@ -123,7 +133,15 @@ def _point_diagnostic(loss, kappa, net: DLN, solver):
     g = jnp.sqrt(jnp.sum(jnp.abs(moments(net)) ** 2))
     sq = squared_norm(net)
     x = end_to_end(net)
-    return _norm(tangent), _norm(normal), g, jnp.where(sq > 0, g / jnp.where(sq > 0, sq, 1.0), 0.0), loss(x), sq, x
+    return (
+        _norm(tangent),
+        _norm(normal),
+        g,
+        jnp.where(sq > 0, g / jnp.where(sq > 0, sq, 1.0), 0.0),
+        loss(x),
+        sq,
+        x,
+    )
 
 
 def fast_slow_diagnostic(
@@ -157,7 +175,9 @@ def fast_slow_diagnostic(
     n_t = ys.first.shape[0]
     ts = jnp.arange(n_t, dtype=jnp.real(ys.first).dtype) if ts is None else jnp.asarray(ts)
     if ts.shape != (n_t,):
-        raise ValueError(f"fast_slow_diagnostic: ts has shape {ts.shape}; the trajectory has {n_t} saved times.")
+        raise ValueError(
+            f"fast_slow_diagnostic: ts has shape {ts.shape}; the trajectory has {n_t} saved times."
+        )
     cols = jax.vmap(lambda w: _point_diagnostic(loss, kappa, w, solver))(ys)
     return FastSlowDiagnostic(ts, *cols)
 

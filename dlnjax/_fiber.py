@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 
-def default_fiber_solver(dtype) -> "FiberCG":
+def default_fiber_solver(dtype) -> FiberCG:
     """`FiberCG` with tolerances suited to ``dtype``: ``rtol = 1e-10``, ``atol = 1e-12`` in double precision,
     ``1e-4`` and ``1e-5`` in single precision."""
     if jnp.finfo(dtype).bits == 64:
@@ -118,7 +118,9 @@ def _lineax_cg(net: DLN, op, rhs: Array, solver: lx.CG):
     # Warm start at y0 = M^{-1} b, the exact solution at a balanced point: it saves one CG step
     # (measured at d = 64, N = 16: 27 -> 26 generic, 7 -> 6 near balance; benchmarks/README.md).
     y0 = jax.lax.stop_gradient(precond.mv(b))
-    sol = lx.linear_solve(operator, b, solver, options={"preconditioner": precond, "y0": y0}, throw=False)
+    sol = lx.linear_solve(
+        operator, b, solver, options={"preconditioner": precond, "y0": y0}, throw=False
+    )
     return sol.value * scale, sol.result
 
 
@@ -203,7 +205,9 @@ class FiberCG(eqx.Module):
 
     def __check_init__(self):
         if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError(f"FiberCG: rtol and atol must be positive; got {self.rtol}, {self.atol}.")
+            raise ValueError(
+                f"FiberCG: rtol and atol must be positive; got {self.rtol}, {self.atol}."
+            )
         if self.max_steps < 1 or self.stabilise_every < 1:
             raise ValueError("FiberCG: max_steps and stabilise_every must be at least 1.")
 
@@ -234,7 +238,6 @@ def _products(net: DLN) -> tuple[Array, Array, Array, Array]:
     p1, p_in = jax.lax.scan(lambda p, w: (_dot(p, w), p), net.last, net.inner, reverse=True)
     rn, r_in = jax.lax.scan(lambda r, w: (_dot(r, _ct(w)), r), _ct(net.first), net.inner)
     return p1, p_in, r_in, rn
-
 
 
 def _operator_data(prods):
@@ -277,8 +280,12 @@ def _jacobi(op):
     uh, vh = jax.lax.optimization_barrier((_ct(u), _ct(v)))
     # diagonals a[i, k] = (u^* A_k u)_ii, b[j, k] = (v^* B_k v)_jj, from (u^* At)[c, i n + k] = (u^* A_k)_{ci}
     # and (v^* Bh)[c, k d_0 + j] = (v^* B_k)_{cj}: one GEMM and one batched matrix-vector product each.
-    a_in = jnp.real(_dot(jnp.swapaxes(u, 0, 1)[:, None, :], _dot(uh, At).reshape(dN, dN, n))[:, 0, :])
-    b_in = jnp.real(_dot(_dot(vh, Bh).reshape(d0, n, d0), jnp.swapaxes(v, 0, 1)[:, :, None])[:, :, 0])
+    a_in = jnp.real(
+        _dot(jnp.swapaxes(u, 0, 1)[:, None, :], _dot(uh, At).reshape(dN, dN, n))[:, 0, :]
+    )
+    b_in = jnp.real(
+        _dot(_dot(vh, Bh).reshape(d0, n, d0), jnp.swapaxes(v, 0, 1)[:, :, None])[:, :, 0]
+    )
     a1 = jnp.real(jnp.sum(jnp.conj(u) * _dot(A1, u), axis=0))
     bn = jnp.real(jnp.sum(jnp.conj(v) * _dot(BN, v), axis=0))
     diag = _dot(a_in, jnp.swapaxes(b_in, 0, 1)) + a1[:, None] + bn[None, :]
@@ -304,7 +311,9 @@ def _pcg(op, b, pre, v2, cfg):
         n2 = _rdot(y, b)  # ~ ||Pi_N(V)||^2
         if v2 is None:
             return atol**2 * n2
-        return jnp.maximum(jnp.minimum(rtol**2 * jnp.minimum(v2 - n2, n2), atol**2 * v2), floor**2 * v2)
+        return jnp.maximum(
+            jnp.minimum(rtol**2 * jnp.minimum(v2 - n2, n2), atol**2 * v2), floor**2 * v2
+        )
 
     bb = _rdot(b, b)
     # the rounding level of a computed residual b - L(y): ~ eps ||L|| ||y||, ||L|| from the largest diagonal entry of
@@ -341,7 +350,9 @@ def _pcg(op, b, pre, v2, cfg):
     def inner(s):
         k0 = s[-1]
         s = restart(s)
-        return jax.lax.while_loop(lambda s: ~done(s) & (s[-1] < k0 + every) & (s[-1] < max_steps), step, s)
+        return jax.lax.while_loop(
+            lambda s: ~done(s) & (s[-1] < k0 + every) & (s[-1] < max_steps), step, s
+        )
 
     y0 = pre_mv(b)  # the solution at a balanced point
     inf = jnp.asarray(jnp.inf, dtype=jnp.real(b).dtype)
@@ -383,7 +394,9 @@ def _fiber_cg_solve_jvp(cfg, primals, tangents):
         return _pcg(op, c, pre, None, tcfg)[0]
 
     if jnp.iscomplexobj(b):
-        dlam = jax.lax.custom_linear_solve(matvec, rhs, solve, lambda _, c: jnp.conj(solve(None, jnp.conj(c))))
+        dlam = jax.lax.custom_linear_solve(
+            matvec, rhs, solve, lambda _, c: jnp.conj(solve(None, jnp.conj(c)))
+        )
     else:
         dlam = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
     return (lam, steps, ok), (dlam, _float0(steps), _float0(ok))
@@ -394,8 +407,17 @@ def _fiber_cg(solver: FiberCG, prods, rhs: Array, v2) -> tuple[Array, Array, Arr
     op = _operator_data(prods)
     pre = _jacobi(jax.lax.stop_gradient(op))
     floor = 50 * jnp.finfo(rhs.dtype).eps
-    cfg = (solver.rtol, solver.atol, float(floor), solver.max_steps, solver.stabilise_every, v2 is not None)
-    return _fiber_cg_solve(cfg, op, rhs, pre, jnp.zeros((), jnp.real(rhs).dtype) if v2 is None else v2)
+    cfg = (
+        solver.rtol,
+        solver.atol,
+        float(floor),
+        solver.max_steps,
+        solver.stabilise_every,
+        v2 is not None,
+    )
+    return _fiber_cg_solve(
+        cfg, op, rhs, pre, jnp.zeros((), jnp.real(rhs).dtype) if v2 is None else v2
+    )
 
 
 _FIBER_CG_ERROR = (
@@ -423,7 +445,11 @@ def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
         P, Q = partial_products(net)
         A, B = grams_from_products(net, P, Q)
         if rhs is None:
-            rhs = net.depth * _dot(P[-1], Q[-1]) if V is None else differential_from_products(net, P, Q, V)
+            rhs = (
+                net.depth * _dot(P[-1], Q[-1])
+                if V is None
+                else differential_from_products(net, P, Q, V)
+            )
         return adjoint_from_products(net, P, Q, _checked_lineax(*_lineax_dense(A, B, rhs, solver)))
     prods = p1, p_in, r_in, rn = _products(net)
     if rhs is None:
@@ -439,7 +465,9 @@ def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
     else:
         lam = _checked_lineax(*_lineax_cg(net, _operator_data(prods), rhs, solver))
     # dX^*(lam)_k = P_k^* lam Q_k^*
-    return net.replace_arrays(_dot(_ct(p1), lam), _dot(_dot(_ct(p_in), lam[None]), r_in), _dot(lam, rn))
+    return net.replace_arrays(
+        _dot(_ct(p1), lam), _dot(_dot(_ct(p_in), lam[None]), r_in), _dot(lam, rn)
+    )
 
 
 @eqx.filter_jit
@@ -465,7 +493,9 @@ def solve_normal(
 
 
 @eqx.filter_jit
-def fiber_normal_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:
+def fiber_normal_projection(
+    net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None
+) -> DLN:
     """``Pi_N(V) = dX^*(lam)``, the orthogonal projection of ``V`` onto ``range dX^*`` (docs/theory.md §3).
 
     ``rhs``, if given, must equal ``dX(V)`` (a caller that knows it in closed form saves a pass).
@@ -474,7 +504,9 @@ def fiber_normal_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver
 
 
 @eqx.filter_jit
-def fiber_tangent_projection(net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None) -> DLN:
+def fiber_tangent_projection(
+    net: DLN, V: DLN, *, solver: lx.AbstractLinearSolver | None = None, rhs=None
+) -> DLN:
     """``Pi_T(V) = V - dX^*(lam)`` with ``(dX dX^*)(lam) = dX(V)``: the orthogonal projection of ``V`` onto
     the tangent space ``ker dX`` of the fiber through ``net`` (docs/theory.md §3; Lemma 5 of seed 001).
     """

@@ -65,7 +65,9 @@ def network_loss(loss: Callable, net: DLN) -> Array:
             )
         value = method(net)
     if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
-        raise ValueError(f"loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}.")
+        raise ValueError(
+            f"loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}."
+        )
     return value
 
 

@@ -13,7 +13,15 @@ from jaxtyping import Array, Inexact, PRNGKeyArray
 
 from ._network import DLN, _check_finite, _dot
 
-__all__ = ["gaussian", "orthogonal", "residual", "identity", "fiber_center", "group_action", "random_fiber_point"]
+__all__ = [
+    "gaussian",
+    "orthogonal",
+    "residual",
+    "identity",
+    "fiber_center",
+    "group_action",
+    "random_fiber_point",
+]
 
 
 def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
@@ -68,7 +76,9 @@ def orthogonal(key: PRNGKeyArray, widths: Sequence[int], scale: float = 1.0, *, 
 def residual(key: PRNGKeyArray, depth: int, width: int, scale: float, *, dtype=None) -> DLN:
     """The residual initialization ``W_k = I + s / sqrt(N d) * Gaussian`` (seed 004, docs/theory.md §7), square ``d x d``."""
     if depth < 1 or width < 1:
-        raise ValueError(f"residual: need depth >= 1 and width >= 1; got depth={depth}, width={width}.")
+        raise ValueError(
+            f"residual: need depth >= 1 and width >= 1; got depth={depth}, width={width}."
+        )
     template = identity(depth, width, dtype=dtype)
     keys = jr.split(key, len(template.arrays()))
     std = scale / jnp.sqrt(depth * width)
@@ -83,7 +93,9 @@ def identity(depth: int, width: int, *, dtype=None) -> DLN:
     return DLN([jnp.eye(width, dtype=dtype)] * depth)
 
 
-def fiber_center(X: Inexact[Array, "dN d0"], depth: int, widths: Sequence[int] | None = None) -> DLN:
+def fiber_center(
+    X: Inexact[Array, "dN d0"], depth: int, widths: Sequence[int] | None = None
+) -> DLN:
     """The balanced center ``C`` of the fiber of ``X`` (docs/theory.md §2; §1 of seed 001).
 
     With ``X = U Sigma V^*`` and ``Lambda = Sigma^(1/N)``: ``W_1 = Lambda V^*``, ``W_k = Lambda`` and
@@ -106,12 +118,16 @@ def fiber_center(X: Inexact[Array, "dN d0"], depth: int, widths: Sequence[int] |
         widths = (d0,) + (r,) * (depth - 1) + (dN,)
     widths = _check_widths(widths)
     if len(widths) != depth + 1 or widths[0] != d0 or widths[-1] != dN:
-        raise ValueError(f"fiber_center: widths {widths} do not match depth {depth} and X of shape {X.shape}.")
+        raise ValueError(
+            f"fiber_center: widths {widths} do not match depth {depth} and X of shape {X.shape}."
+        )
     narrowest = min(widths[1:-1], default=r)
     if narrowest < r:
         rank = int(jnp.linalg.matrix_rank(X))
         if narrowest < rank:
-            raise ValueError(f"fiber_center: inner width {narrowest} is below rank X = {rank}; the fiber is empty.")
+            raise ValueError(
+                f"fiber_center: inner width {narrowest} is below rank X = {rank}; the fiber is empty."
+            )
     u, s, vh = jnp.linalg.svd(X, full_matrices=False)  # u: (dN, r), vh: (r, d0)
     lam = s ** (1.0 / depth)
     if depth == 1:
@@ -148,7 +164,9 @@ def group_action(A: Sequence[Array] | Array, net: DLN) -> DLN:
         for k, a in enumerate(A, start=1):
             a = jnp.asarray(a)
             if a.shape != (net.widths[k], net.widths[k]):
-                raise ValueError(f"group_action: A_{k} must have shape {(net.widths[k],) * 2}; got {a.shape}.")
+                raise ValueError(
+                    f"group_action: A_{k} must have shape {(net.widths[k],) * 2}; got {a.shape}."
+                )
             eye = jnp.eye(m, dtype=jnp.result_type(a, net.dtype))
             mats.append(eye.at[: a.shape[0], : a.shape[1]].set(a))  # identity on the padding
         A = jnp.stack(mats)
@@ -164,7 +182,11 @@ def group_action(A: Sequence[Array] | Array, net: DLN) -> DLN:
 
 
 def random_fiber_point(
-    key: PRNGKeyArray, X: Inexact[Array, "dN d0"], depth: int, spread: float = 0.5, widths: Sequence[int] | None = None
+    key: PRNGKeyArray,
+    X: Inexact[Array, "dN d0"],
+    depth: int,
+    spread: float = 0.5,
+    widths: Sequence[int] | None = None,
 ) -> DLN:
     """A random point ``A . C`` of the fiber of ``X`` (docs/theory.md §2).
 
@@ -180,4 +202,3 @@ def random_fiber_point(
         for k, d in zip(keys, c.widths[1:-1])
     ]
     return group_action(A, c)
-

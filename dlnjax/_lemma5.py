@@ -12,9 +12,9 @@ and solves densely. It is meant for cross-checks and small networks, not for spe
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import lineax as lx
-import jax
 
 from ._network import DLN, _ct, _dot, moments
 

@@ -75,7 +75,9 @@ def check_depth(depth, who: str):
     try:
         n = operator.index(depth)
     except TypeError:
-        raise ValueError(f"{who}: depth must be a positive integer or math.inf; got {depth!r}.") from None
+        raise ValueError(
+            f"{who}: depth must be a positive integer or math.inf; got {depth!r}."
+        ) from None
     if n < 1:
         raise ValueError(f"{who}: depth must be a positive integer or math.inf; got {n}.")
     return n
@@ -83,7 +85,9 @@ def check_depth(depth, who: str):
 
 def _check_matrix(X, who: str) -> Array:
     if isinstance(X, DLN):
-        raise TypeError(f"{who}: expected the end-to-end matrix X (a 2-D array), got a DLN; use dlnjax.end_to_end(net).")
+        raise TypeError(
+            f"{who}: expected the end-to-end matrix X (a 2-D array), got a DLN; use dlnjax.end_to_end(net)."
+        )
     X = jnp.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"{who}: X must be a 2-D matrix of shape (d_N, d_0); got shape {X.shape}.")
@@ -104,7 +108,7 @@ def _check_direction(Z, X: Array, who: str, name: str = "Z") -> Array:
 # --------------------------------------------------------------------------------------------------
 
 
-def end_to_end_multiplier(x: Real[Array, "..."], y: Real[Array, "..."], depth) -> Real[Array, "..."]:
+def end_to_end_multiplier(x: Real[Array, ...], y: Real[Array, ...], depth) -> Real[Array, ...]:
     """The multiplier ``a_N(x, y) = sum_{m=1..N} x^((m-1)/N) y^((N-m)/N)`` (``0^0 = 1``), or for
     ``depth=math.inf`` the logarithmic mean ``a_inf(x, y) = (x - y)/(ln x - ln y)`` (docs/theory.md §3, §5; seed 003).
 
@@ -207,7 +211,9 @@ def _from_basis(U, Zh, V):
 
 def _divided(vals, f, fprime, axis_pair):
     """Divided differences ``(f_a - f_b)/(v_a - v_b)`` over the pair of grid indices, derivative mean where close."""
-    rel = jnp.finfo(vals.dtype).eps ** (1.0 / 3)  # balances cancellation (eps/h) and the O(h^2) mean error
+    rel = jnp.finfo(vals.dtype).eps ** (
+        1.0 / 3
+    )  # balances cancellation (eps/h) and the O(h^2) mean error
     if axis_pair == "x":  # D[i, k, j] = (f[i, j] - f[k, j]) / (v_i - v_k)
         dv = vals[:, None] - vals[None, :]
         big = jnp.maximum(vals[:, None], vals[None, :])
@@ -231,7 +237,9 @@ def _apply(X, Z, depth, inverse, rcond):
     """``U (phi ∘ (U^* Z V)) V^*`` with ``phi = a`` (``A_N(X) Z``) or ``phi = 1/a`` (``A_N(X)^+ Z``)."""
     lam, U, mu, V = _spectrum(X)
     a = end_to_end_multiplier(lam[:, None], mu[None, :], depth)
-    phi = jnp.where(_keep(a, rcond), 1.0 / jnp.where(_keep(a, rcond), a, 1.0), 0.0) if inverse else a
+    phi = (
+        jnp.where(_keep(a, rcond), 1.0 / jnp.where(_keep(a, rcond), a, 1.0), 0.0) if inverse else a
+    )
     return _from_basis(U, phi * _to_basis(U, Z, V), V)
 
 
@@ -274,7 +282,9 @@ def _prepare(who, X, depth, *Zs):
     return depth, X.astype(dtype), [Z.astype(dtype) for Z in Zs]
 
 
-def end_to_end_operator(X: Inexact[Array, "dN d0"], Z: Inexact[Array, "dN d0"], depth) -> Inexact[Array, "dN d0"]:
+def end_to_end_operator(
+    X: Inexact[Array, "dN d0"], Z: Inexact[Array, "dN d0"], depth
+) -> Inexact[Array, "dN d0"]:
     """``A_N(X) Z = sum_{m=1..N} (X X^*)^((m-1)/N) Z (X^* X)^((N-m)/N)`` (docs/theory.md §5; seed 003).
 
     ``depth`` is ``N`` (a positive integer) or ``math.inf``, for the rescaled limit

@@ -96,12 +96,16 @@ class DLN(eqx.Module):
                     f"W_{k + 2}.shape[1] == W_{k + 1}.shape[0] (W_k has shape (d_k, d_(k-1)))."
                 )
         if any(0 in w.shape for w in layers):
-            raise ValueError(f"DLN: every width must be positive; got shapes {[tuple(w.shape) for w in layers]}.")
+            raise ValueError(
+                f"DLN: every width must be positive; got shapes {[tuple(w.shape) for w in layers]}."
+            )
         dtype = jnp.result_type(*layers)
         if not jnp.issubdtype(dtype, jnp.inexact):
             dtype = jnp.result_type(float)
         if jnp.issubdtype(dtype, jnp.complexfloating) and not self.activation.is_linear:
-            raise ValueError(f"DLN: activation {self.activation.name!r} needs real weights; got {dtype}.")
+            raise ValueError(
+                f"DLN: activation {self.activation.name!r} needs real weights; got {dtype}."
+            )
         traced = any(isinstance(w, jax.core.Tracer) for w in layers)
         if not traced:
             for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
@@ -121,7 +125,9 @@ class DLN(eqx.Module):
                 self.inner = jnp.stack([pad(w, m, m) for w in layers[1:-1]])
             else:
                 self.inner = jnp.zeros((0, m, m), dtype)
-        if traced:  # one run-time check of the stored arrays (not one per layer: deep nets compile fast)
+        if (
+            traced
+        ):  # one run-time check of the stored arrays (not one per layer: deep nets compile fast)
             arrays = _check_finite(self.arrays(), "DLN: a layer")
             self.first = arrays[0]
             if n > 1:
@@ -154,35 +160,41 @@ class DLN(eqx.Module):
         """The stored arrays ``(first, inner, last)`` (only ``(first,)`` at depth one)."""
         return (self.first,) if self.depth == 1 else (self.first, self.inner, self.last)
 
-    def mask(self) -> "DLN":
+    def mask(self) -> DLN:
         """A network of the same widths whose entries are 1 on the weights and 0 on the zero padding."""
         d = self.widths
         if self.depth == 1:
             return self.replace_arrays(jnp.ones(self.first.shape[-2:], self.dtype))
         m = self.inner_width
 
-        def live(rows, cols, shape):  # 1 where (row < rows) and (col < cols) on a grid of the given shape
+        def live(
+            rows, cols, shape
+        ):  # 1 where (row < rows) and (col < cols) on a grid of the given shape
             r = np.arange(shape[0])[:, None] < np.asarray(rows)[..., None, None]
             c = np.arange(shape[1])[None, :] < np.asarray(cols)[..., None, None]
             return r & c
 
         first = live(d[1], d[0], (m, d[0]))
-        inner = live(np.array(d[2:-1], dtype=int), np.array(d[1:-2], dtype=int), (m, m)).reshape(self.depth - 2, m, m)
+        inner = live(np.array(d[2:-1], dtype=int), np.array(d[1:-2], dtype=int), (m, m)).reshape(
+            self.depth - 2, m, m
+        )
         last = live(d[-1], d[-2], (d[-1], m))
         first, inner, last = (jnp.asarray(a, self.dtype) for a in (first, inner, last))
         return self.replace_arrays(first, inner, last)
 
-    def with_activation(self, activation: str | Activation | None) -> "DLN":
+    def with_activation(self, activation: str | Activation | None) -> DLN:
         """The same weights with another activation (``None`` or ``"identity"``: the linear network)."""
         activation = as_activation(activation)
         if jnp.iscomplexobj(self.first) and not activation.is_linear:
-            raise ValueError(f"DLN: activation {activation.name!r} needs real weights; got {self.dtype}.")
+            raise ValueError(
+                f"DLN: activation {activation.name!r} needs real weights; got {self.dtype}."
+            )
         leaves, treedef = jax.tree_util.tree_flatten(self)
         new = jax.tree_util.tree_unflatten(treedef, leaves)
         object.__setattr__(new, "activation", activation)
         return new
 
-    def replace_arrays(self, *arrays: Array) -> "DLN":
+    def replace_arrays(self, *arrays: Array) -> DLN:
         """A network of the same widths whose stored arrays are ``arrays`` (no checks).
 
         This is how flows return velocities: ``net.replace_arrays(v_first, v_inner, v_last)``.
@@ -261,7 +273,9 @@ def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
     ``(n, d_N)``. ``phi`` is ``net.activation``; for a linear network this is ``inputs @ X^T``.
     """
     if jnp.ndim(inputs) != 2 or jnp.shape(inputs)[-1] != net.widths[0]:
-        raise ValueError(f"forward: inputs must have shape (n, d_0) = (n, {net.widths[0]}); got {jnp.shape(inputs)}.")
+        raise ValueError(
+            f"forward: inputs must have shape (n, d_0) = (n, {net.widths[0]}); got {jnp.shape(inputs)}."
+        )
     phi = net.activation
     h = _dot(inputs, jnp.swapaxes(net.first, -1, -2))
     if net.depth == 1:
@@ -286,8 +300,12 @@ def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:
         return jnp.zeros((0, m, m), net.dtype)
     gram = lambda w: _dot(w, _ct(w))
     cogram = lambda w: _dot(_ct(w), w)
-    left = jnp.concatenate([gram(net.first)[None], gram(net.inner)], axis=0)  # W_k W_k^*, k = 1..N-1
-    right = jnp.concatenate([cogram(net.inner), cogram(net.last)[None]], axis=0)  # W_{k+1}^* W_{k+1}
+    left = jnp.concatenate(
+        [gram(net.first)[None], gram(net.inner)], axis=0
+    )  # W_k W_k^*, k = 1..N-1
+    right = jnp.concatenate(
+        [cogram(net.inner), cogram(net.last)[None]], axis=0
+    )  # W_{k+1}^* W_{k+1}
     return left - right
 
 

@@ -97,7 +97,11 @@ def _check_real(net, what: str) -> None:
 
 def _check_activation(net: DLN, what: str) -> None:
     act = net.activation
-    if act.is_linear or act.name == "relu" or (act.name == "leaky_relu" and float(act.negative_slope) == 0.0):
+    if (
+        act.is_linear
+        or act.name == "relu"
+        or (act.name == "leaky_relu" and float(act.negative_slope) == 0.0)
+    ):
         return
     raise ValueError(
         f"{what}: a frozen identity layer changes the network function unless the activation is idempotent "
@@ -148,7 +152,9 @@ def pad(net: DLN, depth: int, width: int) -> tuple[DLN, DLN]:
     padded = _with_widths(net, widths, (first, inner, last))
 
     live_first, live_inner, live_last = _real_live(d, width, net.dtype)
-    live_inner = jnp.concatenate([jnp.zeros((depth - n, width, width), net.dtype), live_inner], axis=0)
+    live_inner = jnp.concatenate(
+        [jnp.zeros((depth - n, width, width), net.dtype), live_inner], axis=0
+    )
     live = tuple(jnp.broadcast_to(a, batch + a.shape) for a in (live_first, live_inner, live_last))
     return padded, _with_widths(net, widths, live)
 
@@ -174,7 +180,9 @@ def unpad(padded: DLN, widths: Sequence[int]) -> DLN:
         )
     m = max(widths[1:-1])
     if m > padded.inner_width:
-        raise ValueError(f"unpad: the hidden widths {widths[1:-1]} exceed the padded width {padded.inner_width}.")
+        raise ValueError(
+            f"unpad: the hidden widths {widths[1:-1]} exceed the padded width {padded.inner_width}."
+        )
     arrays = (
         padded.first[..., :m, :],
         padded.inner[..., big - n :, :m, :m],
@@ -196,7 +204,9 @@ def _check_pair(net, live, what: str) -> None:
     if net.depth < 2:
         raise ValueError(f"{what}: a padded network has depth >= 2; got depth {net.depth}.")
     if live.widths != net.widths:
-        raise ValueError(f"{what}: live must have the widths of net, {net.widths}; got {live.widths}.")
+        raise ValueError(
+            f"{what}: live must have the widths of net, {net.widths}; got {live.widths}."
+        )
 
 
 def _masked(net: DLN, live: DLN) -> tuple[Array, Array, Array]:
@@ -210,7 +220,9 @@ def _sqabs(a):
 def _alive(live: DLN) -> Bool[Array, "*batch N"]:
     """Which padded layers are real: those whose ``live`` block has a nonzero entry."""
     any_ = lambda a: jnp.any(a != 0, axis=(-2, -1))
-    return jnp.concatenate([any_(live.first)[..., None], any_(live.inner), any_(live.last)[..., None]], axis=-1)
+    return jnp.concatenate(
+        [any_(live.first)[..., None], any_(live.inner), any_(live.last)[..., None]], axis=-1
+    )
 
 
 def padded_squared_norm(net: DLN, live: DLN) -> Float[Array, "*batch"]:
@@ -253,11 +265,17 @@ def padded_balancedness(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     first, inner, last = _masked(net, live)
     gram = lambda w: _dot(w, _ct(w))
     cogram = lambda w: _dot(_ct(w), w)
-    left = jnp.concatenate([gram(first)[..., None, :, :], gram(inner)], axis=-3)  # W_p W_p^*, p = 0..N_max-2
-    right = jnp.concatenate([cogram(inner), cogram(last)[..., None, :, :]], axis=-3)  # W_p^* W_p, p = 1..N_max-1
+    left = jnp.concatenate(
+        [gram(first)[..., None, :, :], gram(inner)], axis=-3
+    )  # W_p W_p^*, p = 0..N_max-2
+    right = jnp.concatenate(
+        [cogram(inner), cogram(last)[..., None, :, :]], axis=-3
+    )  # W_p^* W_p, p = 1..N_max-1
     alive = _alive(live)
     positions = jnp.arange(alive.shape[-1])
-    latest = jax.lax.cummax(jnp.where(alive, positions, -1), axis=alive.ndim - 1)  # last real layer <= p
+    latest = jax.lax.cummax(
+        jnp.where(alive, positions, -1), axis=alive.ndim - 1
+    )  # last real layer <= p
     partner = latest[..., :-1]  # for p = 1..N_max-1: the last real layer < p
     pairs = alive[..., 1:] & (partner >= 0)
     gathered = jnp.take_along_axis(left, jnp.maximum(partner, 0)[..., None, None], axis=-3)
@@ -267,7 +285,9 @@ def padded_balancedness(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     return jnp.where(sq > 0, g / jnp.where(sq > 0, sq, 1.0), 0.0)
 
 
-def padded_objective(loss: Callable, net: DLN, live: DLN, kappa: float | Array | None = None) -> Float[Array, ""]:
+def padded_objective(
+    loss: Callable, net: DLN, live: DLN, kappa: float | Array | None = None
+) -> Float[Array, ""]:
     """The objective ``E(W) + kappa/2 ||W||^2`` of the real network inside ``net`` (one network).
 
     ``E`` is `dlnjax.network_loss`, unchanged by padding; the weight decay uses `padded_squared_norm` (the

@@ -123,24 +123,38 @@ def simulate(
     """
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(f"simulate: ts must be a 1-D array of at least two save times; got shape {ts.shape}.")
+        raise ValueError(
+            f"simulate: ts must be a 1-D array of at least two save times; got shape {ts.shape}."
+        )
     if not jnp.issubdtype(ts.dtype, jnp.floating):
         ts = ts.astype(float)
-    ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) < 0) | ~jnp.all(jnp.isfinite(ts)), "simulate: ts must be finite and non-decreasing.")
-    y0 = eqx.error_if(y0, ~_all_finite(y0), "simulate: the initial condition y0 holds non-finite values.")
+    ts = eqx.error_if(
+        ts,
+        jnp.any(jnp.diff(ts) < 0) | ~jnp.all(jnp.isfinite(ts)),
+        "simulate: ts must be finite and non-decreasing.",
+    )
+    y0 = eqx.error_if(
+        y0, ~_all_finite(y0), "simulate: the initial condition y0 holds non-finite values."
+    )
     stochastic = hasattr(flow, "diffusion")
     if stochastic:
         if key is None or dt0 is None:
             raise ValueError("simulate: a stochastic flow needs key= (a PRNG key) and a step dt0=.")
         if jnp.iscomplexobj(_leaf_dtypes(y0)):
             raise ValueError("simulate: stochastic flows support only real weights (a real y0).")
-        bm = dfx.VirtualBrownianTree(ts[0], ts[-1], tol=dt0 / 2, shape=jax.eval_shape(lambda: y0), key=key)
+        bm = dfx.VirtualBrownianTree(
+            ts[0], ts[-1], tol=dt0 / 2, shape=jax.eval_shape(lambda: y0), key=key
+        )
         terms = dfx.MultiTerm(dfx.ODETerm(flow), dfx.ControlTerm(flow.diffusion, bm))
         solver = dfx.Heun() if solver is None else solver
     else:
         if key is not None:
-            raise ValueError("simulate: key= is only for stochastic flows; this flow has no diffusion.")
-        like = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), y0)
+            raise ValueError(
+                "simulate: key= is only for stochastic flows; this flow has no diffusion."
+            )
+        like = jax.tree_util.tree_map(
+            lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), y0
+        )
         field = _RealView(flow, like) if jnp.iscomplexobj(_leaf_dtypes(y0)) else flow
         terms = dfx.ODETerm(field)
         solver = dfx.Tsit5() if solver is None else solver
@@ -153,13 +167,19 @@ def simulate(
             solver = solver.diffrax_solver(field, rtol, atol)
             stepsize_controller = dfx.PIDController(rtol=0.0, atol=1.0, norm=rms_norm)
     if isinstance(solver, Stiff):
-        raise ValueError("simulate: dlnjax.Stiff() is for deterministic flows; this flow is stochastic (use e.g. diffrax.Heun()).")
+        raise ValueError(
+            "simulate: dlnjax.Stiff() is for deterministic flows; this flow is stochastic (use e.g. diffrax.Heun())."
+        )
     if stepsize_controller is None:
-        stepsize_controller = dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
+        stepsize_controller = (
+            dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
+        )
     if adjoint is None:
         adjoint = dfx.RecursiveCheckpointAdjoint()
     elif not isinstance(adjoint, dfx.AbstractAdjoint):
-        raise TypeError(f"simulate: adjoint must be a diffrax adjoint (e.g. diffrax.ForwardMode()); got {type(adjoint).__name__}.")
+        raise TypeError(
+            f"simulate: adjoint must be a diffrax adjoint (e.g. diffrax.ForwardMode()); got {type(adjoint).__name__}."
+        )
     if isinstance(adjoint, dfx.BacksolveAdjoint):
         inexact = jax.tree_util.tree_leaves(eqx.filter((flow, args), eqx.is_inexact_array))
         if any(jnp.iscomplexobj(x) for x in inexact):
@@ -170,7 +190,9 @@ def simulate(
             )
         ts = _nondifferentiable_ts(ts)
     meter = dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter()
-    sol = _diffeqsolve(terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter)
+    sol = _diffeqsolve(
+        terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter
+    )
     ys = _from_real(sol.ys, y0)
     success = (sol.result == dfx.RESULTS.successful) & _all_finite(ys)
     return Trajectory(ts=sol.ts, ys=ys, success=success, result=sol.result, stats=dict(sol.stats))
@@ -192,7 +214,9 @@ class _RealView(eqx.Module):
     """A vector field on the real view of a (possibly complex) state."""
 
     fn: Any
-    like: PyTree = eqx.field(static=True)  # shapes and dtypes only: no leaves (BacksolveAdjoint maps over the term's leaves)
+    like: PyTree = eqx.field(
+        static=True
+    )  # shapes and dtypes only: no leaves (BacksolveAdjoint maps over the term's leaves)
 
     def __call__(self, t, y, args):
         return _to_real(self.fn(t, _from_real(y, self.like), args))

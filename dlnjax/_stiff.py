@@ -188,7 +188,12 @@ class NewtonKrylov(optx.AbstractRootFinder):
         new_state = eqx.tree_at(
             lambda s: (s.diffsize, s.diffsize_prev, s.result, s.step),
             state,
-            (diffsize, state.diffsize, optx.RESULTS.where(ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence), state.step + 1),
+            (
+                diffsize,
+                state.diffsize,
+                optx.RESULTS.where(ok, optx.RESULTS.successful, optx.RESULTS.nonlinear_divergence),
+                state.step + 1,
+            ),
         )
         return new_y, new_state, aux
 
@@ -203,16 +208,23 @@ class NewtonKrylov(optx.AbstractRootFinder):
         b = jtu.tree_map(lambda v: v / unit, fx)
 
         def good(r):
-            small = self.norm(state.scale(jtu.tree_map(lambda a: state.gamma * unit * a, r))) <= self.kappa
+            small = (
+                self.norm(state.scale(jtu.tree_map(lambda a: state.gamma * unit * a, r)))
+                <= self.kappa
+            )
             return (rms_norm(r) <= self.krylov_rtol) | small
 
         opts = {} if state.precond is None else {"preconditioner": state.precond}
         krylov = self.krylov
-        if krylov == "auto":  # measured: BiCGStab is the faster with a preconditioner, GMRES the robust one without
+        if (
+            krylov == "auto"
+        ):  # measured: BiCGStab is the faster with a preconditioner, GMRES the robust one without
             krylov = "gmres" if state.precond is None else "bicgstab"
         residual = lambda z: jtu.tree_map(lambda a, c: a - c, state.jac.mv(z), b)
         if krylov == "bicgstab":
-            solver = lx.BiCGStab(rtol=0.0, atol=self.krylov_rtol, norm=rms_norm, max_steps=self.krylov_max_steps)
+            solver = lx.BiCGStab(
+                rtol=0.0, atol=self.krylov_rtol, norm=rms_norm, max_steps=self.krylov_max_steps
+            )
             delta = lx.linear_solve(state.jac, b, solver, options=opts, throw=False).value
             r = residual(delta)
             # Where the preconditioner is exact (e.g. a full-observation quadratic loss from an aligned start) Lineax's
@@ -234,12 +246,18 @@ class NewtonKrylov(optx.AbstractRootFinder):
 
             def body(carry):
                 delta, _, k = carry
-                delta = lx.linear_solve(state.jac, b, gmres, options={**opts, "y0": delta}, throw=False).value
+                delta = lx.linear_solve(
+                    state.jac, b, gmres, options={**opts, "y0": delta}, throw=False
+                ).value
                 return delta, residual(delta), k + 1
 
             zero = jtu.tree_map(jnp.zeros_like, b)
-            delta, r, _ = jax.lax.while_loop(cond, body, (zero, jtu.tree_map(jnp.negative, b), jnp.array(0)))
-        zero_rhs = size == 0  # F = 0 exactly (e.g. a switched-off field): delta = 0, where Krylov would divide 0/0
+            delta, r, _ = jax.lax.while_loop(
+                cond, body, (zero, jtu.tree_map(jnp.negative, b), jnp.array(0))
+            )
+        zero_rhs = (
+            size == 0
+        )  # F = 0 exactly (e.g. a switched-off field): delta = 0, where Krylov would divide 0/0
         delta = jtu.tree_map(lambda v: jnp.where(zero_rhs, 0.0, v * unit), delta)
         return delta, zero_rhs | (good(r) & _all_finite(delta))
 
@@ -250,10 +268,16 @@ class NewtonKrylov(optx.AbstractRootFinder):
         contracting = jnp.isfinite(theta) & (theta < 1)
         remaining = state.diffsize * theta / (1 - jnp.where(contracting, theta, 0.0))
         converged = (k >= 2) & (small | (contracting & (remaining < self.kappa)))
-        hopeless = (k >= 2) & ~converged & ~contracting  # (running out of max_steps is Optimistix's own failure)
+        hopeless = (
+            (k >= 2) & ~converged & ~contracting
+        )  # (running out of max_steps is Optimistix's own failure)
         bad = state.result != optx.RESULTS.successful
         result = optx.RESULTS.where(
-            bad, state.result, optx.RESULTS.where(hopeless, optx.RESULTS.nonlinear_divergence, optx.RESULTS.successful)
+            bad,
+            state.result,
+            optx.RESULTS.where(
+                hopeless, optx.RESULTS.nonlinear_divergence, optx.RESULTS.successful
+            ),
         )
         return converged | hopeless | bad, result
 
@@ -304,14 +328,20 @@ class _ScaledError(AbstractDelegatingSolver):
     atol: float
 
     @property
-    def root_finder(self):  # read by diffeqsolve for implicit solvers (its tolerances are set: nothing to copy)
+    def root_finder(
+        self,
+    ):  # read by diffeqsolve for implicit solvers (its tolerances are set: nothing to copy)
         return self.solver.root_finder
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-        y1, y_error, dense_info, solver_state, result = self.solver.step(terms, t0, t1, y0, args, solver_state, made_jump)
+        y1, y_error, dense_info, solver_state, result = self.solver.step(
+            terms, t0, t1, y0, args, solver_state, made_jump
+        )
         scale = error_scale(self.field, jax.lax.stop_gradient(y0), self.rtol, self.atol)
         y_error = scale(y_error)
-        y_error = jtu.tree_map(lambda e: jnp.where(result == dfx.RESULTS.successful, e, jnp.inf), y_error)
+        y_error = jtu.tree_map(
+            lambda e: jnp.where(result == dfx.RESULTS.successful, e, jnp.inf), y_error
+        )
         return y1, y_error, dense_info, solver_state, result
 
 
@@ -352,9 +382,13 @@ class Stiff(eqx.Module):
 
     def __check_init__(self):
         if self.scheme not in _SCHEMES:
-            raise ValueError(f"Stiff: scheme must be one of {sorted(_SCHEMES)}; got {self.scheme!r}.")
+            raise ValueError(
+                f"Stiff: scheme must be one of {sorted(_SCHEMES)}; got {self.scheme!r}."
+            )
         if self.krylov not in ("auto", "bicgstab", "gmres"):
-            raise ValueError(f"Stiff: krylov must be 'auto', 'bicgstab' or 'gmres'; got {self.krylov!r}.")
+            raise ValueError(
+                f"Stiff: krylov must be 'auto', 'bicgstab' or 'gmres'; got {self.krylov!r}."
+            )
         for name in ("newton_max_steps", "krylov_restart", "krylov_max_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -380,5 +414,7 @@ class Stiff(eqx.Module):
             krylov_max_steps=self.krylov_max_steps,
             krylov_restart=self.krylov_restart,
         )
-        inner = _SCHEMES[self.scheme](root_finder=root_finder, root_find_max_steps=self.newton_max_steps)
+        inner = _SCHEMES[self.scheme](
+            root_finder=root_finder, root_find_max_steps=self.newton_max_steps
+        )
         return _ScaledError(inner, scale_field, rtol, atol)

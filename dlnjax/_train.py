@@ -26,7 +26,15 @@ from ._network import DLN, balancedness, end_to_end, squared_norm
 
 __all__ = ["TrainResult", "train", "METRICS"]
 
-METRICS = ("loss", "objective", "test_error", "balancedness", "squared_norm", "grad_norm", "layer_norms")
+METRICS = (
+    "loss",
+    "objective",
+    "test_error",
+    "balancedness",
+    "squared_norm",
+    "grad_norm",
+    "layer_norms",
+)
 """The built-in metric names of `train` (see its docstring)."""
 
 
@@ -60,14 +68,20 @@ def _sq_norm_tree(tree) -> Array:
     return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree_util.tree_leaves(tree))
 
 
-def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask):
+def _check_args(
+    loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask
+):
     if not isinstance(net0, DLN):
         raise ValueError(f"train: net0 must be a dlnjax.DLN; got {type(net0).__name__}.")
     if mask is not None:
         if not isinstance(mask, DLN):
-            raise ValueError(f"train: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}.")
+            raise ValueError(
+                f"train: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}."
+            )
         if mask.widths != net0.widths:
-            raise ValueError(f"train: mask must have the widths of net0, {net0.widths}; got {mask.widths}.")
+            raise ValueError(
+                f"train: mask must have the widths of net0, {net0.widths}; got {mask.widths}."
+            )
         shapes = lambda n: [jnp.shape(a) for a in n.arrays()]
         if shapes(mask) != shapes(net0):
             raise ValueError(
@@ -75,27 +89,37 @@ def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, diverg
                 "(for a batch, map over both with jax.vmap)."
             )
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(f"train: optimizer must be an optax.GradientTransformation (with init and update); got {type(optimizer).__name__}.")
+        raise ValueError(
+            f"train: optimizer must be an optax.GradientTransformation (with init and update); got {type(optimizer).__name__}."
+        )
     for name, value in (("steps", steps), ("every", every)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"train: {name} must be a Python int (it is static: it sets the compiled loop); got {value!r}.")
+            raise ValueError(
+                f"train: {name} must be a Python int (it is static: it sets the compiled loop); got {value!r}."
+            )
     if steps < 1:
         raise ValueError(f"train: steps must be >= 1; got {steps}.")
     if every < 1:
         raise ValueError(f"train: every must be >= 1; got {every}.")
     if steps % every != 0:
-        raise ValueError(f"train: every must divide steps so that the final step is recorded; got steps={steps}, every={every}.")
+        raise ValueError(
+            f"train: every must divide steps so that the final step is recorded; got steps={steps}, every={every}."
+        )
     if isinstance(metrics, str):
         metrics = (metrics,)
     metrics = tuple(metrics)
     for name in metrics:
         if name not in METRICS:
-            raise ValueError(f"train: unknown metric {name!r}; the built-in metrics are {METRICS} (pass your own functions as metric_fns=).")
+            raise ValueError(
+                f"train: unknown metric {name!r}; the built-in metrics are {METRICS} (pass your own functions as metric_fns=)."
+            )
     if len(set(metrics)) != len(metrics):
         raise ValueError(f"train: metrics lists a name twice: {metrics}.")
     if "test_error" in metrics:
         if getattr(loss, "truth", None) is None:
-            raise ValueError(f"train: metric 'test_error' needs a loss with a ground truth (truth=); {type(loss).__name__} has none.")
+            raise ValueError(
+                f"train: metric 'test_error' needs a loss with a ground truth (truth=); {type(loss).__name__} has none."
+            )
         if not net0.activation.is_linear:
             raise ValueError(
                 f"train: metric 'test_error' compares the end-to-end matrix with loss.truth, but this network has "
@@ -104,12 +128,18 @@ def _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, diverg
     metric_fns = dict(metric_fns or {})
     for name, fn in metric_fns.items():
         if not isinstance(name, str) or not callable(fn):
-            raise ValueError(f"train: metric_fns must map names (str) to functions fn(net); got {name!r}: {fn!r}.")
+            raise ValueError(
+                f"train: metric_fns must map names (str) to functions fn(net); got {name!r}: {fn!r}."
+            )
         if name in metrics:
-            raise ValueError(f"train: metric {name!r} is both built in (metrics=) and user-given (metric_fns=).")
+            raise ValueError(
+                f"train: metric {name!r} is both built in (metrics=) and user-given (metric_fns=)."
+            )
     if divergence_threshold is not None and not isinstance(divergence_threshold, jax.core.Tracer):
         if not np.all(np.asarray(divergence_threshold) > 0):
-            raise ValueError(f"train: divergence_threshold must be positive (or None); got {divergence_threshold!r}.")
+            raise ValueError(
+                f"train: divergence_threshold must be positive (or None); got {divergence_threshold!r}."
+            )
     return metrics, metric_fns
 
 
@@ -184,17 +214,35 @@ def train(
     name, ``"test_error"`` without ``loss.truth`` (or for a nonlinear network) and a non-positive
     threshold, and a ``mask`` that is not a `DLN` shaped like ``net0``.
     """
-    metrics, metric_fns = _check_args(loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask)
+    metrics, metric_fns = _check_args(
+        loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask
+    )
     regularized = kappa is not None and not (isinstance(kappa, (int, float)) and kappa == 0)
     kappa = jnp.asarray(kappa if regularized else 0.0, jnp.real(jnp.zeros((), net0.dtype)).dtype)
-    limit = jnp.asarray(jnp.inf if divergence_threshold is None else divergence_threshold, kappa.dtype)
+    limit = jnp.asarray(
+        jnp.inf if divergence_threshold is None else divergence_threshold, kappa.dtype
+    )
     if mask is not None:
         mask = jax.tree_util.tree_map(lambda m: jnp.asarray(m, net0.dtype), mask)
-    return _train(loss, net0, optimizer, kappa, limit, steps, every, metrics, metric_fns, regularized, mask)
+    return _train(
+        loss, net0, optimizer, kappa, limit, steps, every, metrics, metric_fns, regularized, mask
+    )
 
 
 @eqx.filter_jit
-def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metric_fns, regularized, user_mask) -> TrainResult:
+def _train(
+    loss,
+    net0,
+    optimizer,
+    kappa,
+    threshold,
+    steps,
+    every,
+    metrics,
+    metric_fns,
+    regularized,
+    user_mask,
+) -> TrainResult:
     mask = net0.mask()
     if user_mask is not None:  # entries frozen by the caller (e.g. the frozen layers of dlnjax.pad)
         mask = jax.tree_util.tree_map(jnp.multiply, mask, user_mask)
@@ -244,14 +292,20 @@ def _train(loss, net0, optimizer, kappa, threshold, steps, every, metrics, metri
             elif name == "squared_norm":
                 out[name] = squared_norm(net)
             elif name == "grad_norm":
-                trainable = g.arrays() if user_mask is None else jax.tree_util.tree_map(jnp.multiply, g.arrays(), mask.arrays())
+                trainable = (
+                    g.arrays()
+                    if user_mask is None
+                    else jax.tree_util.tree_map(jnp.multiply, g.arrays(), mask.arrays())
+                )
                 out[name] = jnp.sqrt(_sq_norm_tree(trainable))
             elif name == "layer_norms":
                 out[name] = layer_norms(net)
         for name, fn in metric_fns.items():
             out[name] = fn(net)
         gone = diverged & (t >= diverged_at)
-        nan = lambda x: jnp.where(gone, jnp.nan, x) if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else x
+        nan = lambda x: (
+            jnp.where(gone, jnp.nan, x) if jnp.issubdtype(jnp.result_type(x), jnp.inexact) else x
+        )
         return jax.tree_util.tree_map(nan, out)
 
     zero = jnp.zeros((), jnp.int32)

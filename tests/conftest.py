@@ -70,10 +70,15 @@ def rand_matrix(rng: np.random.Generator, shape, is_complex: bool) -> np.ndarray
     return rng.standard_normal(shape)
 
 
-def rand_layers(seed: int, widths, is_complex: bool = False, scale: float = 1.0) -> list[np.ndarray]:
+def rand_layers(
+    seed: int, widths, is_complex: bool = False, scale: float = 1.0
+) -> list[np.ndarray]:
     """Random layers W_k of shape (d_k, d_{k-1}), entries of standard deviation scale / sqrt(d_{k-1})."""
     rng = np.random.default_rng(seed)
-    return [scale * rand_matrix(rng, (widths[k + 1], widths[k]), is_complex) / np.sqrt(widths[k]) for k in range(len(widths) - 1)]
+    return [
+        scale * rand_matrix(rng, (widths[k + 1], widths[k]), is_complex) / np.sqrt(widths[k])
+        for k in range(len(widths) - 1)
+    ]
 
 
 def rand_invertible(rng: np.random.Generator, d: int, is_complex: bool) -> np.ndarray:
@@ -96,7 +101,11 @@ def rand_unitary(rng: np.random.Generator, d: int, is_complex: bool) -> np.ndarr
 
 def ct(a):
     """Conjugate transpose of the last two axes (numpy or jax arrays)."""
-    return np.conj(np.swapaxes(a, -1, -2)) if isinstance(a, np.ndarray) else jnp.conj(jnp.swapaxes(a, -1, -2))
+    return (
+        np.conj(np.swapaxes(a, -1, -2))
+        if isinstance(a, np.ndarray)
+        else jnp.conj(jnp.swapaxes(a, -1, -2))
+    )
 
 
 def explicit_product(layers):
@@ -127,7 +136,10 @@ def explicit_partials(layers):
 
 def explicit_moments(layers):
     """[G_1..G_{N-1}], G_k = W_k W_k^* - W_{k+1}^* W_{k+1} (layers as a list, W_k = layers[k-1])."""
-    return [layers[k] @ ct(layers[k]) - ct(layers[k + 1]) @ layers[k + 1] for k in range(len(layers) - 1)]
+    return [
+        layers[k] @ ct(layers[k]) - ct(layers[k + 1]) @ layers[k + 1]
+        for k in range(len(layers) - 1)
+    ]
 
 
 def real_inner(a, b) -> float:
@@ -177,7 +189,9 @@ def dense_jacobian(layers) -> np.ndarray:
 
     def f(theta):
         x = explicit_product(_unsplit(theta, shapes, is_complex))
-        return jnp.concatenate([jnp.real(x).ravel(), jnp.imag(x).ravel()]) if is_complex else x.ravel()
+        return (
+            jnp.concatenate([jnp.real(x).ravel(), jnp.imag(x).ravel()]) if is_complex else x.ravel()
+        )
 
     # forward mode pushes one tangent per column, reverse mode one cotangent per row: take the fewer
     rows = layers[-1].shape[0] * layers[0].shape[1] * (2 if is_complex else 1)
@@ -330,7 +344,9 @@ LONG_FILES = (
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONG_FILES)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))  # stable: file order kept otherwise
+    items.sort(
+        key=lambda item: rank.get(item.path.name, len(LONG_FILES))
+    )  # stable: file order kept otherwise
 
 
 def pytest_unconfigure(config):
@@ -359,8 +375,12 @@ def execute_notebook(name: str) -> None:
     path = NOTEBOOK_DIR / name
     nb = nbformat.read(path, as_version=4)
     # The "python3" kernel is launched with this interpreter (jupyter_client substitutes sys.executable).
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    )
     client.execute()  # raises CellExecutionError on the first failing cell
     outputs = [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
     assert not [out for out in outputs if out.output_type == "error"]
-    assert any("image/png" in out.get("data", {}) for out in outputs), f"{name} should draw at least one figure"
+    assert any("image/png" in out.get("data", {}) for out in outputs), (
+        f"{name} should draw at least one figure"
+    )

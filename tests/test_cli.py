@@ -9,13 +9,20 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import execute_notebook
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, lindsey_menon
-from conftest import execute_notebook
 
 FIGURES = ("moment_decay.png", "theorem1_norm.png", "figure_1_1.png")
-DATA = ("fiber_l2.npz", "kirwan_ness.npz", "figure_1_1.npz", "fiber_l2_curves.csv", "kirwan_ness_curves.csv", "figure_1_1_curves.csv")
+DATA = (
+    "fiber_l2.npz",
+    "kirwan_ness.npz",
+    "figure_1_1.npz",
+    "fiber_l2_curves.csv",
+    "kirwan_ness_curves.csv",
+    "figure_1_1_curves.csv",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -45,7 +52,9 @@ def test_registry_drives_the_cli(monkeypatch):
         return 7
 
     monkeypatch.setitem(EXPERIMENTS, "fake-paper", fake)
-    assert main(["reproduce", "fake-paper", "--out", "somewhere/else", "--quick", "--seed", "3"]) == 7
+    assert (
+        main(["reproduce", "fake-paper", "--out", "somewhere/else", "--quick", "--seed", "3"]) == 7
+    )
     assert main(["reproduce", "fake-paper"]) == 7
     assert calls == [(Path("somewhere/else"), True, 3), (Path("results/fake-paper"), False, 0)]
     assert EXPERIMENTS["lindsey-menon"] is lindsey_menon.run
@@ -82,7 +91,9 @@ def test_quick_run_writes_figures_data_and_summary(quick_run):
             for k in range(1, cfg.depth):
                 prod = W[k] @ prod
             assert np.linalg.norm(prod - X) / np.linalg.norm(X) < 1e-7
-        assert np.allclose(f["g_norm"][:, -1] / f["g_norm"][:, 0], math.exp(-2 * cfg.t_final), rtol=1e-5)
+        assert np.allclose(
+            f["g_norm"][:, -1] / f["g_norm"][:, 0], math.exp(-2 * cfg.t_final), rtol=1e-5
+        )
     with open(out / "kirwan_ness_curves.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == cfg.n_starts * cfg.n_saves
@@ -113,14 +124,23 @@ def test_quick_run_measures_the_theorems(quick_run):
     assert m["x_drift_max"]["fiber_l2"] < 1e-7 and m["x_drift_max"]["kirwan_ness"] < 1e-7
     # Theorem 2: G(t) = e^{-2t} G(0) under FiberL2
     assert m["g_law_max"] < 1e-6
-    assert m["g_rel_final_max"]["fiber_l2"] == pytest.approx(math.exp(-2 * s["config"]["t_final"]), rel=1e-5)
+    assert m["g_rel_final_max"]["fiber_l2"] == pytest.approx(
+        math.exp(-2 * s["config"]["t_final"]), rel=1e-5
+    )
     # Theorem 1: ||W||^2 tends to N sum sigma_i^(2/N)
     sigma = np.array(s["singular_values"])
     N = s["config"]["depth"]
     assert s["theorem1_minimum"] == pytest.approx(N * np.sum(sigma ** (2 / N)), rel=1e-12)
-    assert m["theorem1_gap_final"]["fiber_l2"] < 1e-4 and m["theorem1_gap_final"]["kirwan_ness"] < 1e-4
-    assert m["theorem1_gap_final_own"]["fiber_l2"] < 1e-4 and m["theorem1_gap_final_own"]["kirwan_ness"] < 1e-4
-    assert m["balancedness_final"]["fiber_l2"] < 1e-2 and m["balancedness_final"]["kirwan_ness"] < 1e-2
+    assert (
+        m["theorem1_gap_final"]["fiber_l2"] < 1e-4 and m["theorem1_gap_final"]["kirwan_ness"] < 1e-4
+    )
+    assert (
+        m["theorem1_gap_final_own"]["fiber_l2"] < 1e-4
+        and m["theorem1_gap_final_own"]["kirwan_ness"] < 1e-4
+    )
+    assert (
+        m["balancedness_final"]["fiber_l2"] < 1e-2 and m["balancedness_final"]["kirwan_ness"] < 1e-2
+    )
     # Kirwan-Ness decreases 1/2 ||G||^2
     assert m["kirwan_ness_half_g_sq_monotone"] is True
     h = s["figure_1_1"]["measured"]

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from conftest import csv_rows, execute_notebook
 
 import dlnjax
 from dlnjax.experiments import cohen_menon_veraszto as cmv
-from conftest import csv_rows, execute_notebook
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,18 @@ def test_status_and_files(quick):
     out, code = quick
     summary = json.loads((out / "summary.json").read_text())
     assert code == 0 and summary["status"] == "OK", summary["problems"]
-    for name in ("toy_paths.png", "toy_distance.png", "completion.png", "volume.png", "toy.csv", "completion.csv", "volume.csv",
-                 "toy.npz", "completion.npz", "summary.txt"):
+    for name in (
+        "toy_paths.png",
+        "toy_distance.png",
+        "completion.png",
+        "volume.png",
+        "toy.csv",
+        "completion.csv",
+        "volume.csv",
+        "toy.npz",
+        "completion.npz",
+        "summary.txt",
+    ):
         assert (out / name).stat().st_size > 0, name
     assert "status: OK" in (out / "summary.txt").read_text()
 
@@ -51,7 +61,9 @@ def test_toy_distances_recomputed(quick):
     L = z["limits"]  # (depth, scale, start, 2, 2)
     a, b = L[..., 0, 1], L[..., 1, 0]
     np.testing.assert_allclose(z["ab_distance"], np.abs(a * b - 1), rtol=0, atol=1e-15)
-    np.testing.assert_allclose(z["sigma_min"], np.linalg.svd(L, compute_uv=False)[..., -1], rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(
+        z["sigma_min"], np.linalg.svd(L, compute_uv=False)[..., -1], rtol=1e-10, atol=1e-15
+    )
     # the limits are minimizers: the observed diagonal is 1 (E <= toy_target E(0), E(0) ~ 1)
     assert np.all(z["success"])
     np.testing.assert_allclose(L[..., 0, 0], 1.0, atol=1e-5)
@@ -60,7 +72,9 @@ def test_toy_distances_recomputed(quick):
     depths = list(z["depths"])
     j1 = depths.index(1.0)
     scales = z["scales"]
-    np.testing.assert_allclose(L[j1, ..., 0, 1], scales[:, None] * z["Q"][None, :, 0, 1], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(
+        L[j1, ..., 0, 1], scales[:, None] * z["Q"][None, :, 0, 1], rtol=1e-6, atol=1e-12
+    )
     assert np.all(z["ab_distance"][j1] > 0.9)
     for j, d in enumerate(depths):
         if d != 1:
@@ -75,7 +89,9 @@ def test_toy_distances_recomputed(quick):
         assert float(r["X12"]) == L[j, k, q, 0, 1] and float(r["X21"]) == L[j, k, q, 1, 0]
     # and the summary medians
     s = json.loads((out / "summary.json").read_text())["toy"]
-    np.testing.assert_allclose(np.asarray(s["ab_distance_median"]), np.median(z["ab_distance"], axis=2), rtol=1e-14)
+    np.testing.assert_allclose(
+        np.asarray(s["ab_distance_median"]), np.median(z["ab_distance"], axis=2), rtol=1e-14
+    )
 
 
 def test_completion_recomputed(quick):
@@ -92,7 +108,11 @@ def test_completion_recomputed(quick):
         X = z["limits"][i]  # (depth, scale, n, n)
         err = np.linalg.norm(X - M[i], axis=(-2, -1))
         np.testing.assert_allclose(z["test_error"][i], err, rtol=1e-10)
-        np.testing.assert_allclose(z["effective_rank"][i], np.vectorize(lambda a, b: _erank(X[a, b]))(*np.indices(X.shape[:2])), rtol=1e-8)
+        np.testing.assert_allclose(
+            z["effective_rank"][i],
+            np.vectorize(lambda a, b: _erank(X[a, b]))(*np.indices(X.shape[:2])),
+            rtol=1e-8,
+        )
         loss = np.mean((X[..., rows, cols] - vals) ** 2, axis=-1)
         np.testing.assert_allclose(z["final_loss"][i], loss, rtol=1e-8)
         assert np.all(loss <= cfg.loss_target * np.mean(vals**2) * (1 + 1e-9))
@@ -145,13 +165,19 @@ def test_volume_table(quick):
 
 def test_svt_matches_svd():
     rng = np.random.default_rng(0)
-    G = rng.standard_normal((7, 5)) @ np.diag([3.0, 2.0, 1.0, 0.5, 0.1]) @ rng.standard_normal((5, 5))
+    G = (
+        rng.standard_normal((7, 5))
+        @ np.diag([3.0, 2.0, 1.0, 0.5, 0.1])
+        @ rng.standard_normal((5, 5))
+    )
     u, s, vt = np.linalg.svd(G, full_matrices=False)
     for tau in (0.0, 0.3, 2.0, 100.0):
         X, nuc, rank = cmv.svt(jnp.asarray(G), tau)
         ref = (u * np.maximum(s - tau, 0)) @ vt
         np.testing.assert_allclose(np.asarray(X), ref, atol=1e-9 * s[0])
-        assert math.isclose(float(nuc), float(np.maximum(s - tau, 0).sum()), rel_tol=1e-9, abs_tol=1e-12)
+        assert math.isclose(
+            float(nuc), float(np.maximum(s - tau, 0).sum()), rel_tol=1e-9, abs_tol=1e-12
+        )
         assert int(rank) == int(np.sum(s > tau))
 
 
@@ -164,13 +190,17 @@ def test_nuclear_norm_known_answers():
     assert bool(res["converged"])
     np.testing.assert_allclose(X, np.eye(2), atol=1e-9)
     cert = cmv.nuclear_norm_certificate(X, res["Y"], [0, 1], [0, 1], [1.0, 1.0])
-    assert math.isclose(cert["nuclear_norm"], 2.0, rel_tol=1e-9) and abs(cert["relative_gap"]) < 1e-9
+    assert (
+        math.isclose(cert["nuclear_norm"], 2.0, rel_tol=1e-9) and abs(cert["relative_gap"]) < 1e-9
+    )
     # every entry observed: the unique feasible point is M itself
     rng = np.random.default_rng(1)
     M = rng.standard_normal((4, 3))
     r, c = np.indices(M.shape)
     full = dlnjax.losses.MatrixCompletion(r.ravel(), c.ravel(), M.ravel(), M.shape)
-    np.testing.assert_allclose(np.asarray(cmv.nuclear_norm_completion(full, None, 2000, 1e-12)["X"]), M, atol=1e-8)
+    np.testing.assert_allclose(
+        np.asarray(cmv.nuclear_norm_completion(full, None, 2000, 1e-12)["X"]), M, atol=1e-8
+    )
 
 
 def test_nuclear_norm_exact_recovery_and_certificate():
@@ -191,29 +221,54 @@ def test_nuclear_norm_exact_recovery_and_certificate():
     assert math.isclose(cert["nuclear_norm"], np.linalg.norm(u) * np.linalg.norm(v), rel_tol=1e-7)
     # a certificate is a lower bound whatever Y: a random Y on Omega gives a bound below ||M||_*
     Y = np.where(obs, rng.standard_normal(M.shape), 0.0)
-    assert cmv.nuclear_norm_certificate(X, Y, rows, cols, M[rows, cols])["dual_bound"] <= cert["nuclear_norm"] + 1e-12
+    assert (
+        cmv.nuclear_norm_certificate(X, Y, rows, cols, M[rows, cols])["dual_bound"]
+        <= cert["nuclear_norm"] + 1e-12
+    )
 
 
 def test_inf_scales_runs_only_the_chosen_scales_at_infinite_depth():
     # Config.inf_scales: at N = inf only those scales are integrated; the other cells are "not run" (NaN, no problem
     # reported), while every finite depth runs every scale. The run cells equal a direct solve of the same start.
-    cfg = cmv.Config(n=8, rank=1, observed=(40,), depths=(2, cmv.INF), scales=(1e-1, 1e-2), inf_scales=(1e-1,), n_saves=31)
+    cfg = cmv.Config(
+        n=8,
+        rank=1,
+        observed=(40,),
+        depths=(2, cmv.INF),
+        scales=(1e-1, 1e-2),
+        inf_scales=(1e-1,),
+        n_saves=31,
+    )
     c = cmv.completion(jr.PRNGKey(0), cfg, say=lambda msg: None)
     assert c["run"].tolist() == [[[True, True], [True, False]]]
     assert c["success"][0, 0].all() and c["success"][0, 1, 0] and not c["success"][0, 1, 1]
     assert np.isnan(c["test_error"][0, 1, 1]) and np.all(np.isfinite(c["test_error"][0, :, 0]))
     assert np.isfinite(c["test_error"][0, 0, 1])
-    assert cmv._selected_scales(cfg, 3).all() and cmv._selected_scales(cfg, cmv.INF).tolist() == [True, False]
+    assert cmv._selected_scales(cfg, 3).all() and cmv._selected_scales(cfg, cmv.INF).tolist() == [
+        True,
+        False,
+    ]
     assert cmv._selected_scales(dataclasses.replace(cfg, inf_scales=None), cmv.INF).all()
     # the N = inf cell against an independent solve from the same X0
     kq, kp = jr.split(jr.PRNGKey(0))
     Q = cmv.random_directions(kq, 1, (cfg.n, cfg.n))[0]
     loss = dlnjax.losses.MatrixCompletion.random(jr.split(kp, 1)[0], (cfg.n, cfg.n), cfg.rank, 40)
     target = cfg.loss_target * float(loss(jnp.zeros(loss.shape)))
-    traj = cmv.solve(loss, cmv.INF, (1e-1 * Q)[None], cmv.save_times(cfg, cmv.time_unit(loss)), target, cfg.rtol, cfg.atol, cfg.inf_max_steps)
+    traj = cmv.solve(
+        loss,
+        cmv.INF,
+        (1e-1 * Q)[None],
+        cmv.save_times(cfg, cmv.time_unit(loss)),
+        target,
+        cfg.rtol,
+        cfg.atol,
+        cfg.inf_max_steps,
+    )
     L = np.asarray(jax.vmap(loss)(traj.ys[0]))
     X = np.asarray(traj.ys[0, cmv._converged_index(L, target)])
-    assert math.isclose(c["test_error"][0, 1, 0], float(np.linalg.norm(X - np.asarray(loss.truth))), rel_tol=1e-12)
+    assert math.isclose(
+        c["test_error"][0, 1, 0], float(np.linalg.norm(X - np.asarray(loss.truth))), rel_tol=1e-12
+    )
 
 
 def test_notebook_executes():

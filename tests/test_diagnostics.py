@@ -16,14 +16,13 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-
-import dlnjax
-from dlnjax import flows
-from dlnjax import _diagnostics as diag
-from dlnjax._diagnostics import regression_constants, sharpness, sharpness_bounds
-from dlnjax.losses import Regression
 from conftest import NONUNIFORM, explicit_product, rand_layers, rand_matrix
 
+import dlnjax
+from dlnjax import _diagnostics as diag
+from dlnjax import flows
+from dlnjax._diagnostics import regression_constants, sharpness, sharpness_bounds
+from dlnjax.losses import Regression
 
 # The cheap diagnostics, jitted: one compile per shape costs less than many eager ops.
 alignment = jax.jit(diag.alignment)
@@ -104,7 +103,9 @@ def stack_nets(nets):
 
 @eqx.filter_jit
 def batched_sharpness(loss, nets, iterations=40):
-    return jax.vmap(lambda l, n: sharpness(l, n, iterations=iterations, return_error=True))(loss, nets)
+    return jax.vmap(lambda l, n: sharpness(l, n, iterations=iterations, return_error=True))(
+        loss, nets
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,7 +124,9 @@ def test_sharpness_matches_dense_hessian(widths):
     rng = np.random.default_rng(sum(widths))
     layer_sets = [rand_layers(100 * i + len(widths), widths, scale=1.3) for i in range(3)]
     targets = np.stack([rng.standard_normal((widths[-1], widths[0])) for _ in range(3)])
-    top, err = batched_sharpness(Quartic(jnp.asarray(targets)), stack_nets([dlnjax.DLN(ls) for ls in layer_sets]))
+    top, err = batched_sharpness(
+        Quartic(jnp.asarray(targets)), stack_nets([dlnjax.DLN(ls) for ls in layer_sets])
+    )
     for i, layers in enumerate(layer_sets):
         ref = dense_eigs(layers, "quartic", targets[i])[-1]
         assert abs(float(top[i]) - ref) <= 1e-6 * abs(ref), (i, float(top[i]), ref)
@@ -170,7 +173,9 @@ def test_sharpness_error_estimate_bounds_distance_to_spectrum():
     widths = (4, 6, 6, 3)  # 66 weights, 6 Lanczos steps
     layers = rand_layers(5, widths)
     T = np.random.default_rng(5).standard_normal((3, 4))
-    top, err = batched_sharpness(Quartic(jnp.asarray(T)[None]), stack_nets([dlnjax.DLN(layers)]), iterations=6)
+    top, err = batched_sharpness(
+        Quartic(jnp.asarray(T)[None]), stack_nets([dlnjax.DLN(layers)]), iterations=6
+    )
     eigs = dense_eigs(layers, "quartic", T)
     top, err = float(top[0]), float(err[0])
     assert eigs[-1] - top > 1e-8 * eigs[-1]  # not converged ...
@@ -254,7 +259,9 @@ def test_regression_constants_and_bounds_against_numpy():
     assert a <= lam  # a Rayleigh quotient
     for n in (1, 10):
         lo, hi = sharpness_bounds(loss, n)
-        np.testing.assert_allclose([lo, hi], [2 * n * a * wn ** (2 - 2 / n), 8 * n * lam * wn ** (2 - 2 / n)], rtol=1e-12)
+        np.testing.assert_allclose(
+            [lo, hi], [2 * n * a * wn ** (2 - 2 / n), 8 * n * lam * wn ** (2 - 2 / n)], rtol=1e-12
+        )
     with pytest.raises(ValueError, match="univariate"):
         regression_constants(Regression(jnp.ones((5, 3)), jnp.ones((5, 2))))
     with pytest.raises(TypeError):
@@ -272,7 +279,11 @@ def test_lower_bound_attained_at_balanced_rank_one_minimizer(depth):
     x = rng.standard_normal((10, 1))
     y = 0.3 * x  # w* = 0.3 exactly
     a, _, wn = _numpy_constants(x, y)
-    us = [np.ones(1)] + [v / np.linalg.norm(v) for v in rng.standard_normal((depth - 1, 3))] + [np.ones(1)]
+    us = (
+        [np.ones(1)]
+        + [v / np.linalg.norm(v) for v in rng.standard_normal((depth - 1, 3))]
+        + [np.ones(1)]
+    )
     s = wn ** (1 / depth)
     layers = [s * np.outer(us[k + 1], us[k]) for k in range(depth)]
     assert abs(explicit_product(layers)[0, 0] - 0.3) < 1e-14
@@ -295,7 +306,9 @@ def _descend(x, y, stacked, eta, steps):
             i, ls = state
             return i + 1, [w - eta * g for w, g in zip(ls, grad(ls))]
 
-        _, ls = jax.lax.while_loop(lambda s: (s[0] < steps) & (gnorm(s[1]) > 1e-11), body, (0, layers))
+        _, ls = jax.lax.while_loop(
+            lambda s: (s[0] < steps) & (gnorm(s[1]) > 1e-11), body, (0, layers)
+        )
         return ls, gnorm(ls)
 
     return jax.vmap(run)(stacked)
@@ -312,7 +325,9 @@ def test_sharpness_bounds_at_gradient_descent_minimizers(depth):
     a, lam, wn = _numpy_constants(x, y)
     lower, upper = 2 * depth * a * wn ** (2 - 2 / depth), 8 * depth * lam * wn ** (2 - 2 / depth)
     widths = (3,) + (4,) * (depth - 1) + (1,)
-    inits = [rand_layers(10 + i, widths, scale=0.1) for i in range(3)] + [rand_layers(20 + i, widths, scale=1.5) for i in range(2)]
+    inits = [rand_layers(10 + i, widths, scale=0.1) for i in range(3)] + [
+        rand_layers(20 + i, widths, scale=1.5) for i in range(2)
+    ]
     stacked = [jnp.stack([jnp.asarray(ls[k]) for ls in inits]) for k in range(depth)]
     layers, gnorm = _descend(jnp.asarray(x), jnp.asarray(y), stacked, 0.01, 100_000)
     assert np.all(np.asarray(gnorm) <= 1e-11), np.asarray(gnorm)
@@ -354,7 +369,9 @@ def test_effective_rank_against_numpy(is_complex):
     for X in mats:
         np.testing.assert_allclose(float(effective_rank(X)), _numpy_effective_rank(X), rtol=1e-12)
     batch = np.stack([rand_matrix(rng, (4, 5), is_complex) for _ in range(3)])
-    np.testing.assert_allclose(np.asarray(effective_rank(batch)), [_numpy_effective_rank(b) for b in batch], rtol=1e-12)
+    np.testing.assert_allclose(
+        np.asarray(effective_rank(batch)), [_numpy_effective_rank(b) for b in batch], rtol=1e-12
+    )
 
 
 @pytest.mark.parametrize("r", [1, 2, 4])
@@ -390,7 +407,10 @@ def test_ranks_at_zero_are_zero_without_nan():
 
 def _numpy_balance(layers):
     norms = np.array([np.sum(np.abs(w) ** 2) for w in layers])
-    neurons = [np.sum(np.abs(layers[k]) ** 2, axis=1) - np.sum(np.abs(layers[k + 1]) ** 2, axis=0) for k in range(len(layers) - 1)]
+    neurons = [
+        np.sum(np.abs(layers[k]) ** 2, axis=1) - np.sum(np.abs(layers[k + 1]) ** 2, axis=0)
+        for k in range(len(layers) - 1)
+    ]
     return norms, norms[1:] - norms[:-1], neurons
 
 
@@ -427,7 +447,9 @@ def test_balances_conserved_by_gradient_flow(activation):
     net crosses a few kinks, i.e. activation patterns change, without stalling the adaptive solver.)"""
     loss = _regression()
     net0 = dlnjax.DLN(rand_layers(4, (3, 4, 6, 5, 2), scale=1.2)).with_activation(activation)
-    traj = dlnjax.simulate(flows.Gradient(loss), net0, jnp.linspace(0.0, 0.3, 4), rtol=1e-10, atol=1e-12)
+    traj = dlnjax.simulate(
+        flows.Gradient(loss), net0, jnp.linspace(0.0, 0.3, 4), rtol=1e-10, atol=1e-12
+    )
     assert bool(traj.success)
     norms = np.asarray(layer_norms(traj.ys))
     diffs = np.asarray(layer_norm_differences(traj.ys))
@@ -503,7 +525,9 @@ def test_alignment_and_rank_one_against_numpy(widths, is_complex):
     layers = rand_layers(12, widths, is_complex=is_complex)
     net = dlnjax.DLN(layers)
     svds = [np.linalg.svd(w) for w in layers]
-    ref_align = [abs(np.vdot(svds[k][0][:, 0], np.conj(svds[k + 1][2][0]))) for k in range(len(layers) - 1)]
+    ref_align = [
+        abs(np.vdot(svds[k][0][:, 0], np.conj(svds[k + 1][2][0]))) for k in range(len(layers) - 1)
+    ]
     ref_ratio = [s[1][0] ** 2 / np.sum(s[1] ** 2) for s in svds]
     np.testing.assert_allclose(alignment(net), ref_align, rtol=1e-10)
     np.testing.assert_allclose(rank_one_ratio(net), ref_ratio, rtol=1e-12)
@@ -514,7 +538,11 @@ def test_distance_to_minimizer():
     layers = rand_layers(2, NONUNIFORM)
     X_star = np.random.default_rng(2).standard_normal((2, 3))
     net = dlnjax.DLN(layers)
-    np.testing.assert_allclose(float(distance_to_minimizer(net, X_star)), np.linalg.norm(explicit_product(layers) - X_star), rtol=1e-12)
+    np.testing.assert_allclose(
+        float(distance_to_minimizer(net, X_star)),
+        np.linalg.norm(explicit_product(layers) - X_star),
+        rtol=1e-12,
+    )
     with pytest.raises(ValueError, match="shape"):
         diag.distance_to_minimizer(net, X_star.T)
     with pytest.raises(ValueError, match="linear"):

@@ -4,10 +4,10 @@ against direct recomputation."""
 import json
 
 import numpy as np
+from conftest import csv_rows, execute_notebook
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, du_hu_lee
-from conftest import csv_rows, execute_notebook
 
 
 def test_quick_run_is_consistent(tmp_path):
@@ -26,8 +26,14 @@ def test_quick_run_is_consistent(tmp_path):
     for act in du_hu_lee.ACTIVATIONS:
         d, nb = data[f"differences_{act}"], data[f"neurons_{act}"]
         rows = [r for r in cons if r["activation"] == act]
-        np.testing.assert_allclose([float(r["max_abs_change_layers"]) for r in rows], np.abs(d - d[0]).max(axis=1), rtol=1e-12)
-        np.testing.assert_allclose([float(r["loss"]) for r in rows], data[f"loss_{act}"], rtol=1e-12)
+        np.testing.assert_allclose(
+            [float(r["max_abs_change_layers"]) for r in rows],
+            np.abs(d - d[0]).max(axis=1),
+            rtol=1e-12,
+        )
+        np.testing.assert_allclose(
+            [float(r["loss"]) for r in rows], data[f"loss_{act}"], rtol=1e-12
+        )
         assert np.abs(d - d[0]).max() < 1e-5 and np.abs(nb - nb[0]).max() < 1e-5
         # the flow really moves: the loss falls by a sizeable fraction
         assert data[f"loss_{act}"][-1] < 0.8 * data[f"loss_{act}"][0]

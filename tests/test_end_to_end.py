@@ -75,7 +75,10 @@ def ref_A(spec, Z, depth):
             s = 0.5 * (x + 1)
             out = out + 0.5 * w * power(U, lam, s) @ Z @ power(V, mu, 1 - s)
         return out
-    return sum(power(U, lam, (m - 1) / depth) @ Z @ power(V, mu, (depth - m) / depth) for m in range(1, depth + 1))
+    return sum(
+        power(U, lam, (m - 1) / depth) @ Z @ power(V, mu, (depth - m) / depth)
+        for m in range(1, depth + 1)
+    )
 
 
 def dense_real(op, shape, is_complex):
@@ -91,7 +94,9 @@ def dense_real(op, shape, is_complex):
     cols = []
     for b in basis:
         y = np.asarray(op(b))
-        cols.append(np.concatenate([y.real.ravel(), y.imag.ravel()]) if is_complex else y.real.ravel())
+        cols.append(
+            np.concatenate([y.real.ravel(), y.imag.ravel()]) if is_complex else y.real.ravel()
+        )
     return np.stack(cols, axis=1)
 
 
@@ -145,7 +150,9 @@ def test_vector_field_is_sum_of_fractional_powers(seed, dN, d0, depth, is_comple
     assert_close(v, -ref_A(spec, C, depth), 1e-12, f"EndToEnd {dN}x{d0} depth {depth} {pattern}")
 
 
-@pytest.mark.parametrize("shape,is_complex", [((4, 4), False), ((4, 4), True), ((5, 3), False), ((2, 4), True)])
+@pytest.mark.parametrize(
+    "shape,is_complex", [((4, 4), False), ((4, 4), True), ((5, 3), False), ((2, 4), True)]
+)
 def test_operator_against_eigh_fractional_powers(shape, is_complex):
     # generic X, reference fractional powers from np.linalg.eigh of the Gram matrices
     rng = np.random.default_rng(7)
@@ -164,12 +171,17 @@ def test_multiplier_closed_form():
     x = np.array([0.0, 0.0, 1.0, 2.0, 2.0, 1e-3, 3.0, 1.0 + 1e-9, 1.0 + 1e-3])
     y = np.array([0.0, 1.5, 1.0, 0.0, 0.5, 5.0, 3.0, 1.0, 1.0])
     for depth in (1, 2, 3, 7, 100):
-        ref = [sum(xi ** ((m - 1) / depth) * yi ** ((depth - m) / depth) for m in range(1, depth + 1)) for xi, yi in zip(x, y)]
+        ref = [
+            sum(xi ** ((m - 1) / depth) * yi ** ((depth - m) / depth) for m in range(1, depth + 1))
+            for xi, yi in zip(x, y)
+        ]
         assert_close(end_to_end_multiplier(x, y, depth), np.array(ref), 1e-13, f"a_{depth}")
     with np.errstate(divide="ignore", invalid="ignore"):
         logmean = np.where(x == y, x, (x - y) / (np.log(x) - np.log(y)))
     logmean = np.where((x == 0) | (y == 0), 0.0, logmean)
-    logmean[7] = 1.0 + 0.5e-9  # (x - y)/(ln x - ln y) cancels there; the mean of the two is exact to O(1e-18)
+    logmean[7] = (
+        1.0 + 0.5e-9
+    )  # (x - y)/(ln x - ln y) cancels there; the mean of the two is exact to O(1e-18)
     assert_close(end_to_end_multiplier(x, y, INF), logmean, 1e-12, "a_inf")
 
 
@@ -190,7 +202,9 @@ def test_kappa_term():
     for depth in (1, 4, INF):
         base = EndToEnd(linear_loss(C), depth)(0.0, X)
         decay = 0.3 if depth == INF else 0.3 * depth
-        assert_close(EndToEnd(linear_loss(C), depth, kappa=0.3)(0.0, X), base - decay * X, 1e-14, "kappa")
+        assert_close(
+            EndToEnd(linear_loss(C), depth, kappa=0.3)(0.0, X), base - decay * X, 1e-14, "kappa"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,19 +234,28 @@ def test_weight_flow_from_balanced_start_matches_end_to_end():
     ]
     X0s, weight_flows, e2e_flows = [], [], []
     for shape, depth, is_complex, kappa in cases:
-        X0s.append(jnp.asarray(factored(rng, *shape, rng.uniform(0.5, 1.2, min(shape)), is_complex)[0]))
+        X0s.append(
+            jnp.asarray(factored(rng, *shape, rng.uniform(0.5, 1.2, min(shape)), is_complex)[0])
+        )
         M = jnp.asarray(rand_matrix(rng, shape, is_complex))
         loss = lambda X, M=M: 0.5 * jnp.sum(jnp.abs(X - M) ** 2)
-        weight_flows.append(dlnjax.flows.Regularized(loss, kappa) if kappa else dlnjax.flows.Gradient(loss))
+        weight_flows.append(
+            dlnjax.flows.Regularized(loss, kappa) if kappa else dlnjax.flows.Gradient(loss)
+        )
         e2e_flows.append(EndToEnd(loss, depth, kappa=kappa))
 
     @jax.jit  # one compile for everything
     def run(X0s):
         nets = [dlnjax.fiber_center(X0, depth) for X0, (_, depth, _, _) in zip(X0s, cases)]
         product = _Product(weight_flows + e2e_flows)
-        traj = dlnjax.simulate(product, tuple(nets) + tuple(X0s), jnp.array([0.0, 0.4, 1.0]), rtol=1e-11, atol=1e-12)
+        traj = dlnjax.simulate(
+            product, tuple(nets) + tuple(X0s), jnp.array([0.0, 0.4, 1.0]), rtol=1e-11, atol=1e-12
+        )
         n = len(cases)
-        errs = [jnp.max(jnp.abs(jax.vmap(dlnjax.end_to_end)(traj.ys[c]) - traj.ys[n + c])) for c in range(n)]
+        errs = [
+            jnp.max(jnp.abs(jax.vmap(dlnjax.end_to_end)(traj.ys[c]) - traj.ys[n + c]))
+            for c in range(n)
+        ]
         moved = [jnp.max(jnp.abs(traj.ys[n + c][-1] - X0s[c])) for c in range(n)]
         balance = [dlnjax.balancedness(net) for net in nets]
         return jnp.stack(errs), jnp.stack(moved), jnp.stack(balance), traj.success
@@ -242,7 +265,9 @@ def test_weight_flow_from_balanced_start_matches_end_to_end():
     assert np.all(np.asarray(balance) < 1e-13)  # balanced starts
     assert np.all(np.asarray(moved) > 0.1)
     for c, case in enumerate(cases):
-        assert errs[c] < 1e-8, f"(shape, N, complex, kappa) = {case}: |X_weights - X_end_to_end| = {float(errs[c]):.2e}"
+        assert errs[c] < 1e-8, (
+            f"(shape, N, complex, kappa) = {case}: |X_weights - X_end_to_end| = {float(errs[c]):.2e}"
+        )
 
 
 DEPTHS = (4, 8, 16, 32, 64)
@@ -260,7 +285,13 @@ def test_depth_N_with_time_rescaled_converges_to_depth_inf():
         return lambda t, y, args: flow(t / depth, y, args) / depth
 
     fields = [rescaled(n) for n in DEPTHS] + [EndToEnd(loss, INF)]
-    traj = dlnjax.simulate(_Product(fields), (jnp.asarray(X0),) * len(fields), jnp.array([0.0, 1.0]), rtol=1e-12, atol=1e-13)
+    traj = dlnjax.simulate(
+        _Product(fields),
+        (jnp.asarray(X0),) * len(fields),
+        jnp.array([0.0, 1.0]),
+        rtol=1e-12,
+        atol=1e-13,
+    )
     assert bool(traj.success)
     final = [y[-1] for y in traj.ys]
     errs = np.array([float(jnp.linalg.norm(x - final[-1])) for x in final[:-1]])
@@ -289,15 +320,30 @@ def test_operator_inverse_metric_volume_dense(shape, depth):
     ours = dense_real(lambda Z: end_to_end_operator(X1, Z, depth), shape, False)
     assert_close(ours, D1, 1e-12, "dense A_N")
     Z1, Z2 = rng.standard_normal(shape), rng.standard_normal(shape)
-    singular = depth == INF and shape[0] != shape[1]  # A_inf kills u_i v_j^* with u_i in ker X^* (or v_j in ker X)
+    singular = (
+        depth == INF and shape[0] != shape[1]
+    )  # A_inf kills u_i v_j^* with u_i in ker X^* (or v_j in ker X)
     Dinv = np.linalg.pinv(D1, rcond=1e-10) if singular else np.linalg.inv(D1)
-    assert_close(end_to_end_operator_inverse(X1, Z1, depth), (Dinv @ Z1.ravel()).reshape(shape), 1e-11, "inverse")
+    assert_close(
+        end_to_end_operator_inverse(X1, Z1, depth),
+        (Dinv @ Z1.ravel()).reshape(shape),
+        1e-11,
+        "inverse",
+    )
     g = float(end_to_end_metric(X1, Z1, Z2, depth))
     assert abs(g - Z1.ravel() @ Dinv @ Z2.ravel()) < 1e-11 * max(1.0, abs(g)), "metric"
-    assert abs(float(end_to_end_metric(X1, Z1, Z2, depth)) - float(end_to_end_metric(X1, Z2, Z1, depth))) < 1e-12
+    assert (
+        abs(
+            float(end_to_end_metric(X1, Z1, Z2, depth))
+            - float(end_to_end_metric(X1, Z2, Z1, depth))
+        )
+        < 1e-12
+    )
     lv1, lv2 = float(log_volume_density(X1, depth)), float(log_volume_density(X2, depth))
     if singular:
-        assert np.linalg.matrix_rank(D1, tol=1e-10) == r * r  # only the u_i v_j^* with i, j <= rank survive
+        assert (
+            np.linalg.matrix_rank(D1, tol=1e-10) == r * r
+        )  # only the u_i v_j^* with i, j <= rank survive
         assert lv1 == np.inf and lv2 == np.inf
         return
     ld1, ld2 = np.linalg.slogdet(D1)[1], np.linalg.slogdet(D2)[1]
@@ -323,7 +369,11 @@ def test_rank_deficient_square():
     X, spec = factored(rng, 3, 3, np.array([1.2, 0.7, 0.0]))
     D = dense_real(lambda Z: ref_A(spec, Z, 3), (3, 3), False)
     Z = rng.standard_normal((3, 3))
-    assert_close(end_to_end_operator_inverse(X, Z, 3), (np.linalg.pinv(D, rcond=1e-10) @ Z.ravel()).reshape(3, 3), 1e-10)
+    assert_close(
+        end_to_end_operator_inverse(X, Z, 3),
+        (np.linalg.pinv(D, rcond=1e-10) @ Z.ravel()).reshape(3, 3),
+        1e-10,
+    )
     assert float(log_volume_density(X, 3)) == np.inf
     assert np.isfinite(float(log_volume_density(X + 1e-3 * np.eye(3), 3)))
 
@@ -347,17 +397,23 @@ def test_operator_jvp_at_repeated_singular_values(shape, s, is_complex, depths):
     rng = np.random.default_rng(31)
     X = factored(rng, *shape, np.array(s), is_complex)[0]
     Z, dX, dZ = (jnp.asarray(rand_matrix(rng, shape, is_complex)) for _ in range(3))
-    with_volume = [d for d in depths if not (d == INF and shape[0] != shape[1])]  # else density +inf
+    with_volume = [
+        d for d in depths if not (d == INF and shape[0] != shape[1])
+    ]  # else density +inf
 
     def values(X, Z):
-        ops = [f(X, Z, d) for d in depths for f in (end_to_end_operator, end_to_end_operator_inverse)]
+        ops = [
+            f(X, Z, d) for d in depths for f in (end_to_end_operator, end_to_end_operator_inverse)
+        ]
         return ops, [log_volume_density(X, d) for d in with_volume]
 
     @jax.jit
     def derivatives(X, Z):
         _, tangents = jax.jvp(lambda X, Z: values(X, Z)[0], (X, Z), (dX, dZ))
         grads = [jax.grad(lambda X: log_volume_density(X, d))(X) for d in with_volume]
-        return tangents, [jnp.sum(jnp.real(g * dX)) for g in grads]  # jax.grad of a real function: conj convention
+        return tangents, [
+            jnp.sum(jnp.real(g * dX)) for g in grads
+        ]  # jax.grad of a real function: conj convention
 
     h = 1e-5
     values = jax.jit(values)
@@ -385,23 +441,31 @@ def test_gradient_through_simulate_matches_finite_differences():
         targets.append(jnp.asarray(rand_matrix(rng, shape, is_complex)))
 
     def finals(X0s):
-        traj = dlnjax.simulate(_Product(fields), tuple(X0s), jnp.array([0.0, 0.5]), dt0=0.05, solver=dfx.Tsit5())
+        traj = dlnjax.simulate(
+            _Product(fields), tuple(X0s), jnp.array([0.0, 0.5]), dt0=0.05, solver=dfx.Tsit5()
+        )
         out = jnp.stack([jnp.sum(jnp.abs(x[-1] - T) ** 2) for x, T in zip(traj.ys, targets)])
         return jnp.sum(out), out
 
     value_and_grad = jax.jit(jax.value_and_grad(finals, has_aux=True))
     (_, _), grads = value_and_grad(tuple(X0s))
     h = 1e-5
-    for c, (shape, s, depth, is_complex) in enumerate(cases):
+    for c, (shape, _s, _depth, is_complex) in enumerate(cases):
         g = grads[c]
         assert np.all(np.isfinite(np.asarray(g)))
         for _ in range(2):
             d = jnp.asarray(rand_matrix(rng, shape, is_complex))
             plus = [x + h * d if k == c else x for k, x in enumerate(X0s)]
             minus = [x - h * d if k == c else x for k, x in enumerate(X0s)]
-            fd = float(value_and_grad(tuple(plus))[0][1][c] - value_and_grad(tuple(minus))[0][1][c]) / (2 * h)
-            directional = float(jnp.sum(jnp.real(g * d)))  # jax.grad of a real function: conj convention
-            assert abs(directional - fd) < 1e-7 * max(1.0, abs(fd)), f"case {c}: grad {directional} vs fd {fd}"
+            fd = float(
+                value_and_grad(tuple(plus))[0][1][c] - value_and_grad(tuple(minus))[0][1][c]
+            ) / (2 * h)
+            directional = float(
+                jnp.sum(jnp.real(g * d))
+            )  # jax.grad of a real function: conj convention
+            assert abs(directional - fd) < 1e-7 * max(1.0, abs(fd)), (
+                f"case {c}: grad {directional} vs fd {fd}"
+            )
 
 
 # --------------------------------------------------------------------------------------------------

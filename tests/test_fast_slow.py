@@ -13,7 +13,15 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from conftest import NONUNIFORM, assert_close, dense_tangent_projection, explicit_product, rand_layers, real_inner, sq_norm
+from conftest import (
+    NONUNIFORM,
+    assert_close,
+    dense_tangent_projection,
+    explicit_product,
+    rand_layers,
+    real_inner,
+    sq_norm,
+)
 
 import dlnjax
 from dlnjax._fast_slow import (
@@ -42,10 +50,14 @@ def test_velocity_split_is_the_orthogonal_fiber_decomposition(widths, is_complex
     scale = sq_norm(V)
     assert_close([t + n for t, n in zip(T, Nn)], V, 1e-13, "parts sum to V")
     assert abs(real_inner(T, Nn)) <= 1e-11 * scale, "parts orthogonal in Re Tr(A^* B)"
-    assert float(jnp.max(jnp.abs(dlnjax.product_differential(net, tangent)))) <= 1e-11 * math.sqrt(scale), "dX(tangent) = 0"
+    assert float(jnp.max(jnp.abs(dlnjax.product_differential(net, tangent)))) <= 1e-11 * math.sqrt(
+        scale
+    ), "dX(tangent) = 0"
     assert_close(T, dense_tangent_projection(W, V), 1e-9, "tangent = (I - J^+ J) V")
     # normal in range dX^* = (ker dX)^perp: its own tangent projection vanishes
-    assert max(np.max(np.abs(p)) for p in dense_tangent_projection(W, Nn)) <= 1e-9 * math.sqrt(scale)
+    assert max(np.max(np.abs(p)) for p in dense_tangent_projection(W, Nn)) <= 1e-9 * math.sqrt(
+        scale
+    )
     assert np.sqrt(sq_norm(Nn)) > 1e-3 and np.sqrt(sq_norm(T)) > 1e-3  # a generic V has both parts
 
 
@@ -54,7 +66,9 @@ def test_regularized_split_is_minus_kappa_tangent_of_W_and_the_normal_rest(width
     W = rand_layers(3, widths, is_complex)
     net = dlnjax.DLN(W)
     rng = np.random.default_rng(4)
-    Y = rng.standard_normal((widths[-1], widths[0])) + (1j * rng.standard_normal((widths[-1], widths[0])) if is_complex else 0)
+    Y = rng.standard_normal((widths[-1], widths[0])) + (
+        1j * rng.standard_normal((widths[-1], widths[0])) if is_complex else 0
+    )
     loss = lambda X: 0.5 * jnp.sum(jnp.abs(X - Y) ** 2)
     kappa = 0.3
     tangent, normal = regularized_velocity_split(loss, kappa, net)
@@ -64,11 +78,16 @@ def test_regularized_split_is_minus_kappa_tangent_of_W_and_the_normal_rest(width
     R = explicit_product(W) - Y
     grads = []
     for k in range(len(W)):
-        P = explicit_product(W[k + 1:]) if k + 1 < len(W) else np.eye(widths[-1])
+        P = explicit_product(W[k + 1 :]) if k + 1 < len(W) else np.eye(widths[-1])
         Q = explicit_product(W[:k]) if k > 0 else np.eye(widths[0])
         grads.append(np.conj(P).T @ R @ np.conj(Q).T)
     piN_W = [w - p for w, p in zip(W, piT_W)]
-    assert_close(normal.layers, [-(g + kappa * p) for g, p in zip(grads, piN_W)], 1e-9, "normal = -(grad E + kappa Pi_N(W))")
+    assert_close(
+        normal.layers,
+        [-(g + kappa * p) for g, p in zip(grads, piN_W)],
+        1e-9,
+        "normal = -(grad E + kappa Pi_N(W))",
+    )
 
 
 def test_bad_input_raises():
@@ -90,7 +109,9 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="leading time axis"):
         fast_slow_diagnostic(loss, 1.0, net)
     with pytest.raises(ValueError, match="ts has shape"):
-        fast_slow_diagnostic(loss, 1.0, jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), net), jnp.zeros(3))
+        fast_slow_diagnostic(
+            loss, 1.0, jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), net), jnp.zeros(3)
+        )
 
 
 def test_diagnostic_along_the_regularized_flow():
@@ -110,14 +131,24 @@ def test_diagnostic_along_the_regularized_flow():
         Wt = [np.asarray(w[i]) for w in traj.ys.layers]
         G = [Wt[k] @ Wt[k].T - Wt[k + 1].T @ Wt[k + 1] for k in range(2)]
         assert abs(g[i] - math.sqrt(sum(np.sum(x**2) for x in G))) <= 1e-12 * g[0]
-        assert abs(float(diag.tangent_norm[i]) - kappa * math.sqrt(sq_norm(dense_tangent_projection(Wt, Wt)))) <= 1e-9
+        assert (
+            abs(
+                float(diag.tangent_norm[i])
+                - kappa * math.sqrt(sq_norm(dense_tangent_projection(Wt, Wt)))
+            )
+            <= 1e-9
+        )
         X = explicit_product(Wt)
-        assert abs(float(diag.loss[i]) - 0.5 * np.sum((X - Y) ** 2)) <= 1e-12 * (1 + float(diag.loss[i]))
+        assert abs(float(diag.loss[i]) - 0.5 * np.sum((X - Y) ** 2)) <= 1e-12 * (
+            1 + float(diag.loss[i])
+        )
         assert abs(float(diag.squared_norm[i]) - sq_norm(Wt)) <= 1e-12 * sq_norm(Wt)
         assert abs(float(diag.balancedness[i]) - g[i] / sq_norm(Wt)) <= 1e-12
         np.testing.assert_allclose(np.asarray(diag.x[i]), X, atol=1e-12)
     # tangent^2 + normal^2 = ||V||^2 (orthogonality, along the whole trajectory)
-    speed = jax.vmap(lambda w: jnp.sqrt(dlnjax.inner(v := Regularized(loss, kappa)(0.0, w), v)))(traj.ys)
+    speed = jax.vmap(lambda w: jnp.sqrt(dlnjax.inner(v := Regularized(loss, kappa)(0.0, w), v)))(
+        traj.ys
+    )
     np.testing.assert_allclose(np.hypot(diag.tangent_norm, diag.normal_norm), speed, rtol=1e-10)
     # from a DLN with explicit times, vmapped over a batch of trajectories
     batch = jax.tree_util.tree_map(lambda a: jnp.stack([a, a]), traj.ys)
@@ -137,12 +168,16 @@ def test_two_stage_prediction_starts_at_the_balanced_center():
     X0 = explicit_product(_layers(net0))
     np.testing.assert_allclose(np.asarray(dlnjax.end_to_end(pred[0])), X0, atol=1e-12)
     s = np.linalg.svd(X0, compute_uv=False)
-    assert abs(float(dlnjax.squared_norm(pred[0])) - 2 * np.sum(s)) <= 1e-10  # Theorem 1 minimum, N = 2
+    assert (
+        abs(float(dlnjax.squared_norm(pred[0])) - 2 * np.sum(s)) <= 1e-10
+    )  # Theorem 1 minimum, N = 2
     assert float(jnp.max(jax.vmap(dlnjax.balancedness)(pred.ys))) <= 1e-9  # stays balanced
     first = learning_first_prediction(loss, kappa, net0, ts, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(first.ys.first[0], net0.first)
     G = np.asarray(jax.vmap(dlnjax.moments)(first.ys))
-    assert np.max(np.abs(G - G[:1])) <= 1e-8  # stage 1 of that picture (the gradient flow) conserves G
+    assert (
+        np.max(np.abs(G - G[:1])) <= 1e-8
+    )  # stage 1 of that picture (the gradient flow) conserves G
 
 
 # ------------------------------------------------------------------------------------------------
@@ -179,11 +214,18 @@ def test_experiment_outputs_are_consistent(quick_run):
         assert abs(ts[-1] - cfg.horizon / (2 * kappa)) <= 1e-9 * ts[-1]
         # table = reductions of the curves
         assert row["two_stage_err_max"] == pytest.approx(z["x_err_two_stage"][a].max(), rel=1e-12)
-        assert row["learning_first_err_max"] == pytest.approx(z["x_err_learning_first"][a].max(), rel=1e-12)
+        assert row["learning_first_err_max"] == pytest.approx(
+            z["x_err_learning_first"][a].max(), rel=1e-12
+        )
         late = ts >= 1 / (2 * kappa)
-        assert row["two_stage_err_after_balance_time_max"] == pytest.approx(z["x_err_two_stage"][a][:, late].max(), rel=1e-12)
+        assert row["two_stage_err_after_balance_time_max"] == pytest.approx(
+            z["x_err_two_stage"][a][:, late].max(), rel=1e-12
+        )
         # both predictions start exactly at X(0)
-        assert np.max(z["x_err_two_stage"][a][:, 0]) <= 1e-12 and np.max(z["x_err_learning_first"][a][:, 0]) <= 1e-12
+        assert (
+            np.max(z["x_err_two_stage"][a][:, 0]) <= 1e-12
+            and np.max(z["x_err_learning_first"][a][:, 0]) <= 1e-12
+        )
     # the CSV holds the same numbers
     with open(out / "fast_slow_curves.csv") as f:
         rows = list(csv.DictReader(f))
@@ -211,7 +253,9 @@ def test_prediction_errors_versus_kappa(quick_run):
     late = np.array([r["two_stage_err_after_balance_time_max"] for r in table])
     full = np.array([r["two_stage_err_max"] for r in table])
     floor = np.array([r["gradient_flow_gap_max"] for r in table])
-    assert np.all(np.diff(first) > 0) and np.all(np.diff(late) > 0)  # both shrink as kappa decreases
+    assert np.all(np.diff(first) > 0) and np.all(
+        np.diff(late) > 0
+    )  # both shrink as kappa decreases
     # about linearly between the two smallest kappas (ratio of kappas 3; measured 3.06 and 3.4)
     assert 2.0 <= first[1] / first[0] <= 4.5 and 2.0 <= late[1] / late[0] <= 5.0
     assert first[0] <= 10 * k[0]

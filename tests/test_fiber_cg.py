@@ -14,9 +14,9 @@ import jax.random as jr
 import lineax as lx
 import numpy as np
 import pytest
+from conftest import dense_tangent_projection, rand_layers, rand_matrix, sq_norm
 
 import dlnjax
-from conftest import dense_tangent_projection, rand_layers, rand_matrix, sq_norm
 
 
 def _norm(layers) -> float:
@@ -63,7 +63,9 @@ def test_projection_of_W_accurate_relative_to_its_own_size(widths, is_complex, s
         return
     assert _norm(ref) >= 1e-5 * _norm(W)
     err = _diff(pw, ref)
-    assert err <= 1e-9 * _norm(ref) + 1e-13 * _norm(W), f"error {err:.2e}, |Pi_T W| {_norm(ref):.2e}"
+    assert err <= 1e-9 * _norm(ref) + 1e-13 * _norm(W), (
+        f"error {err:.2e}, |Pi_T W| {_norm(ref):.2e}"
+    )
     # the normal part W - Pi_T(W) to the same absolute accuracy
     nw = dlnjax.fiber_normal_projection(net, net).layers
     assert _diff(nw, [w - r for w, r in zip(W, ref)]) <= 1e-9 * _norm(ref) + 1e-13 * _norm(W)
@@ -118,7 +120,9 @@ def test_single_precision():
 
 def test_too_few_steps_raise_inside_jit():
     widths = (4, 4, 4, 4)
-    net = dlnjax.DLN([jnp.asarray(w) for w in rand_layers(22, widths)])  # a generic point: CG needs many steps
+    net = dlnjax.DLN(
+        [jnp.asarray(w) for w in rand_layers(22, widths)]
+    )  # a generic point: CG needs many steps
     assert _norm(_pw(net).layers) > 0.1
     with pytest.raises(RuntimeError, match="max_steps"):
         jax.block_until_ready(_pw(net, dlnjax.FiberCG(max_steps=1)))
@@ -128,7 +132,11 @@ def test_fiber_flow_with_fiber_cg_keeps_X():
     # FiberL2 with the default solver from a generic point: X stays put, ||W||^2 decreases to tolerance.
     widths = (3, 4, 4, 4, 2)
     net0 = dlnjax.DLN([jnp.asarray(w) for w in rand_layers(23, widths)])
-    tr = jax.jit(lambda n: dlnjax.simulate(dlnjax.flows.FiberL2(), n, jnp.array([0.0, 0.5, 1.0]), rtol=1e-10, atol=1e-10))(net0)
+    tr = jax.jit(
+        lambda n: dlnjax.simulate(
+            dlnjax.flows.FiberL2(), n, jnp.array([0.0, 0.5, 1.0]), rtol=1e-10, atol=1e-10
+        )
+    )(net0)
     assert bool(tr.success)
     X0 = np.asarray(dlnjax.end_to_end(net0))
     for i in range(3):

@@ -15,11 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import dlnjax
-from dlnjax import flows
 from conftest import (
-    explicit_tangent_vector,
     NONUNIFORM,
     assert_close,
     ct,
@@ -27,12 +23,16 @@ from conftest import (
     explicit_moments,
     explicit_partials,
     explicit_product,
+    explicit_tangent_vector,
     padding_max_abs,
     rand_layers,
     rand_matrix,
     real_inner,
     sq_norm,
 )
+
+import dlnjax
+from dlnjax import flows
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -44,7 +44,10 @@ def _quartic(T):
 
 def _half_G_sq(layers):
     """F(W) = 1/2 ||G||^2 computed from the layers with explicit products (works on jax tracers)."""
-    G = [layers[k] @ jnp.conj(layers[k]).T - jnp.conj(layers[k + 1]).T @ layers[k + 1] for k in range(len(layers) - 1)]
+    G = [
+        layers[k] @ jnp.conj(layers[k]).T - jnp.conj(layers[k + 1]).T @ layers[k + 1]
+        for k in range(len(layers) - 1)
+    ]
     return 0.5 * sum(jnp.sum(jnp.abs(g) ** 2) for g in G)
 
 
@@ -56,7 +59,9 @@ def _schatten_grad(w, p):
 
 
 def _schatten(layers, p):
-    return sum(np.sum(np.linalg.svd(np.asarray(w), compute_uv=False) ** p) ** (1 / p) for w in layers)
+    return sum(
+        np.sum(np.linalg.svd(np.asarray(w), compute_uv=False) ** p) ** (1 / p) for w in layers
+    )
 
 
 def _dX(layers, V):
@@ -66,8 +71,11 @@ def _dX(layers, V):
 
 def _dX_scale(layers, V):
     """||V|| times the product of the layer spectral norms: a natural scale for |dX(V)|."""
-    return np.sqrt(sq_norm(V)) * len(layers) * np.prod([np.linalg.norm(np.asarray(w), 2) for w in layers]) / min(
-        np.linalg.norm(np.asarray(w), 2) for w in layers
+    return (
+        np.sqrt(sq_norm(V))
+        * len(layers)
+        * np.prod([np.linalg.norm(np.asarray(w), 2) for w in layers])
+        / min(np.linalg.norm(np.asarray(w), 2) for w in layers)
     )
 
 
@@ -102,7 +110,9 @@ def _velocities(layers, T, kappa):
 VELOCITY_CASES = [(NONUNIFORM, False), (NONUNIFORM, True), ((2, 5, 4), True), ((3, 3, 3, 3), False)]
 
 
-@pytest.fixture(scope="module", params=VELOCITY_CASES, ids=lambda c: f"{c[0]}-{'complex' if c[1] else 'real'}")
+@pytest.fixture(
+    scope="module", params=VELOCITY_CASES, ids=lambda c: f"{c[0]}-{'complex' if c[1] else 'real'}"
+)
 def vel(request):
     widths, is_complex = request.param
     W = rand_layers(50, widths, is_complex, scale=1.2)
@@ -126,10 +136,19 @@ def test_gradient_velocity(vel):
     reg = [-g - vel["kappa"] * w for g, w in zip(grad, W)]
     assert_close(q["v"]["regularized"].layers, reg, 1e-12, "Regularized = -grad_W E - kappa W")
     # infinitesimal conservation laws: dG(v) = 0 and dG(v) = -2 kappa G
-    gs = _G_scale(vel["G"]) + max(np.max(np.abs(g)) for g in grad) * max(np.max(np.abs(w)) for w in W)
+    gs = _G_scale(vel["G"]) + max(np.max(np.abs(g)) for g in grad) * max(
+        np.max(np.abs(w)) for w in W
+    )
     assert float(np.max(np.abs(np.asarray(q["dG"]["gradient"])))) <= 1e-12 * gs
-    assert_close(q["dG"]["regularized"], -2 * vel["kappa"] * np.asarray(q["G"]), 1e-11, "dG(regularized velocity) = -2 kappa G")
-    assert padding_max_abs(q["v"]["gradient"]) == 0.0 and padding_max_abs(q["v"]["regularized"]) == 0.0
+    assert_close(
+        q["dG"]["regularized"],
+        -2 * vel["kappa"] * np.asarray(q["G"]),
+        1e-11,
+        "dG(regularized velocity) = -2 kappa G",
+    )
+    assert (
+        padding_max_abs(q["v"]["gradient"]) == 0.0 and padding_max_abs(q["v"]["regularized"]) == 0.0
+    )
 
 
 def test_fiber_l2_velocity(vel):
@@ -150,7 +169,9 @@ def test_fiber_schatten_velocity(vel, p):
     W, q = vel["W"], vel["q"]
     key = "schatten_1.5" if p == 1.5 else "schatten_3"
     v = q["v"][key]
-    assert abs(float(q["reg15" if p == 1.5 else "reg3"]) - _schatten(W, p)) <= 1e-13 * _schatten(W, p)
+    assert abs(float(q["reg15" if p == 1.5 else "reg3"]) - _schatten(W, p)) <= 1e-13 * _schatten(
+        W, p
+    )
     grad = [_schatten_grad(w, p) for w in W]
     ref = dense_tangent_projection(W, grad)
     assert_close(v.layers, [-r for r in ref], 1e-12, f"FiberSchatten({p}) = -Pi_T(grad)")
@@ -245,12 +266,17 @@ def _unstack_traj(ys):
 
 
 def _simulate_batch(flow, batch_layers, ts):
-    return jax.vmap(lambda ls: dlnjax.simulate(flow, dlnjax.DLN(ls), ts, rtol=RTOL, atol=ATOL))(batch_layers)
+    return jax.vmap(lambda ls: dlnjax.simulate(flow, dlnjax.DLN(ls), ts, rtol=RTOL, atol=ATOL))(
+        batch_layers
+    )
 
 
 def _as_batch_of_one(traj):
     """Give an unbatched trajectory's states and success flag a leading batch axis of size one."""
-    return SimpleNamespace(ys=jax.tree_util.tree_map(lambda a: a[None], traj.ys), success=jnp.asarray(traj.success)[None])
+    return SimpleNamespace(
+        ys=jax.tree_util.tree_map(lambda a: a[None], traj.ys),
+        success=jnp.asarray(traj.success)[None],
+    )
 
 
 def _check_success(traj):
@@ -276,7 +302,11 @@ def gradient_complex():
     widths = (3, 4, 4, 2)
     W0 = rand_layers(73, widths, True)
     T = rand_matrix(np.random.default_rng(74), (widths[-1], widths[0]), True)
-    traj = jax.jit(lambda ls: dlnjax.simulate(flows.Gradient(_quartic(jnp.asarray(T))), dlnjax.DLN(ls), GRAD_TS, rtol=RTOL, atol=ATOL))(W0)
+    traj = jax.jit(
+        lambda ls: dlnjax.simulate(
+            flows.Gradient(_quartic(jnp.asarray(T))), dlnjax.DLN(ls), GRAD_TS, rtol=RTOL, atol=ATOL
+        )
+    )(W0)
     return dict(W0s=[W0], T=T, traj=_as_batch_of_one(traj))
 
 
@@ -309,7 +339,9 @@ def regularized_complex():
     W0 = rand_layers(75, widths, True)
     T = rand_matrix(np.random.default_rng(76), (widths[-1], widths[0]), True)
     ts = jnp.linspace(0.0, 2.0, 5)
-    traj = dlnjax.simulate(flows.Regularized(_quartic(jnp.asarray(T)), kappa), dlnjax.DLN(W0), ts, rtol=RTOL, atol=ATOL)
+    traj = dlnjax.simulate(
+        flows.Regularized(_quartic(jnp.asarray(T)), kappa), dlnjax.DLN(W0), ts, rtol=RTOL, atol=ATOL
+    )
     return dict(W0=W0, kappa=kappa, ts=np.asarray(ts), traj=traj)
 
 
@@ -367,7 +399,10 @@ def test_fiber_l2_keeps_X_and_scales_G(which, request):
         ys = _unstack_traj(jax.tree_util.tree_map(lambda a: a[b], traj.ys))
         for t, layers in zip(ts, ys):
             assert_close(explicit_product(layers), X0, 1e-9, f"X(t = {t})")
-            err = max(np.max(np.abs(g - np.exp(-2 * t) * g0)) for g, g0 in zip(explicit_moments(layers), G0))
+            err = max(
+                np.max(np.abs(g - np.exp(-2 * t) * g0))
+                for g, g0 in zip(explicit_moments(layers), G0)
+            )
             assert err <= 1e-9 * _G_scale(G0), f"G(t = {t}) vs exp(-2t) G(0): {err:.2e}"
     assert padding_max_abs(traj.ys) == 0.0
 
@@ -385,7 +420,9 @@ def test_fiber_l2_reaches_theorem_1_minimum(which, request):
         norms = [sq_norm(layers) for layers in ys]
         assert all(n1 < n0 for n0, n1 in zip(norms, norms[1:])), norms
         assert norms[0] > target * (1 + 1e-2)  # starts well above the minimum
-        assert abs(norms[-1] - target) <= 1e-9 * target, f"||W(12)||^2 = {norms[-1]!r}, N sum sigma^(2/N) = {target!r}"
+        assert abs(norms[-1] - target) <= 1e-9 * target, (
+            f"||W(12)||^2 = {norms[-1]!r}, N sum sigma^(2/N) = {target!r}"
+        )
         G_end = explicit_moments(ys[-1])
         gnorm = np.sqrt(sum(np.sum(np.abs(g) ** 2) for g in G_end))
         assert gnorm / norms[-1] <= 1e-9  # balanced (exp(-24) ~ 4e-11 times the initial imbalance)
@@ -424,7 +461,9 @@ SCHATTEN_TS = jnp.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
 @eqx.filter_jit
 def _run_schatten(p, W0):
     # p is a traced array: one compilation serves every p
-    return dlnjax.simulate(flows.FiberSchatten(p), dlnjax.DLN(W0), SCHATTEN_TS, rtol=RTOL, atol=ATOL)
+    return dlnjax.simulate(
+        flows.FiberSchatten(p), dlnjax.DLN(W0), SCHATTEN_TS, rtol=RTOL, atol=ATOL
+    )
 
 
 @pytest.fixture(scope="module")

@@ -12,12 +12,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-import dlnjax
 from conftest import (
-    explicit_tangent_vector,
     HYP,
     NONUNIFORM,
     assert_close,
@@ -27,6 +22,7 @@ from conftest import (
     explicit_moments,
     explicit_partials,
     explicit_product,
+    explicit_tangent_vector,
     padding_max_abs,
     rand_invertible,
     rand_layers,
@@ -36,6 +32,10 @@ from conftest import (
     sq_norm,
     widths_st,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dlnjax
 
 # --------------------------------------------------------------------------------------------------
 # dX, dX^*, <.,.>, partial Gram matrices, network gradient
@@ -110,7 +110,9 @@ def _check_geometry(widths, is_complex, seed):
     f = lambda e: E(explicit_product([jnp.asarray(w) + e * jnp.asarray(v) for w, v in zip(W, V)]))
     _, dE = jax.jvp(f, (0.0,), (1.0,))
     gV = real_inner(q["grad"].layers, V)
-    assert abs(float(dE) - gV) <= 1e-12 * max(abs(float(dE)), np.sqrt(sq_norm(grad_ref) * sq_norm(V)))
+    assert abs(float(dE) - gV) <= 1e-12 * max(
+        abs(float(dE)), np.sqrt(sq_norm(grad_ref) * sq_norm(V))
+    )
 
 
 @HYP
@@ -139,7 +141,10 @@ def test_network_gradient_is_the_steepest_descent_direction_for_complex():
     assert abs(slope - sq_norm(g)) <= 1e-7 * sq_norm(g)
     # jax.grad's raw output (the conjugate) is not a descent direction of the same slope
     raw = [np.conj(x) for x in g]
-    slope_raw = (energy([w + eps * r for w, r in zip(W, raw)]) - energy([w - eps * r for w, r in zip(W, raw)])) / (2 * eps)
+    slope_raw = (
+        energy([w + eps * r for w, r in zip(W, raw)])
+        - energy([w - eps * r for w, r in zip(W, raw)])
+    ) / (2 * eps)
     assert abs(slope_raw - sq_norm(g)) > 1e-3 * sq_norm(g)
 
 
@@ -160,7 +165,9 @@ def _fiber_quantities(layers, V, U, rhs):
         dX_pv=dlnjax.product_differential(net, pv),
         pv_chol=dlnjax.fiber_tangent_projection(net, v, solver=lx.Cholesky()),
         pv_svd=dlnjax.fiber_tangent_projection(net, v, solver=lx.SVD()),
-        pv_lxcg=dlnjax.fiber_tangent_projection(net, v, solver=lx.CG(rtol=1e-12, atol=1e-12, max_steps=500)),
+        pv_lxcg=dlnjax.fiber_tangent_projection(
+            net, v, solver=lx.CG(rtol=1e-12, atol=1e-12, max_steps=500)
+        ),
         pw=dlnjax.fiber_tangent_projection(net, net),
         lam=dlnjax.solve_normal(net, rhs),
         lam_chol=dlnjax.solve_normal(net, rhs, solver=lx.Cholesky()),
@@ -183,7 +190,9 @@ FIBER_CASES = [
 ]
 
 
-@pytest.fixture(scope="module", params=FIBER_CASES, ids=lambda c: f"{c[0]}-{'complex' if c[1] else 'real'}")
+@pytest.fixture(
+    scope="module", params=FIBER_CASES, ids=lambda c: f"{c[0]}-{'complex' if c[1] else 'real'}"
+)
 def fiber_case(request):
     widths, is_complex = request.param
     rng = np.random.default_rng(21)
@@ -244,7 +253,12 @@ def test_projection_is_orthogonal_and_idempotent(fiber_case):
 def test_projection_equals_dense_pinv_reference(fiber_case):
     q, ref = fiber_case["q"], fiber_case["ref_pv"]
     scale = np.sqrt(sq_norm(fiber_case["V"]))
-    for key, tol in (("pv", CG_TOL), ("pv_lxcg", CG_TOL), ("pv_chol", DENSE_TOL), ("pv_svd", DENSE_TOL)):
+    for key, tol in (
+        ("pv", CG_TOL),
+        ("pv_lxcg", CG_TOL),
+        ("pv_chol", DENSE_TOL),
+        ("pv_svd", DENSE_TOL),
+    ):
         err = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(q[key].layers, ref))
         assert err <= tol * scale, f"{key}: {err:.2e}"
     if len(fiber_case["widths"]) == 2:  # depth one: the fiber is a point, Pi_T = 0
@@ -261,14 +275,19 @@ def test_lemma5_equals_tangent_projection_of_W(fiber_case):
     """Lemma 5 (w_b with H(b) = G) and the normal system give the same fiber gradient of 1/2 ||W||^2."""
     q = fiber_case["q"]
     scale = np.sqrt(sq_norm(fiber_case["W"]))
-    err = max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(q["pw"].layers, fiber_case["ref_pw"]))
+    err = max(
+        float(np.max(np.abs(np.asarray(a) - b)))
+        for a, b in zip(q["pw"].layers, fiber_case["ref_pw"])
+    )
     assert err <= CG_TOL * scale
     if "lemma5" not in q:  # depth one: see test_lemma5_at_depth_one
         return
     lem = q["lemma5"]
     assert len(lem) == len(fiber_case["W"])
     assert tuple(w.shape for w in lem) == tuple(np.shape(w) for w in fiber_case["W"])
-    err = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(lem, q["pw"].layers))
+    err = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in zip(lem, q["pw"].layers)
+    )
     assert err <= 1e-12 * scale, f"Lemma 5 vs Pi_T(W): {err:.2e}"
 
 
@@ -279,7 +298,9 @@ def test_lemma5_at_depth_one():
     assert float(np.max(np.abs(np.asarray(out[0])))) == 0.0
 
 
-@pytest.mark.parametrize("widths, is_complex", [(NONUNIFORM, True), ((3, 3, 3, 3), False), ((2, 4, 3), True)])
+@pytest.mark.parametrize(
+    "widths, is_complex", [(NONUNIFORM, True), ((3, 3, 3, 3), False), ((2, 4, 3), True)]
+)
 def test_lemma5_tangent_vectors_and_operator(widths, is_complex):
     """w_a is tangent (dX(w_a) = 0) and <w_a, w_b> = sum_k Re Tr(b_k^* H_k(a)) (Lemma 2.9 of seed 001)."""
     W = rand_layers(8, widths, is_complex)
@@ -300,7 +321,9 @@ def test_lemma5_tangent_vectors_and_operator(widths, is_complex):
     assert_close(wa, ref, 1e-13, "tangent_vector")
     P, Q = explicit_partials(W)
     dX = sum(P[k] @ np.asarray(wa[k]) @ Q[k] for k in range(n))
-    assert np.max(np.abs(dX)) <= 1e-13 * np.sqrt(sq_norm(ref)) * max(np.linalg.norm(p, 2) * np.linalg.norm(x, 2) for p, x in zip(P, Q))
+    assert np.max(np.abs(dX)) <= 1e-13 * np.sqrt(sq_norm(ref)) * max(
+        np.linalg.norm(p, 2) * np.linalg.norm(x, 2) for p, x in zip(P, Q)
+    )
     lhs = real_inner(wb, wa)
     rhs = sum(float(np.real(np.trace(ct(bk) @ np.asarray(hk)))) for bk, hk in zip(b, Ha))
     assert abs(lhs - rhs) <= 1e-12 * np.sqrt(sq_norm(wa) * sq_norm(wb))
@@ -314,7 +337,10 @@ def test_lemma5_tangent_vectors_and_operator(widths, is_complex):
 def _rank_deficient_exact():
     """An exactly rank-2 4 x 4 X: balanced layers (L V^*, L, U L) with L = diag(1.3, 0.8, 0, 0), then unbalanced by the group action."""
     rng = np.random.default_rng(30)
-    U, Vm = np.linalg.qr(rng.standard_normal((4, 4)))[0], np.linalg.qr(rng.standard_normal((4, 4)))[0]
+    U, Vm = (
+        np.linalg.qr(rng.standard_normal((4, 4)))[0],
+        np.linalg.qr(rng.standard_normal((4, 4)))[0],
+    )
     L = np.diag([1.3, 0.8, 0.0, 0.0])
     A = [rand_invertible(rng, 4, False) for _ in range(2)]
     layers = [A[0] @ L @ Vm.T, A[1] @ L @ np.linalg.inv(A[0]), U @ L @ np.linalg.inv(A[1])]
@@ -348,7 +374,11 @@ def rank_deficient(request):
     return dict(W=W, V=V, ref=dense_tangent_projection(W, V))
 
 
-_proj_jit = eqx.filter_jit(lambda W, V, solver: dlnjax.fiber_tangent_projection(dlnjax.DLN(W), dlnjax.DLN(V), solver=solver).layers)
+_proj_jit = eqx.filter_jit(
+    lambda W, V, solver: (
+        dlnjax.fiber_tangent_projection(dlnjax.DLN(W), dlnjax.DLN(V), solver=solver).layers
+    )
+)
 
 
 def test_rank_deficient_svd_gives_least_squares_projection(rank_deficient):
@@ -391,9 +421,18 @@ def _balanced_ops(X, depth, basis, lam):
 
 
 @pytest.mark.parametrize(
-    "shape, depth, is_complex", [((4, 4), 3, False), ((3, 3), 4, True), ((2, 4), 3, False), ((4, 3), 2, True), ((3, 3), 1, False)]
+    "shape, depth, is_complex",
+    [
+        ((4, 4), 3, False),
+        ((3, 3), 4, True),
+        ((2, 4), 3, False),
+        ((4, 3), 2, True),
+        ((3, 3), 1, False),
+    ],
 )
-def test_normal_operator_is_diagonal_at_balance_and_preconditioner_inverts_it(shape, depth, is_complex):
+def test_normal_operator_is_diagonal_at_balance_and_preconditioner_inverts_it(
+    shape, depth, is_complex
+):
     rng = np.random.default_rng(40)
     X = rand_matrix(rng, shape, is_complex)
     U, s, Vh = np.linalg.svd(X)  # full bases
@@ -403,7 +442,9 @@ def test_normal_operator_is_diagonal_at_balance_and_preconditioner_inverts_it(sh
     power = lambda x, e: np.where(e == 0, 1.0, np.abs(x) ** e)  # convention 0^0 = 1
     a = np.zeros((dN, d0))
     for m in range(1, depth + 1):
-        a += power(sig_u[:, None], 2 * (m - 1) / depth) * power(sig_v[None, :], 2 * (depth - m) / depth)
+        a += power(sig_u[:, None], 2 * (m - 1) / depth) * power(
+            sig_v[None, :], 2 * (depth - m) / depth
+        )
     basis = np.stack([np.outer(U[:, i], Vh[j]) for i in range(dN) for j in range(d0)])
     lam = rand_matrix(rng, shape, is_complex)
     Lb, Mb, MLlam = _balanced_ops(X, depth, basis, lam)
@@ -413,7 +454,9 @@ def test_normal_operator_is_diagonal_at_balance_and_preconditioner_inverts_it(sh
         # L(u_i v_j^*) = a_ij u_i v_j^*
         assert np.max(np.abs(Lb[idx] - a[i, j] * basis[idx])) <= 1e-12 * amax, f"L(u_{i} v_{j}^*)"
         # preconditioner(u_i v_j^*) = u_i v_j^* / a_ij
-        assert np.max(np.abs(Mb[idx] - basis[idx] / a[i, j])) <= 1e-12 / a[i, j], f"M(u_{i} v_{j}^*)"
+        assert np.max(np.abs(Mb[idx] - basis[idx] / a[i, j])) <= 1e-12 / a[i, j], (
+            f"M(u_{i} v_{j}^*)"
+        )
     # exact inverse at the balanced point
     assert_close(MLlam, lam, 1e-12, "preconditioner(normal_operator(lam)) = lam at balance")
 

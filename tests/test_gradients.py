@@ -38,7 +38,9 @@ import dlnjax
 from dlnjax import flows
 
 FD_RTOL = 1e-6  # AD against finite differences
-MODE_RTOL = 1e-8  # forward against reverse mode (both exact derivatives of one discrete map; round-off)
+MODE_RTOL = (
+    1e-8  # forward against reverse mode (both exact derivatives of one discrete map; round-off)
+)
 SOLVER = dfx.Midpoint()  # two stages: small programs; its discrete map is what AD and FD both see
 T, DT = 1.0, 0.05
 # LLVM's optimizations cost more compile time than these small programs ever run; results agree to round-off.
@@ -52,15 +54,23 @@ FIBER_SOLVER = lx.Cholesky()
 
 
 def _loss(shape, seed=0):
-    return dlnjax.losses.MatrixCompletion.random(jr.PRNGKey(seed), shape, 2, shape[0] * shape[1] - 4)
+    return dlnjax.losses.MatrixCompletion.random(
+        jr.PRNGKey(seed), shape, 2, shape[0] * shape[1] - 4
+    )
 
 
 def _direction(like, seed):
     """A random pytree shaped like ``like`` (zero on the padding of a DLN)."""
     leaves, treedef = jax.tree_util.tree_flatten(like)
     keys = jr.split(jr.PRNGKey(seed), len(leaves))
-    out = jax.tree_util.tree_unflatten(treedef, [jr.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)])
-    return jax.tree_util.tree_map(jnp.multiply, out, like.mask()) if isinstance(like, dlnjax.DLN) else out
+    out = jax.tree_util.tree_unflatten(
+        treedef, [jr.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+    )
+    return (
+        jax.tree_util.tree_map(jnp.multiply, out, like.mask())
+        if isinstance(like, dlnjax.DLN)
+        else out
+    )
 
 
 def _with_values(loss, dv, c):
@@ -93,9 +103,16 @@ def _derivatives(f, theta0):
         rev = jax.jacrev(lambda th: f(th, dfx.RecursiveCheckpointAdjoint()))(theta0)
         eye = jnp.eye(p)
         # one vmapped forward-mode program: p tangent directions at theta0, then the 4p stencil points
-        points = jnp.concatenate([jnp.tile(theta0, (p, 1)), theta0 + (offsets[:, None, None] * h[None, :, None] * eye).reshape(-1, p)])
+        points = jnp.concatenate(
+            [
+                jnp.tile(theta0, (p, 1)),
+                theta0 + (offsets[:, None, None] * h[None, :, None] * eye).reshape(-1, p),
+            ]
+        )
         tangents = jnp.concatenate([eye, jnp.zeros((4 * p, p))])
-        prim, tan = jax.vmap(lambda x, v: jax.jvp(lambda th: f(th, dfx.ForwardMode()), (x,), (v,)))(points, tangents)
+        prim, tan = jax.vmap(lambda x, v: jax.jvp(lambda th: f(th, dfx.ForwardMode()), (x,), (v,)))(
+            points, tangents
+        )
         fwd = tan[:p].T
         stencil = prim[p:].reshape(4, p, -1)
         fd = (jnp.einsum("s,spm->pm", weights, stencil) / h[:, None]).T
@@ -116,8 +133,12 @@ def _check(f, theta0):
     rev, fwd, fd, value = _derivatives(f, theta0)
     assert np.all(np.isfinite(value)) and np.all(np.isfinite(rev))
     assert np.max(np.abs(rev)) > 1e-3, "degenerate check: all derivatives vanish"
-    assert _rel(fwd, rev) <= MODE_RTOL, f"forward vs reverse mode: {_rel(fwd, rev):.2e}\n{fwd}\n{rev}"
-    assert _rel(rev, fd) <= FD_RTOL, f"reverse mode vs finite differences: {_rel(rev, fd):.2e}\n{rev}\n{fd}"
+    assert _rel(fwd, rev) <= MODE_RTOL, (
+        f"forward vs reverse mode: {_rel(fwd, rev):.2e}\n{fwd}\n{rev}"
+    )
+    assert _rel(rev, fd) <= FD_RTOL, (
+        f"reverse mode vs finite differences: {_rel(rev, fd):.2e}\n{rev}\n{fd}"
+    )
     return rev
 
 
@@ -164,7 +185,9 @@ def _deterministic_flows(th):
 
 
 def _complex_loss():
-    return dlnjax.losses.Factorization(jnp.asarray(np.random.default_rng(0).standard_normal((3, 3)) * (1 + 0.5j)))
+    return dlnjax.losses.Factorization(
+        jnp.asarray(np.random.default_rng(0).standard_normal((3, 3)) * (1 + 0.5j))
+    )
 
 
 def _complex_net0(a, s):
@@ -200,13 +223,19 @@ def _deterministic_outcomes(th, adjoint, names):
     for n, y in zip(names, ys):
         if n in ("Gradient", "Regularized", "Gradient+sharpness"):
             rows.append(_net_outcomes(l, y, sharpness=n == "Gradient+sharpness"))
-        elif n in ("FiberL2", "FiberSchatten", "KirwanNess"):  # X is constant: the loss of X(0); the moments move
+        elif n in (
+            "FiberL2",
+            "FiberSchatten",
+            "KirwanNess",
+        ):  # X is constant: the loss of X(0); the moments move
             row = [dlnjax.balancedness(y), dlnjax.squared_norm(y), sq(dlnjax.end_to_end(y))]
             if n == "FiberSchatten":
                 row.append(dlnjax.schatten_regularizer(y, 1.5))
             rows.append(jnp.stack(row))
         elif n.startswith("EndToEnd"):
-            rows.append(jnp.stack([l(y), l.test_error(y), dlnjax.effective_rank(y), jnp.linalg.norm(y)]))
+            rows.append(
+                jnp.stack([l(y), l.test_error(y), dlnjax.effective_rank(y), jnp.linalg.norm(y)])
+            )
         else:
             rows.append(jnp.stack([_complex_loss()(dlnjax.end_to_end(y)), dlnjax.balancedness(y)]))
     return rows
@@ -220,9 +249,16 @@ def _group(group):
         names = GROUPS[group]
         f = lambda th, adjoint: jnp.concatenate(_deterministic_outcomes(th, adjoint, names))
         rev, fwd, fd, _ = _derivatives(f, [0.0, 0.6, 0.3, 0.0, 1.5])
-        sizes = [sd.shape[0] for sd in jax.eval_shape(lambda th: _deterministic_outcomes(th, None, names), jnp.zeros(5))]
+        sizes = [
+            sd.shape[0]
+            for sd in jax.eval_shape(
+                lambda th: _deterministic_outcomes(th, None, names), jnp.zeros(5)
+            )
+        ]
         starts = np.cumsum([0] + sizes)
-        _CACHE[group] = {n: (rev[i:j], fwd[i:j], fd[i:j]) for n, i, j in zip(names, starts[:-1], starts[1:])}
+        _CACHE[group] = {
+            n: (rev[i:j], fwd[i:j], fd[i:j]) for n, i, j in zip(names, starts[:-1], starts[1:])
+        }
     return _CACHE[group]
 
 
@@ -240,7 +276,9 @@ def test_flow_derivatives_reverse_forward_and_finite_differences(group, name):
     assert np.all(np.isfinite(rev_all))
     assert np.all(np.max(np.abs(rev), axis=0) > 1e-4), f"{name}: a parameter has no effect: {rev}"
     assert _rel(fwd, rev) <= MODE_RTOL, f"{name}: forward vs reverse mode {_rel(fwd, rev):.2e}"
-    assert _rel(rev, fd) <= FD_RTOL, f"{name}: reverse mode vs finite differences {_rel(rev, fd):.2e}\n{rev}\n{fd}"
+    assert _rel(rev, fd) <= FD_RTOL, (
+        f"{name}: reverse mode vs finite differences {_rel(rev, fd):.2e}\n{rev}\n{fd}"
+    )
     # parameters a flow does not see have derivative zero
     others = [j for j in range(5) if j not in cols]
     assert np.all(rev_all[:, others] == 0), rev_all
@@ -248,7 +286,9 @@ def test_flow_derivatives_reverse_forward_and_finite_differences(group, name):
 
 # FiberSchatten runs the same CG solve (20 s): slow
 @pytest.mark.parametrize(
-    "flow", [flows.FiberL2(), pytest.param(flows.FiberSchatten(1.5), marks=pytest.mark.slow)], ids=["FiberL2", "FiberSchatten"]
+    "flow",
+    [flows.FiberL2(), pytest.param(flows.FiberSchatten(1.5), marks=pytest.mark.slow)],
+    ids=["FiberL2", "FiberSchatten"],
 )
 def test_fiber_default_cg_solve_differentiates(flow):
     # One vector-field evaluation (no solve around it: cheap), with the default preconditioned CG: its
@@ -277,7 +317,14 @@ def test_langevin_pathwise_d_beta_and_kappa():
     def f(th, adjoint):
         a, s, kappa, beta, c = th
         l = _with_values(loss, dv, c)
-        tr = dlnjax.simulate(flows.Langevin(l, kappa, beta), _net0(WIDTHS, a, s), jnp.array([0.0, T]), dt0=DT, key=key, adjoint=adjoint)
+        tr = dlnjax.simulate(
+            flows.Langevin(l, kappa, beta),
+            _net0(WIDTHS, a, s),
+            jnp.array([0.0, T]),
+            dt0=DT,
+            key=key,
+            adjoint=adjoint,
+        )
         return _net_outcomes(l, tr[-1])
 
     theta0 = jnp.array([0.0, 0.6, 0.3, 20.0, 0.0])
@@ -285,7 +332,11 @@ def test_langevin_pathwise_d_beta_and_kappa():
     assert np.all(J[:, 3] != 0) and np.all(J[:, 2] != 0)
     # BacksolveAdjoint works for this SDE (Heun is a Stratonovich solver; the noise is additive): it solves the
     # continuous adjoint SDE backwards on the same Brownian path, so it agrees to O(dt) only.
-    bs = np.asarray(jax.jit(jax.jacrev(lambda th: f(th, dfx.BacksolveAdjoint())), compiler_options=FAST_COMPILE)(theta0))
+    bs = np.asarray(
+        jax.jit(
+            jax.jacrev(lambda th: f(th, dfx.BacksolveAdjoint())), compiler_options=FAST_COMPILE
+        )(theta0)
+    )
     assert _rel(bs, J) <= 2e-2, f"BacksolveAdjoint vs RecursiveCheckpointAdjoint {_rel(bs, J):.2e}"
 
 
@@ -303,8 +354,20 @@ def test_train_d_learning_rate_init_scale_and_data():
         del adjoint
         lr, s, a, c = th
         l = eqx.tree_at(lambda l: l.targets, loss, loss.targets + c * dy)
-        res = dlnjax.train(l, _net0(widths, a, s), optax.sgd(lr), 30, metrics=("loss", "test_error", "balancedness"))
-        return jnp.stack([res.history["loss"][-1], res.history["test_error"][-1], res.history["balancedness"][-1]])
+        res = dlnjax.train(
+            l,
+            _net0(widths, a, s),
+            optax.sgd(lr),
+            30,
+            metrics=("loss", "test_error", "balancedness"),
+        )
+        return jnp.stack(
+            [
+                res.history["loss"][-1],
+                res.history["test_error"][-1],
+                res.history["balancedness"][-1],
+            ]
+        )
 
     J = _check(f, [0.05, 0.6, 0.0, 0.0])
     assert np.all(J[:, 0] != 0)
@@ -322,7 +385,9 @@ def test_horizon_derivative_equals_vector_field_dotted_with_outcome_gradient():
     n = 40  # constant steps h = T / n: d/dT of the discrete solution is the flow up to O(h^5)
 
     def final(T, adjoint):
-        return dlnjax.simulate(flow, net0, jnp.linspace(0.0, T, 3), solver=dfx.Tsit5(), dt0=T / n, adjoint=adjoint)[-1]
+        return dlnjax.simulate(
+            flow, net0, jnp.linspace(0.0, T, 3), solver=dfx.Tsit5(), dt0=T / n, adjoint=adjoint
+        )[-1]
 
     def outcome(net):
         X = dlnjax.end_to_end(net)
@@ -336,7 +401,9 @@ def test_horizon_derivative_equals_vector_field_dotted_with_outcome_gradient():
         rev = jax.jacrev(lambda T: outcome(final(T, None)))(T)
         # forward mode at T and the stencil points, one vmapped program; it returns y(T) too
         g = lambda T: (lambda y: (outcome(y), y))(final(T, dfx.ForwardMode()))
-        (o, y), (do, _) = jax.vmap(lambda x, v: jax.jvp(g, (x,), (v,)))(T + h * offsets, (offsets == 0).astype(float))
+        (o, y), (do, _) = jax.vmap(lambda x, v: jax.jvp(g, (x,), (v,)))(
+            T + h * offsets, (offsets == 0).astype(float)
+        )
         yT = jax.tree_util.tree_map(lambda a: a[0], y)
         _, chain = jax.jvp(outcome, (yT,), (flow(T, yT),))
         fd = (o[1] - 8 * o[2] + 8 * o[3] - o[4]) / (12 * h)
@@ -367,22 +434,38 @@ def test_backsolve_adjoint_agrees_with_checkpointed():
     def f(th, adjoint):
         a, s, kappa, c = th
         l = _with_values(loss, dv, c)
-        flow = _Product((flows.Regularized(l, kappa), flows.FiberL2(FIBER_SOLVER), flows.Regularized(closs, kappa)))
-        y0 = (_net0(WIDTHS, a, s), _net0(SQUARE, a, s), jax.tree_util.tree_map(lambda w: s * w, cbase))
+        flow = _Product(
+            (
+                flows.Regularized(l, kappa),
+                flows.FiberL2(FIBER_SOLVER),
+                flows.Regularized(closs, kappa),
+            )
+        )
+        y0 = (
+            _net0(WIDTHS, a, s),
+            _net0(SQUARE, a, s),
+            jax.tree_util.tree_map(lambda w: s * w, cbase),
+        )
         y = _simulate(flow, y0, adjoint, solver=dfx.Tsit5(), rtol=1e-10, atol=1e-12, dt0=None)[-1]
-        return jnp.concatenate([
-            _net_outcomes(l, y[0]),
-            jnp.stack([dlnjax.balancedness(y[1]), dlnjax.squared_norm(y[1])]),
-            jnp.stack([closs(dlnjax.end_to_end(y[2])), dlnjax.balancedness(y[2])]),
-        ])
+        return jnp.concatenate(
+            [
+                _net_outcomes(l, y[0]),
+                jnp.stack([dlnjax.balancedness(y[1]), dlnjax.squared_norm(y[1])]),
+                jnp.stack([closs(dlnjax.end_to_end(y[2])), dlnjax.balancedness(y[2])]),
+            ]
+        )
 
     @ft.partial(jax.jit, compiler_options=FAST_COMPILE)
     def run(th):
-        return jax.jacrev(lambda x: f(x, None))(th), jax.jacrev(lambda x: f(x, dfx.BacksolveAdjoint()))(th)
+        return jax.jacrev(lambda x: f(x, None))(th), jax.jacrev(
+            lambda x: f(x, dfx.BacksolveAdjoint())
+        )(th)
 
     rc, bs = (np.asarray(x) for x in run(jnp.array([0.0, 0.6, 0.3, 0.0])))
     assert np.all(np.isfinite(rc)) and np.max(np.abs(rc)) > 1e-3
-    assert _rel(bs, rc) <= 1e-5, f"BacksolveAdjoint vs RecursiveCheckpointAdjoint {_rel(bs, rc):.2e}"
+    assert _rel(bs, rc) <= 1e-5, (
+        f"BacksolveAdjoint vs RecursiveCheckpointAdjoint {_rel(bs, rc):.2e}"
+    )
 
 
 @pytest.mark.slow  # 28 s; Diffrax's checkpointing; the default adjoint is checked against finite differences above
@@ -393,7 +476,9 @@ def test_checkpoint_count_changes_cost_not_gradient():
     n = 20
 
     def grad(adjoint):
-        f = lambda net: loss(dlnjax.end_to_end(_simulate(flows.Gradient(loss), net, adjoint, max_steps=n)[-1]))
+        f = lambda net: loss(
+            dlnjax.end_to_end(_simulate(flows.Gradient(loss), net, adjoint, max_steps=n)[-1])
+        )
         return jax.grad(f)(_net0(WIDTHS, 0.0, 0.6))
 
     @ft.partial(jax.jit, compiler_options=FAST_COMPILE)
@@ -423,14 +508,36 @@ def test_unsupported_adjoint_combinations_raise():
         dlnjax.simulate(flows.Gradient(loss), net0, jnp.array([0.0, 1.0]), adjoint="backsolve")
     # the horizon with BacksolveAdjoint
     with pytest.raises(ValueError, match="BacksolveAdjoint.*save times"):
-        jax.grad(lambda T: loss(dlnjax.end_to_end(dlnjax.simulate(flows.Gradient(loss), net0, jnp.stack([0.0, T]), dt0=0.5, adjoint=dfx.BacksolveAdjoint())[-1])))(1.0)
+        jax.grad(
+            lambda T: loss(
+                dlnjax.end_to_end(
+                    dlnjax.simulate(
+                        flows.Gradient(loss),
+                        net0,
+                        jnp.stack([0.0, T]),
+                        dt0=0.5,
+                        adjoint=dfx.BacksolveAdjoint(),
+                    )[-1]
+                )
+            )
+        )(1.0)
     # complex arrays inside the flow with BacksolveAdjoint
     closs = dlnjax.losses.Factorization(jnp.eye(3, dtype=jnp.complex128))
     cnet = dlnjax.gaussian(jr.PRNGKey(1), (3, 3, 3), 0.6, dtype=jnp.complex128)
     with pytest.raises(ValueError, match="BacksolveAdjoint.*complex"):
-        dlnjax.simulate(flows.Gradient(closs), cnet, jnp.array([0.0, 1.0]), adjoint=dfx.BacksolveAdjoint())
+        dlnjax.simulate(
+            flows.Gradient(closs), cnet, jnp.array([0.0, 1.0]), adjoint=dfx.BacksolveAdjoint()
+        )
     # forward mode needs ForwardMode; reverse mode cannot use it (Diffrax's own errors, documented in simulate)
     with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(lambda s: final_loss(1.0, None, y0=jax.tree_util.tree_map(lambda w: s * w, net0)), (1.0,), (1.0,))
+        jax.jvp(
+            lambda s: final_loss(1.0, None, y0=jax.tree_util.tree_map(lambda w: s * w, net0)),
+            (1.0,),
+            (1.0,),
+        )
     with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
-        jax.grad(lambda s: final_loss(1.0, dfx.ForwardMode(), y0=jax.tree_util.tree_map(lambda w: s * w, net0)))(1.0)
+        jax.grad(
+            lambda s: final_loss(
+                1.0, dfx.ForwardMode(), y0=jax.tree_util.tree_map(lambda w: s * w, net0)
+            )
+        )(1.0)

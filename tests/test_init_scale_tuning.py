@@ -10,12 +10,12 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from conftest import csv_rows, execute_notebook
 
 import dlnjax
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, init_scale_tuning
 from dlnjax.flows import Regularized
-from conftest import csv_rows, execute_notebook
 
 
 def test_quick_run_is_consistent(tmp_path):
@@ -69,37 +69,64 @@ def test_quick_run_is_consistent(tmp_path):
     assert len(path) == cfg["budget"] == data["path_test_error"].size
     err = np.array([float(r["test_error"]) for r in path])
     np.testing.assert_array_equal(err, data["path_test_error"])
-    np.testing.assert_array_equal([[float(r["grad_log_scale"]), float(r["grad_log_kappa"])] for r in path], data["path_grad"])
-    np.testing.assert_allclose([[float(r["scale"]), float(r["kappa"])] for r in path], np.exp(data["path_theta"]), rtol=1e-14)
-    np.testing.assert_array_equal([float(r["best_so_far"]) for r in path], np.minimum.accumulate(err))
+    np.testing.assert_array_equal(
+        [[float(r["grad_log_scale"]), float(r["grad_log_kappa"])] for r in path], data["path_grad"]
+    )
+    np.testing.assert_allclose(
+        [[float(r["scale"]), float(r["kappa"])] for r in path],
+        np.exp(data["path_theta"]),
+        rtol=1e-14,
+    )
+    np.testing.assert_array_equal(
+        [float(r["best_so_far"]) for r in path], np.minimum.accumulate(err)
+    )
     np.testing.assert_array_equal(data["final_theta"], data["path_theta"][-1])
-    best, last = (next(r for r in s["results"] if r["method"] == f"gradient descent, {w} point") for w in ("best", "last"))
+    best, last = (
+        next(r for r in s["results"] if r["method"] == f"gradient descent, {w} point")
+        for w in ("best", "last")
+    )
     assert best["test_error"] == err.min() and last["test_error"] == err[-1]
-    assert [best["log_scale"], best["log_kappa"]] == data["path_theta"][np.argmin(err)].tolist() == data["best_theta"].tolist()
+    assert (
+        [best["log_scale"], best["log_kappa"]]
+        == data["path_theta"][np.argmin(err)].tolist()
+        == data["best_theta"].tolist()
+    )
     assert s["start_test_error"] == err[0]
     # the budget table: the gradient-descent rows are the best-so-far curve, the grid rows the nested minima
     budget = csv_rows(out / "budget.csv")
     gd = [r for r in budget if r["method"] == "gradient descent"]
     assert [int(r["solves"]) for r in gd] == list(range(1, cfg["budget"] + 1))
-    np.testing.assert_array_equal([float(r["best_test_error"]) for r in gd], np.minimum.accumulate(err))
+    np.testing.assert_array_equal(
+        [float(r["best_test_error"]) for r in gd], np.minimum.accumulate(err)
+    )
     for r in (r for r in budget if r["method"] == "grid"):
         n = math.isqrt(int(r["solves"]))
         assert float(r["best_test_error"]) == E[:: (k - 1) // (n - 1), :: (k - 1) // (n - 1)].min()
     # the summary's gap is the ratio of the two reported optima
-    assert math.isclose(s["gap_matched"], best["test_error"] / matched["test_error"] - 1, rel_tol=1e-12)
+    assert math.isclose(
+        s["gap_matched"], best["test_error"] / matched["test_error"] - 1, rel_tol=1e-12
+    )
 
     # an independent solve from the saved problem data and the last parameters: the same test error
     n = cfg["size"]
-    loss = dlnjax.losses.MatrixCompletion(data["rows"], data["cols"], data["values"], (n, n), truth=data["truth"])
+    loss = dlnjax.losses.MatrixCompletion(
+        data["rows"], data["cols"], data["values"], (n, n), truth=data["truth"]
+    )
     base = dlnjax.DLN(list(data["base_layers"]))
     assert base.widths == (n,) * (cfg["depth"] + 1)
 
     @jax.jit
     def test_error(log_scale, log_kappa):
         net0 = dlnjax.DLN([jnp.exp(log_scale) * w for w in base.layers])
-        traj = dlnjax.simulate(Regularized(loss, jnp.exp(log_kappa)), net0, jnp.array([0.0, cfg["horizon"]]),
-                               solver=dfx.Tsit5(), dt0=cfg["horizon"] / cfg["steps"],
-                               stepsize_controller=dfx.ConstantStepSize(), max_steps=cfg["steps"] + 2)
+        traj = dlnjax.simulate(
+            Regularized(loss, jnp.exp(log_kappa)),
+            net0,
+            jnp.array([0.0, cfg["horizon"]]),
+            solver=dfx.Tsit5(),
+            dt0=cfg["horizon"] / cfg["steps"],
+            stepsize_controller=dfx.ConstantStepSize(),
+            max_steps=cfg["steps"] + 2,
+        )
         assert traj.ys.depth == cfg["depth"]
         return loss.test_error(dlnjax.end_to_end(traj[-1]))
 

@@ -39,7 +39,9 @@ def _expected_moments(G0, widths, kappa, beta, t, noise=2.0):
     out = np.array(G0) * decay
     for k in range(1, len(widths) - 1):
         dk = widths[k]
-        out[k - 1, :dk, :dk] += noise / 2 * (widths[k - 1] - widths[k + 1]) * (1 - decay) / (beta * kappa) * np.eye(dk)
+        out[k - 1, :dk, :dk] += (
+            noise / 2 * (widths[k - 1] - widths[k + 1]) * (1 - decay) / (beta * kappa) * np.eye(dk)
+        )
     return out
 
 
@@ -76,7 +78,9 @@ def test_mean_moments_follow_the_linear_law(loss):
     target = jr.normal(jr.PRNGKey(5), (2, 2))
     fn = None if loss is None else (lambda X: 0.5 * jnp.sum((X - target) ** 2))
     ts = jnp.array([0.0, 0.5, 1.0])
-    run = jax.jit(jax.vmap(lambda k: dlnjax.simulate(Langevin(fn, kappa, beta), net0, ts, key=k, dt0=0.01)))
+    run = jax.jit(
+        jax.vmap(lambda k: dlnjax.simulate(Langevin(fn, kappa, beta), net0, ts, key=k, dt0=0.01))
+    )
     traj = run(jr.split(jr.PRNGKey(1), paths))
     assert bool(jnp.all(traj.success))
     G = np.asarray(jax.vmap(jax.vmap(dlnjax.moments))(traj.ys))  # (paths, T, N-1, m, m)
@@ -87,18 +91,30 @@ def test_mean_moments_follow_the_linear_law(loss):
         expected = _expected_moments(G0, widths, kappa, beta, t)
         # (a) traces, each at 3 s.e.
         tr = np.trace(G[:, i], axis1=-2, axis2=-1)  # (paths, N-1)
-        z = (tr.mean(0) - np.trace(expected, axis1=-2, axis2=-1)) / (tr.std(0, ddof=1) / math.sqrt(paths))
+        z = (tr.mean(0) - np.trace(expected, axis1=-2, axis2=-1)) / (
+            tr.std(0, ddof=1) / math.sqrt(paths)
+        )
         assert np.all(np.abs(z) <= 3.0), (t, z)
         samples.append(_unique_entries(G[:, i], widths))
         expect.append(_unique_entries(expected, widths))
-        halved.append(_unique_entries(_expected_moments(G0, widths, kappa, beta, t, noise=1.0), widths))
+        halved.append(
+            _unique_entries(_expected_moments(G0, widths, kappa, beta, t, noise=1.0), widths)
+        )
     samples, expect = np.concatenate(samples, 1), np.concatenate(expect)
     # (b) all entries jointly
     p, t2 = _hotelling_pvalue(samples, expect)
     assert p > ALPHA, (p, t2)
     # (c) power: the law with noise 1/beta (the variance of (4.3) as printed), and without noise, are rejected
     assert _hotelling_pvalue(samples, np.concatenate(halved))[0] < 1e-8
-    assert _hotelling_pvalue(samples, _unique_entries(np.stack([G0 * np.exp(-2 * kappa * t) for t in (0.5, 1.0)]), widths).ravel())[0] < 1e-8
+    assert (
+        _hotelling_pvalue(
+            samples,
+            _unique_entries(
+                np.stack([G0 * np.exp(-2 * kappa * t) for t in (0.5, 1.0)]), widths
+            ).ravel(),
+        )[0]
+        < 1e-8
+    )
 
 
 def test_stationary_law_is_the_gaussian_with_variance_one_over_beta_kappa():
@@ -115,8 +131,16 @@ def test_stationary_law_is_the_gaussian_with_variance_one_over_beta_kappa():
     kappa, beta, paths, T = 2.0, 4.0, 1000, 4.0
     net0 = dlnjax.gaussian(jr.PRNGKey(0), (3, 3, 3), 2.0)
     ts = jnp.array([0.0, T])
-    run = jax.jit(jax.vmap(lambda k: dlnjax.simulate(Langevin(None, kappa, beta), net0, ts, key=k, dt0=0.01)))
-    w = np.concatenate([np.asarray(a[:, -1]).reshape(paths, -1) for a in run(jr.split(jr.PRNGKey(2), paths)).ys.arrays()], 1)
+    run = jax.jit(
+        jax.vmap(lambda k: dlnjax.simulate(Langevin(None, kappa, beta), net0, ts, key=k, dt0=0.01))
+    )
+    w = np.concatenate(
+        [
+            np.asarray(a[:, -1]).reshape(paths, -1)
+            for a in run(jr.split(jr.PRNGKey(2), paths)).ys.arrays()
+        ],
+        1,
+    )
     w0 = np.concatenate([np.asarray(a).ravel() for a in net0.arrays()])
     n, p = w.shape
     mu = np.exp(-kappa * T) * w0
@@ -124,7 +148,9 @@ def test_stationary_law_is_the_gaussian_with_variance_one_over_beta_kappa():
     S = np.sum((w - mu) ** 2, axis=0) / v  # each ~ chi^2(n)
     pooled_z = (S.sum() - n * p) / math.sqrt(2 * n * p)
     assert abs(pooled_z) <= 3.0, pooled_z
-    v_printed = 1 / (2 * beta * kappa)  # variance per real entry of exp(-beta kappa ||W||^2), (4.3) as printed
+    v_printed = 1 / (
+        2 * beta * kappa
+    )  # variance per real entry of exp(-beta kappa ||W||^2), (4.3) as printed
     z_printed = (np.sum((w - mu) ** 2) / v_printed - n * p) / math.sqrt(2 * n * p)
     assert z_printed > 20, z_printed
     z = (S - n) / math.sqrt(2 * n)
@@ -133,12 +159,19 @@ def test_stationary_law_is_the_gaussian_with_variance_one_over_beta_kappa():
     assert float(jss.chi2.sf(means, p)) > ALPHA, means
 
 
-@pytest.mark.parametrize("diffusion,exponent,stationary", [
-    ("real", 0.5, True),  # exp(-beta kappa ||W||^2 / 2): the law of (4.4) / dlnjax.flows.Langevin
-    ("real", 1.0, False),  # (4.3) as printed
-    ("complex", 1.0, True),  # (4.3) holds for complex B with E|dB|^2 = dt per entry
-    ("complex", 0.5, False),
-])
+@pytest.mark.parametrize(
+    "diffusion,exponent,stationary",
+    [
+        (
+            "real",
+            0.5,
+            True,
+        ),  # exp(-beta kappa ||W||^2 / 2): the law of (4.4) / dlnjax.flows.Langevin
+        ("real", 1.0, False),  # (4.3) as printed
+        ("complex", 1.0, True),  # (4.3) holds for complex B with E|dB|^2 = dt per entry
+        ("complex", 0.5, False),
+    ],
+)
 def test_stationary_density_of_the_sde_vs_4_3(diffusion, exponent, stationary):
     """Direct computation: the Fokker-Planck residual div(kappa W rho) + D Lap rho of rho = exp(-a beta kappa ||W||^2).
 
@@ -155,7 +188,9 @@ def test_stationary_density_of_the_sde_vs_4_3(diffusion, exponent, stationary):
         div = jnp.trace(jax.jacfwd(flux)(x))
         lap = jnp.trace(jax.hessian(rho)(x))
         residual = float((div + D * lap) / rho(x))
-        analytic = kappa * p * (1 - 2 * exponent * beta * D) + 2 * exponent * beta * kappa**2 * float(jnp.sum(x**2)) * (2 * exponent * beta * D - 1)
+        analytic = kappa * p * (
+            1 - 2 * exponent * beta * D
+        ) + 2 * exponent * beta * kappa**2 * float(jnp.sum(x**2)) * (2 * exponent * beta * D - 1)
         assert abs(residual - analytic) <= 1e-10 * (1 + abs(analytic))
         if stationary:
             assert abs(residual) <= 1e-10
@@ -175,4 +210,6 @@ def test_langevin_bad_input():
         dlnjax.simulate(dlnjax.flows.KirwanNess(), net, jnp.array([0.0, 1.0]), key=jr.PRNGKey(0))
     cnet = dlnjax.gaussian(jr.PRNGKey(0), (2, 2, 2), dtype=jnp.complex128)
     with pytest.raises(ValueError, match="only real weights"):
-        dlnjax.simulate(Langevin(None, 1.0, 1.0), cnet, jnp.array([0.0, 1.0]), key=jr.PRNGKey(0), dt0=0.1)
+        dlnjax.simulate(
+            Langevin(None, 1.0, 1.0), cnet, jnp.array([0.0, 1.0]), key=jr.PRNGKey(0), dt0=0.1
+        )

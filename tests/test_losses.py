@@ -5,13 +5,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from conftest import HYP, rand_layers, rand_matrix
 from hypothesis import given
 from hypothesis import strategies as st
 
 import dlnjax
 from dlnjax.losses import Factorization, MatrixCompletion, MatrixSensing, Regression
-
-from conftest import HYP, rand_layers, rand_matrix
 
 
 def _real_grad(fn, X):
@@ -32,7 +31,11 @@ def _check_gradient(fn, X, grad_expected, rng, is_complex):
     assert abs(fd - np.real(np.vdot(grad_expected, V))) <= 1e-6 * (1 + abs(fd))
 
 
-@given(seed=st.integers(0, 2**16), is_complex=st.booleans(), shape=st.sampled_from([(3, 3), (4, 2), (2, 5)]))
+@given(
+    seed=st.integers(0, 2**16),
+    is_complex=st.booleans(),
+    shape=st.sampled_from([(3, 3), (4, 2), (2, 5)]),
+)
 @HYP
 def test_matrix_completion_value_and_gradient(seed, is_complex, shape):
     rng = np.random.default_rng(seed)
@@ -53,7 +56,11 @@ def test_matrix_completion_value_and_gradient(seed, is_complex, shape):
     assert abs(float(loss.test_error(jnp.asarray(X))) - rel) <= 1e-12
 
 
-@given(seed=st.integers(0, 2**16), is_complex=st.booleans(), shape=st.sampled_from([(3, 3), (4, 2), (1, 5)]))
+@given(
+    seed=st.integers(0, 2**16),
+    is_complex=st.booleans(),
+    shape=st.sampled_from([(3, 3), (4, 2), (1, 5)]),
+)
 @HYP
 def test_matrix_sensing_value_and_gradient(seed, is_complex, shape):
     rng = np.random.default_rng(seed)
@@ -92,7 +99,9 @@ def test_regression_value_gradient_and_least_squares(seed, d_out):
     X = rng.standard_normal((Y.shape[1], d_in))
     loss = Regression(x, y)
     assert loss.shape == (Y.shape[1], d_in)
-    expected = sum(np.sum((X @ x[i] - Y[i]) ** 2) for i in range(n)) / n  # (1/n) sum ||f(x_i) - y_i||^2, no 1/2
+    expected = (
+        sum(np.sum((X @ x[i] - Y[i]) ** 2) for i in range(n)) / n
+    )  # (1/n) sum ||f(x_i) - y_i||^2, no 1/2
     assert abs(float(loss(jnp.asarray(X))) - expected) <= 1e-12 * (1 + expected)
     _check_gradient(loss, jnp.asarray(X), 2 * (X @ x.T - Y.T) @ x / n, rng, False)
     np.testing.assert_allclose(np.asarray(loss.covariance()), x.T @ x / n, rtol=1e-13)
@@ -119,10 +128,14 @@ def test_random_instances_have_the_promised_structure():
     mc = MatrixCompletion.random(key, (20, 15), 3, 100)
     M = np.asarray(mc.truth)
     s = np.linalg.svd(M, compute_uv=False)
-    assert abs(np.linalg.norm(M) - 1) < 1e-12 and s[2] > 1e-6 and s[3] < 1e-12  # rank 3, unit Frobenius norm
+    assert (
+        abs(np.linalg.norm(M) - 1) < 1e-12 and s[2] > 1e-6 and s[3] < 1e-12
+    )  # rank 3, unit Frobenius norm
     flat = np.asarray(mc.rows) * 15 + np.asarray(mc.cols)
     assert len(np.unique(flat)) == 100  # distinct observed entries
-    np.testing.assert_array_equal(np.asarray(mc.values), M[np.asarray(mc.rows), np.asarray(mc.cols)])
+    np.testing.assert_array_equal(
+        np.asarray(mc.values), M[np.asarray(mc.rows), np.asarray(mc.cols)]
+    )
     assert float(mc(mc.truth)) == 0.0
     ms = MatrixSensing.random(key, (4, 6), 2, 30)
     assert float(ms(ms.truth)) < 1e-28 and ms.measurements.shape == (30, 4, 6)
@@ -148,7 +161,10 @@ def test_losses_are_pytrees_under_vmap_and_jit():
         (lambda: MatrixCompletion([0.0], [0], [1.0], (2, 2)), "integer indices"),
         (lambda: MatrixCompletion([0], [0], [np.nan], (2, 2)), "non-finite"),
         (lambda: MatrixCompletion([], [], [], (2, 2)), "at least one"),
-        (lambda: MatrixCompletion([0], [0], [1.0], (2, 2), truth=np.ones((3, 2))), "truth must have shape"),
+        (
+            lambda: MatrixCompletion([0], [0], [1.0], (2, 2), truth=np.ones((3, 2))),
+            "truth must have shape",
+        ),
         (lambda: MatrixSensing(np.ones((3, 2, 2)), np.ones(2)), "as many values"),
         (lambda: MatrixSensing(np.ones((2, 2)), np.ones(2)), "3 dimensions"),
         (lambda: Regression(np.ones((4, 3)), np.ones(5)), "same n"),
@@ -207,7 +223,12 @@ def test_forward_matches_an_explicit_loop(name, widths):
         phi = np.vectorize(lambda v: 0.5 * v * (1 + erf(v / sqrt(2))))
     else:
         phi = _PHI[name]
-    np.testing.assert_allclose(np.asarray(dlnjax.forward(net, jnp.asarray(x))), _np_forward(layers, x, phi), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(dlnjax.forward(net, jnp.asarray(x))),
+        _np_forward(layers, x, phi),
+        rtol=1e-12,
+        atol=1e-13,
+    )
 
 
 def test_homogeneous_activations_are_positively_homogeneous():
@@ -217,7 +238,11 @@ def test_homogeneous_activations_are_positively_homogeneous():
         net = dlnjax.DLN(layers, activation=name)
         scaled = dlnjax.DLN([2.0 * w for w in layers], activation=name)
         # f(2W_1, ..., 2W_N) = 2^N f(W): degree-one homogeneity layer by layer (seed 002)
-        np.testing.assert_allclose(np.asarray(dlnjax.forward(scaled, x)), 8 * np.asarray(dlnjax.forward(net, x)), rtol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(dlnjax.forward(scaled, x)),
+            8 * np.asarray(dlnjax.forward(net, x)),
+            rtol=1e-12,
+        )
         assert dlnjax.Activation(name).is_homogeneous
     assert not dlnjax.Activation("gelu").is_homogeneous
 
@@ -237,9 +262,15 @@ def test_network_loss_linear_and_nonlinear():
     # the gradient of a nonlinear network's loss, against a finite difference along a random direction
     g = dlnjax.network_gradient(loss, relu)
     V = [rng.standard_normal(w.shape) for w in layers]
-    f = lambda t: float(dlnjax.network_loss(loss, dlnjax.DLN([w + t * v for w, v in zip(layers, V)], activation="relu")))
+    f = lambda t: float(
+        dlnjax.network_loss(
+            loss, dlnjax.DLN([w + t * v for w, v in zip(layers, V)], activation="relu")
+        )
+    )
     fd = (f(1e-6) - f(-1e-6)) / 2e-6
-    assert abs(fd - sum(np.sum(np.asarray(a) * v) for a, v in zip(g.layers, V))) < 1e-6 * (1 + abs(fd))
+    assert abs(fd - sum(np.sum(np.asarray(a) * v) for a, v in zip(g.layers, V))) < 1e-6 * (
+        1 + abs(fd)
+    )
 
 
 def test_linear_only_geometry_rejects_nonlinear_networks():

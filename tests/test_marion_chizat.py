@@ -5,12 +5,18 @@ import json
 
 import numpy as np
 import pytest
+from conftest import execute_notebook
 
 from dlnjax._cli import main
 from dlnjax.experiments import marion_chizat as mc
-from conftest import execute_notebook
 
-FIGURES = ("sharpness_gaussian.png", "sharpness_residual.png", "sharpness_depth.png", "structure.png", "gd_vs_gf.png")
+FIGURES = (
+    "sharpness_gaussian.png",
+    "sharpness_residual.png",
+    "sharpness_depth.png",
+    "structure.png",
+    "gd_vs_gf.png",
+)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -54,7 +60,9 @@ def test_bounds_equal_2Na_and_8NLambda_from_the_saved_data(quick):
     np.testing.assert_allclose(data["bounds"], [2 * N * a, 8 * N * lam], rtol=1e-10)
     assert b["r_min"] == pytest.approx(np.mean((X @ w - y) ** 2), rel=1e-10)
     for depth, (lo, hi) in zip(data["depths"], data["depth_bounds"]):
-        assert lo == pytest.approx(2 * depth * a, rel=1e-10) and hi == pytest.approx(8 * depth * lam, rel=1e-10)
+        assert lo == pytest.approx(2 * depth * a, rel=1e-10) and hi == pytest.approx(
+            8 * depth * lam, rel=1e-10
+        )
 
 
 def test_csv_matches_npz(quick):
@@ -64,7 +72,11 @@ def test_csv_matches_npz(quick):
         rows = [r for r in runs if r["init"] == fam]
         assert len(rows) == len(cfg.step_sizes) * len(scales) * cfg.seeds
         for r in rows:
-            i, j, k = cfg.step_sizes.index(float(r["eta"])), scales.index(float(r["scale"])), int(r["seed"])
+            i, j, k = (
+                cfg.step_sizes.index(float(r["eta"])),
+                scales.index(float(r["scale"])),
+                int(r["seed"]),
+            )
             s = data[f"{fam}_gd_sharpness"][i, j, k]
             assert (np.isnan(s) and r["sharpness"] == "nan") or float(r["sharpness"]) == s
             assert int(r["diverged"]) == data[f"{fam}_gd_diverged"][i, j, k]
@@ -89,8 +101,12 @@ def test_divergence_fractions_and_flags_are_consistent(quick):
         np.testing.assert_allclose(frac, div.mean(axis=2))
         assert not np.any(div & conv)
         # a diverged run has no sharpness and a step of divergence; the others have both finite / -1
-        assert np.all(np.isnan(data[f"{fam}_gd_sharpness"][div])) and np.all(data[f"{fam}_gd_diverged_at"][div] >= 0)
-        assert np.all(np.isfinite(data[f"{fam}_gd_sharpness"][~div])) and np.all(data[f"{fam}_gd_diverged_at"][~div] == -1)
+        assert np.all(np.isnan(data[f"{fam}_gd_sharpness"][div])) and np.all(
+            data[f"{fam}_gd_diverged_at"][div] >= 0
+        )
+        assert np.all(np.isfinite(data[f"{fam}_gd_sharpness"][~div])) and np.all(
+            data[f"{fam}_gd_diverged_at"][~div] == -1
+        )
 
 
 def test_measured_facts_hold_in_the_saved_data(quick):

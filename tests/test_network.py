@@ -12,18 +12,14 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
-import dlnjax
 from conftest import (
-    padding_masks,
     HYP,
     NONUNIFORM,
     assert_close,
     ct,
     explicit_moments,
     explicit_product,
+    padding_masks,
     padding_max_abs,
     rand_invertible,
     rand_layers,
@@ -33,6 +29,10 @@ from conftest import (
     tree_max_abs_diff,
     widths_st,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+
+import dlnjax
 
 # --------------------------------------------------------------------------------------------------
 # Construction, storage, .layers
@@ -61,7 +61,9 @@ def _check_storage(net, layers, widths):
     np.testing.assert_array_equal(np.asarray(net.first[: widths[1]]), layers[0])
     np.testing.assert_array_equal(np.asarray(net.last[:, : widths[-2]]), layers[-1])
     for k in range(n - 2):
-        np.testing.assert_array_equal(np.asarray(net.inner[k, : widths[k + 2], : widths[k + 1]]), layers[k + 1])
+        np.testing.assert_array_equal(
+            np.asarray(net.inner[k, : widths[k + 2], : widths[k + 1]]), layers[k + 1]
+        )
 
 
 @pytest.mark.parametrize("widths", [NONUNIFORM, (2, 7, 1, 3), (4, 3), (3, 5, 2)])
@@ -130,7 +132,9 @@ def test_dtype_promotion(dtypes, expected):
 def test_accepts_nested_lists_and_jax_arrays():
     net = dlnjax.DLN([[[1.0, 2.0]], jnp.array([[3.0], [4.0]])])
     assert net.widths == (2, 1, 2)
-    np.testing.assert_array_equal(np.asarray(dlnjax.end_to_end(net)), np.array([[3.0, 6.0], [4.0, 8.0]]))
+    np.testing.assert_array_equal(
+        np.asarray(dlnjax.end_to_end(net)), np.array([[3.0, 6.0], [4.0, 8.0]])
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,7 +151,12 @@ def test_rejects_non_chaining_widths():
 
 @pytest.mark.parametrize(
     "layers",
-    [[np.ones(3)], [np.ones((3, 2)), np.ones((2, 3, 1))], [np.ones((3, 2)), np.float64(2.0)], [np.ones((1, 2, 2))]],
+    [
+        [np.ones(3)],
+        [np.ones((3, 2)), np.ones((2, 3, 1))],
+        [np.ones((3, 2)), np.float64(2.0)],
+        [np.ones((1, 2, 2))],
+    ],
 )
 def test_rejects_wrong_ranks(layers):
     with pytest.raises(ValueError, match="must be a 2-D array"):
@@ -196,12 +205,19 @@ def test_fiber_center_rejects_inner_width_below_rank():
     X = rand_matrix(np.random.default_rng(0), (4, 4), False)  # rank 4
     with pytest.raises(ValueError, match=r"inner width 3 is below rank X = 4"):
         dlnjax.fiber_center(X, 3, widths=(4, 5, 3, 4))
-    Y = rand_matrix(np.random.default_rng(1), (4, 2), False) @ rand_matrix(np.random.default_rng(2), (2, 5), False)
+    Y = rand_matrix(np.random.default_rng(1), (4, 2), False) @ rand_matrix(
+        np.random.default_rng(2), (2, 5), False
+    )
     with pytest.raises(ValueError, match=r"inner width 1 is below rank X = 2"):
         dlnjax.fiber_center(Y, 2, widths=(5, 1, 4))
     # an inner width equal to rank X < min(d_N, d_0) is allowed, and lands on the fiber
     c = dlnjax.fiber_center(Y, 3, widths=(5, 2, 3, 4))
-    assert_close(explicit_product([np.asarray(w) for w in c.layers]), Y, 1e-12, "X(fiber_center) at inner width = rank X")
+    assert_close(
+        explicit_product([np.asarray(w) for w in c.layers]),
+        Y,
+        1e-12,
+        "X(fiber_center) at inner width = rank X",
+    )
 
 
 def test_fiber_center_rejects_bad_arguments():
@@ -252,7 +268,10 @@ def _network_quantities(layers, V):
 def _dG_explicit(layers, V):
     """dG(V)_k = V_k W_k^* + W_k V_k^* - V_{k+1}^* W_{k+1} - W_{k+1}^* V_{k+1} (docs/theory.md §2)."""
     return [
-        V[k] @ ct(layers[k]) + layers[k] @ ct(V[k]) - ct(V[k + 1]) @ layers[k + 1] - ct(layers[k + 1]) @ V[k + 1]
+        V[k] @ ct(layers[k])
+        + layers[k] @ ct(V[k])
+        - ct(V[k + 1]) @ layers[k + 1]
+        - ct(layers[k + 1]) @ V[k + 1]
         for k in range(len(layers) - 1)
     ]
 
@@ -274,7 +293,9 @@ def _check_network_identities(widths, is_complex, seed):
     Gref = explicit_moments(layers)
     gnorm = np.sqrt(sum(np.sum(np.abs(g) ** 2) for g in Gref))
     assert abs(float(q["bal"]) - gnorm / nrm) <= 1e-13 * gnorm / nrm + 1e-300
-    assert abs(float(q["bal_scaled"]) - gnorm / nrm) <= 1e-12 * gnorm / nrm + 1e-300  # scale invariant
+    assert (
+        abs(float(q["bal_scaled"]) - gnorm / nrm) <= 1e-12 * gnorm / nrm + 1e-300
+    )  # scale invariant
     G = np.asarray(q["G"])
     if n == 1:
         assert G.shape[0] == 0 and float(q["bal"]) == 0.0
@@ -293,7 +314,9 @@ def _check_network_identities(widths, is_complex, seed):
         # Tr G_k = ||W_k||^2 - ||W_{k+1}||^2
         tr = np.trace(G[k])
         assert abs(np.imag(tr)) <= 1e-13 * max(norms[k], norms[k + 1])
-        assert abs(np.real(tr) - (norms[k] - norms[k + 1])) <= 1e-13 * max(norms[k], norms[k + 1]), "Tr G_k"
+        assert abs(np.real(tr) - (norms[k] - norms[k + 1])) <= 1e-13 * max(
+            norms[k], norms[k + 1]
+        ), "Tr G_k"
         # dG(W) = 2G (jvp of `moments` along W itself)
         assert np.max(np.abs(dG[k] - 2 * G[k])) <= 1e-13 * scale, "dG(W) = 2G"
         # the tangent map of `moments` is dG of docs/theory.md §2
@@ -306,7 +329,9 @@ def test_network_identities_random(widths, is_complex, seed):
     _check_network_identities(widths, is_complex, seed)
 
 
-@pytest.mark.parametrize("widths", [NONUNIFORM, (4, 4, 4, 4), (2, 5, 3), (3, 1, 4), (2, 3), (1, 1, 1, 1)])
+@pytest.mark.parametrize(
+    "widths", [NONUNIFORM, (4, 4, 4, 4), (2, 5, 3), (3, 1, 4), (2, 3), (1, 1, 1, 1)]
+)
 @pytest.mark.parametrize("is_complex", [False, True])
 def test_network_identities_cases(widths, is_complex):
     _check_network_identities(widths, is_complex, 11)
@@ -329,7 +354,9 @@ def test_balancedness_of_the_zero_network_is_zero():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("widths, is_complex", [(NONUNIFORM, False), (NONUNIFORM, True), ((4, 2), True)])
+@pytest.mark.parametrize(
+    "widths, is_complex", [(NONUNIFORM, False), (NONUNIFORM, True), ((4, 2), True)]
+)
 def test_functions_under_vmap_equal_per_element(widths, is_complex):
     layer_sets = [rand_layers(s, widths, is_complex) for s in range(3)]
     stacked = [np.stack(ws) for ws in zip(*layer_sets)]
@@ -341,7 +368,9 @@ def test_functions_under_vmap_equal_per_element(widths, is_complex):
         for b, r in zip(batched, ref):
             b, r = np.asarray(b[i]), np.asarray(r)
             assert b.shape == r.shape
-            assert np.max(np.abs(b - r), initial=0.0) <= 1e-14 * max(np.max(np.abs(r), initial=0.0), 1.0)
+            assert np.max(np.abs(b - r), initial=0.0) <= 1e-14 * max(
+                np.max(np.abs(r), initial=0.0), 1.0
+            )
         assert_close(batched[0][i], explicit_product(ls), 1e-13, "batched end_to_end")
         Gref = explicit_moments(ls)
         for k, g in enumerate(Gref):
@@ -354,9 +383,9 @@ def test_functions_under_vmap_equal_per_element(widths, is_complex):
 # --------------------------------------------------------------------------------------------------
 
 _fiber_center_jit = jax.jit(
-    lambda X, depth, widths: (lambda c: (c.layers, dlnjax.end_to_end(c), dlnjax.squared_norm(c), dlnjax.balancedness(c)))(
-        dlnjax.fiber_center(X, depth, widths)
-    ),
+    lambda X, depth, widths: (
+        lambda c: (c.layers, dlnjax.end_to_end(c), dlnjax.squared_norm(c), dlnjax.balancedness(c))
+    )(dlnjax.fiber_center(X, depth, widths)),
     static_argnums=(1, 2),
 )
 
@@ -366,7 +395,9 @@ def _check_fiber_center(X, depth, widths):
     dN, d0 = X.shape
     r = min(dN, d0)
     expected_widths = widths if widths is not None else (d0,) + (r,) * (depth - 1) + (dN,)
-    assert tuple(w.shape for w in layers) == tuple((expected_widths[k + 1], expected_widths[k]) for k in range(depth))
+    assert tuple(w.shape for w in layers) == tuple(
+        (expected_widths[k + 1], expected_widths[k]) for k in range(depth)
+    )
     layers = [np.asarray(w) for w in layers]
     assert_close(Xc, X, 1e-12, "end_to_end(fiber_center)")
     assert_close(explicit_product(layers), X, 1e-12, "explicit X(fiber_center)")
@@ -431,7 +462,11 @@ def test_group_action_preserves_X_and_is_the_explicit_action(widths, is_complex,
     assert_close(Xout, X, 1e-12, "group action preserves X")
     inv = [np.linalg.inv(a) for a in A]
     n = len(layers)
-    ref = [A[0] @ layers[0]] + [A[k] @ layers[k] @ inv[k - 1] for k in range(1, n - 1)] + [layers[-1] @ inv[-1]]
+    ref = (
+        [A[0] @ layers[0]]
+        + [A[k] @ layers[k] @ inv[k - 1] for k in range(1, n - 1)]
+        + [layers[-1] @ inv[-1]]
+    )
     assert_close(out.layers, ref, 1e-12, "group action formula (1.6)")
     assert padding_max_abs(out) <= 1e-15 * max(np.max(np.abs(r)) for r in ref)
 
@@ -443,7 +478,9 @@ def test_group_action_array_form_and_balance():
     A = [rand_invertible(rng, 4, True) for _ in range(3)]
     a, _ = _group_action_jit(A, layers)
     b, _ = _group_action_jit(np.stack(A), layers)
-    assert tree_max_abs_diff(a.layers, b.layers) <= 1e-14 * max(float(np.max(np.abs(np.asarray(w)))) for w in a.layers)
+    assert tree_max_abs_diff(a.layers, b.layers) <= 1e-14 * max(
+        float(np.max(np.abs(np.asarray(w)))) for w in a.layers
+    )
     # depth one: the group is trivial
     one = dlnjax.DLN(rand_layers(0, (3, 2)))
     assert tree_max_abs_diff(dlnjax.group_action([], one).layers, one.layers) == 0.0
@@ -460,13 +497,20 @@ def test_group_action_array_form_and_balance():
 
 
 _rfp_jit = jax.jit(
-    lambda key, X, depth, spread, widths: dlnjax.random_fiber_point(key, X, depth, spread, widths), static_argnums=(2, 4)
+    lambda key, X, depth, spread, widths: dlnjax.random_fiber_point(key, X, depth, spread, widths),
+    static_argnums=(2, 4),
 )
 
 
 @pytest.mark.parametrize(
     "shape, depth, widths, is_complex",
-    [((3, 3), 4, None, False), ((3, 3), 3, None, True), ((2, 5), 3, (5, 3, 4, 2), False), ((4, 2), 2, (2, 3, 4), True), ((3, 3), 1, None, False)],
+    [
+        ((3, 3), 4, None, False),
+        ((3, 3), 3, None, True),
+        ((2, 5), 3, (5, 3, 4, 2), False),
+        ((4, 2), 2, (2, 3, 4), True),
+        ((3, 3), 1, None, False),
+    ],
 )
 def test_random_fiber_point_lies_on_the_fiber(shape, depth, widths, is_complex):
     X = rand_matrix(np.random.default_rng(6), shape, is_complex)
@@ -475,13 +519,22 @@ def test_random_fiber_point_lies_on_the_fiber(shape, depth, widths, is_complex):
         assert w.depth == depth
         if widths is not None:
             assert w.widths == widths
-        assert_close(explicit_product([np.asarray(x) for x in w.layers]), X, 1e-12, "random_fiber_point on the fiber")
+        assert_close(
+            explicit_product([np.asarray(x) for x in w.layers]),
+            X,
+            1e-12,
+            "random_fiber_point on the fiber",
+        )
         if depth > 1:
             G = explicit_moments([np.asarray(x) for x in w.layers])
-            assert max(np.max(np.abs(g)) for g in G) > 1e-3 * sq_norm(w.layers)  # a generic fiber point is unbalanced
+            assert max(np.max(np.abs(g)) for g in G) > 1e-3 * sq_norm(
+                w.layers
+            )  # a generic fiber point is unbalanced
     c0 = _rfp_jit(jr.PRNGKey(0), X, depth, 0.0, widths)
     c = _fiber_center_jit(X, depth, widths)[0]
-    assert tree_max_abs_diff(c0.layers, c) <= 1e-15 * max(float(np.max(np.abs(np.asarray(x)))) for x in c)
+    assert tree_max_abs_diff(c0.layers, c) <= 1e-15 * max(
+        float(np.max(np.abs(np.asarray(x)))) for x in c
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -497,7 +550,9 @@ def test_gaussian_statistics(dtype):
     net = gauss(jr.PRNGKey(0))
     assert net.widths == widths and net.dtype == dtype
     for w in net.layers:
-        w = np.asarray(w, np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64)
+        w = np.asarray(
+            w, np.complex128 if jnp.issubdtype(dtype, jnp.complexfloating) else np.float64
+        )
         n = w.size  # >= 30000 samples: relative standard error of the second moment <= 1%
         m2 = np.mean(np.abs(w) ** 2)
         assert abs(m2 / scale**2 - 1) < 0.05  # E|w|^2 = scale^2
@@ -552,7 +607,9 @@ def test_residual_and_identity():
         dlnjax.residual(jr.PRNGKey(0), 0, 3, 1.0)
 
 
-@pytest.mark.parametrize("widths", [(5, 1, 4, 3), (2, 3, 3, 6), (4, 2, 3, 2, 7), (3, 3), (6, 2, 2, 2, 1)])
+@pytest.mark.parametrize(
+    "widths", [(5, 1, 4, 3), (2, 3, 3, 6), (4, 2, 3, 2, 7), (3, 3), (6, 2, 2, 2, 1)]
+)
 def test_mask_is_one_exactly_on_the_weights(widths):
     """`DLN.mask()` has the stored arrays' shapes and is 1 off the padding, 0 on it (also when d_0 or d_N exceed m)."""
     net = dlnjax.gaussian(jax.random.PRNGKey(0), widths)

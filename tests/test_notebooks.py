@@ -9,7 +9,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import NOTEBOOK_DIR
 
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -25,11 +24,15 @@ def test_notebook_is_stripped(path):
     nbformat.validate(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, "commit notebooks with outputs stripped"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                "commit notebooks with outputs stripped"
+            )
 
 
 def test_every_notebook_is_executed_by_a_test():
     called = set()
     for f in Path(__file__).parent.glob("test_*.py"):
-        called |= set(re.findall(r"^\s+execute_notebook\(\"([^\"]+)\"\)", f.read_text(), flags=re.M))
+        called |= set(
+            re.findall(r"^\s+execute_notebook\(\"([^\"]+)\"\)", f.read_text(), flags=re.M)
+        )
     assert called == {p.name for p in NOTEBOOKS}

@@ -19,11 +19,11 @@ import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 import pytest  # noqa: E402
+from conftest import explicit_moments, explicit_product, rand_layers, sq_norm  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import dlnjax  # noqa: E402
-from conftest import explicit_moments, explicit_product, rand_layers, sq_norm  # noqa: E402
 from dlnjax import flows  # noqa: E402
 from dlnjax._diagnostics import sharpness  # noqa: E402
 from dlnjax._padding import (  # noqa: E402
@@ -145,7 +145,9 @@ def test_loss_and_gradient_unchanged(kind):
     assert _max_diff(masked, jax.tree_util.tree_map(jnp.multiply, embedded, live)) <= 1e-12 * max(
         float(jnp.max(jnp.abs(x))) for x in g_ref
     )
-    assert _max_diff(unpad(g_pad, widths), dlnjax.DLN(g_ref)) <= 1e-12 * max(float(jnp.max(jnp.abs(x))) for x in g_ref)
+    assert _max_diff(unpad(g_pad, widths), dlnjax.DLN(g_ref)) <= 1e-12 * max(
+        float(jnp.max(jnp.abs(x))) for x in g_ref
+    )
     # zero on the padding (everything off live and off the d_1 x d_1 corner of the frozen layers)
     frozen_corner = np.zeros(g_pad.inner.shape, bool)
     frozen_corner[: 6 - 3, : widths[1], : widths[1]] = True
@@ -169,7 +171,15 @@ def test_padded_quantities_equal_the_real_ones_in_one_vmapped_program():
     layer_sets = [rand_layers(10 + i, w, scale=1.1) for i, w in enumerate(MIXED)]
     pairs = [pad(dlnjax.DLN(ls), PAD_DEPTH, PAD_WIDTH) for ls in layer_sets]
     padded, live = _stack([p for p, _ in pairs]), _stack([l for _, l in pairs])
-    fn = jax.jit(jax.vmap(lambda n, l: (padded_squared_norm(n, l), padded_layer_norms(n, l), padded_balancedness(n, l))))
+    fn = jax.jit(
+        jax.vmap(
+            lambda n, l: (
+                padded_squared_norm(n, l),
+                padded_layer_norms(n, l),
+                padded_balancedness(n, l),
+            )
+        )
+    )
     sq, norms, bal = fn(padded, live)
     for i, ls in enumerate(layer_sets):
         n = len(ls)
@@ -183,7 +193,9 @@ def test_padded_quantities_equal_the_real_ones_in_one_vmapped_program():
     # the dlnjax functions of one real net (the non-uniform one)
     real = dlnjax.DLN(layer_sets[-1])
     np.testing.assert_allclose(float(bal[-1]), float(dlnjax.balancedness(real)), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(norms[-1, :4]), np.asarray(dlnjax.layer_norms(real)), rtol=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(norms[-1, :4]), np.asarray(dlnjax.layer_norms(real)), rtol=1e-13
+    )
     # the zero network is balanced, no NaN
     zero = jax.tree_util.tree_map(jnp.zeros_like, pairs[0][0])
     assert float(padded_balancedness(zero, pairs[0][1])) == 0.0
@@ -206,19 +218,49 @@ def test_train_with_mask_follows_the_real_trajectory():
     padded, live = _stack([p for p, _ in pairs]), _stack([l for _, l in pairs])
 
     def run_padded(net, l):
-        fns = {"objective": lambda n: padded_objective(loss, n, l, kappa), "norms": lambda n: padded_layer_norms(n, l)}
-        return train(loss, net, opt, steps, every=every, kappa=kappa, metrics=("loss", "grad_norm"), metric_fns=fns, mask=l)
+        fns = {
+            "objective": lambda n: padded_objective(loss, n, l, kappa),
+            "norms": lambda n: padded_layer_norms(n, l),
+        }
+        return train(
+            loss,
+            net,
+            opt,
+            steps,
+            every=every,
+            kappa=kappa,
+            metrics=("loss", "grad_norm"),
+            metric_fns=fns,
+            mask=l,
+        )
 
     res = jax.jit(jax.vmap(run_padded))(padded, live)
     assert not np.any(np.asarray(res.diverged))
     for i, (net, w) in enumerate(zip(nets, shapes)):
-        ref = train(loss, net, opt, steps, every=every, kappa=kappa, metrics=("loss", "grad_norm", "objective", "layer_norms"))
+        ref = train(
+            loss,
+            net,
+            opt,
+            steps,
+            every=every,
+            kappa=kappa,
+            metrics=("loss", "grad_norm", "objective", "layer_norms"),
+        )
         final = jax.tree_util.tree_map(lambda a: a[i], res.net)
         assert _max_diff(unpad(final, w), ref.net) <= 1e-12
         for name in ("loss", "grad_norm", "objective"):
-            np.testing.assert_allclose(np.asarray(res.history[name][i]), np.asarray(ref.history[name]), rtol=1e-12, err_msg=name)
+            np.testing.assert_allclose(
+                np.asarray(res.history[name][i]),
+                np.asarray(ref.history[name]),
+                rtol=1e-12,
+                err_msg=name,
+            )
         n = len(w) - 1
-        np.testing.assert_allclose(np.asarray(res.history["norms"][i][:, :n]), np.asarray(ref.history["layer_norms"]), rtol=1e-12)
+        np.testing.assert_allclose(
+            np.asarray(res.history["norms"][i][:, :n]),
+            np.asarray(ref.history["layer_norms"]),
+            rtol=1e-12,
+        )
         # nothing moved where live is 0
         frozen = [np.asarray(l) == 0 for l in pairs[i][1].arrays()]
         for a, a0, f in zip(final.arrays(), pairs[i][0].arrays(), frozen):
@@ -244,7 +286,9 @@ def test_masked_gradient_flow_follows_the_real_flow():
     assert bool(real.success) and bool(pad_traj.success)
     assert _max_diff(unpad(pad_traj.ys, widths), real.ys) <= 1e-8
     assert _max_diff(real.ys.first[-1], real.ys.first[0]) > 1e-2  # it moved
-    frozen = np.broadcast_to(_frozen_block(widths, 5, 4), (5, 2, 4, 4))  # 5 save times, 2 frozen layers
+    frozen = np.broadcast_to(
+        _frozen_block(widths, 5, 4), (5, 2, 4, 4)
+    )  # 5 save times, 2 frozen layers
     np.testing.assert_array_equal(np.asarray(pad_traj.ys.inner[:, :2]), frozen)
     with pytest.raises(ValueError, match="key= is only for stochastic"):
         dlnjax.simulate(flow, padded, ts, key=jr.PRNGKey(0))
@@ -268,8 +312,12 @@ def test_masked_langevin_keeps_frozen_entries_fixed():
     assert bool(traj.success)
     for a, a0, l in zip(traj.ys.arrays(), padded.arrays(), live.arrays()):
         fixed = np.asarray(l) == 0
-        np.testing.assert_array_equal(np.asarray(a)[:, fixed], np.broadcast_to(np.asarray(a0)[fixed], (3, int(fixed.sum()))))
-        assert np.max(np.abs(np.asarray(a[-1])[~fixed] - np.asarray(a0)[~fixed])) > 1e-3  # the live entries moved
+        np.testing.assert_array_equal(
+            np.asarray(a)[:, fixed], np.broadcast_to(np.asarray(a0)[fixed], (3, int(fixed.sum())))
+        )
+        assert (
+            np.max(np.abs(np.asarray(a[-1])[~fixed] - np.asarray(a0)[~fixed])) > 1e-3
+        )  # the live entries moved
     with pytest.raises(ValueError, match="needs key"):
         dlnjax.simulate(flow, padded, jnp.array([0.0, 1.0]))
 
@@ -303,7 +351,9 @@ def test_sharpness_with_mask_equals_the_real_sharpness():
     ones = jax.tree_util.tree_map(jnp.ones_like, pairs[1][1])
     padded = _stack([pairs[0][0], pairs[1][0], pairs[1][0]])
     live = _stack([pairs[0][1], pairs[1][1], ones])
-    top, err = eqx.filter_jit(jax.vmap(lambda n, l: sharpness(loss, n, mask=l, iterations=40, return_error=True)))(padded, live)
+    top, err = eqx.filter_jit(
+        jax.vmap(lambda n, l: sharpness(loss, n, mask=l, iterations=40, return_error=True))
+    )(padded, live)
     assert np.all(np.isfinite(np.asarray(top))) and np.all(np.isfinite(np.asarray(err)))
     for i, ls in enumerate(layer_sets):
         ref = _explicit_hessian_top(loss, [jnp.asarray(w) for w in ls])
@@ -323,7 +373,7 @@ def test_sharpness_mask_on_a_negative_definite_block():
     mask = net.replace_arrays(jnp.ones((2, 2)), jnp.zeros((0, 2, 2)), jnp.zeros((3, 2)))
     T = jnp.ones((3, 2))
     s = float(sharpness(lambda X: -0.5 * jnp.sum((X - T) ** 2), net, mask=mask, iterations=10))
-    ref = -np.linalg.svd(W2, compute_uv=False)[-1] ** 2
+    ref = -(np.linalg.svd(W2, compute_uv=False)[-1] ** 2)
     assert abs(s - ref) <= 1e-10 * abs(ref), (s, ref)
 
 

@@ -8,10 +8,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import (
+    NONUNIFORM,
+    explicit_moments,
+    explicit_product,
+    rand_layers,
+    rand_matrix,
+    real_inner,
+    sq_norm,
+)
 
 import dlnjax
 from dlnjax import flows
-from conftest import NONUNIFORM, explicit_moments, explicit_product, rand_layers, rand_matrix, real_inner, sq_norm
 
 RTOL, ATOL = 1e-10, 1e-12
 TS = jnp.linspace(0.0, 1.5, 7)
@@ -54,7 +62,9 @@ def test_good_run_success_ts_indexing_and_stats(kn_runs):
     s, W0 = kn_runs["singles"][0], kn_runs["layer_sets"][0]
     assert bool(s.success)
     assert s.result == dfx.RESULTS.successful
-    np.testing.assert_array_equal(np.asarray(s.ts), np.asarray(TS))  # saved at exactly the requested times
+    np.testing.assert_array_equal(
+        np.asarray(s.ts), np.asarray(TS)
+    )  # saved at exactly the requested times
     # ys: a DLN with a leading time axis; traj[i] is the state at ts[i]
     assert s.ys.widths == NONUNIFORM
     for k, w in enumerate(s.ys.layers):
@@ -69,7 +79,9 @@ def test_good_run_success_ts_indexing_and_stats(kn_runs):
     # the state moved, and along Kirwan-Ness X is constant
     assert max(np.max(np.abs(np.asarray(a) - b)) for a, b in zip(last.layers, W0)) > 1e-2
     X0 = explicit_product(W0)
-    assert np.max(np.abs(explicit_product([np.asarray(w) for w in last.layers]) - X0)) <= 1e-9 * np.max(np.abs(X0))
+    assert np.max(
+        np.abs(explicit_product([np.asarray(w) for w in last.layers]) - X0)
+    ) <= 1e-9 * np.max(np.abs(X0))
     # statistics
     for key in ("num_steps", "num_accepted_steps", "num_rejected_steps"):
         assert key in s.stats
@@ -94,13 +106,19 @@ def _quadratic(X):
 def _outcome_fixed(net):
     """sum of the entries of X(t = 1) under the gradient flow of a quadratic loss, fixed-step Tsit5."""
     traj = dlnjax.simulate(
-        flows.Gradient(_quadratic), net, jnp.array([0.0, 1.0]), dt0=0.02, stepsize_controller=dfx.ConstantStepSize()
+        flows.Gradient(_quadratic),
+        net,
+        jnp.array([0.0, 1.0]),
+        dt0=0.02,
+        stepsize_controller=dfx.ConstantStepSize(),
     )
     return jnp.sum(dlnjax.end_to_end(traj[-1]))
 
 
 def _outcome_adaptive(net):
-    traj = dlnjax.simulate(flows.Gradient(_quadratic), net, jnp.array([0.0, 1.0]), rtol=RTOL, atol=ATOL)
+    traj = dlnjax.simulate(
+        flows.Gradient(_quadratic), net, jnp.array([0.0, 1.0]), rtol=RTOL, atol=ATOL
+    )
     return jnp.sum(dlnjax.end_to_end(traj[-1]))
 
 
@@ -146,7 +164,14 @@ def test_blow_up_is_reported_not_silently_returned():
     """Gradient flow of E(X) = -sum X^4 (unbounded below) explodes in finite time (between t = 2 and 5 here)."""
     W = rand_layers(120, (2, 3, 2), False, scale=0.5)
     ts = jnp.array([0.0, 0.5, 1.0, 2.0, 5.0, 20.0])
-    traj = dlnjax.simulate(flows.Gradient(lambda X: -jnp.sum(X**4)), dlnjax.DLN(W), ts, rtol=RTOL, atol=ATOL, max_steps=2048)
+    traj = dlnjax.simulate(
+        flows.Gradient(lambda X: -jnp.sum(X**4)),
+        dlnjax.DLN(W),
+        ts,
+        rtol=RTOL,
+        atol=ATOL,
+        max_steps=2048,
+    )
     assert not bool(traj.success)
     assert traj.result != dfx.RESULTS.successful
     assert int(traj.stats["num_accepted_steps"]) > 0  # it did integrate up to the blow-up
@@ -160,7 +185,9 @@ def test_blow_up_is_reported_not_silently_returned():
     quart = []
     for layers in states[:4]:
         G = explicit_moments(layers)
-        assert max(np.max(np.abs(a - b)) for a, b in zip(G, G0)) <= 1e-9 * max(np.max(np.abs(g)) for g in G0)
+        assert max(np.max(np.abs(a - b)) for a, b in zip(G, G0)) <= 1e-9 * max(
+            np.max(np.abs(g)) for g in G0
+        )
         quart.append(float(np.sum(explicit_product(layers) ** 4)))
     assert all(q1 > q0 for q0, q1 in zip(quart, quart[1:])), quart
 
@@ -179,11 +206,20 @@ def test_complex_gradient_flow_with_steep_start_succeeds():
     W = rand_layers(75, widths, True, scale=1.5)
     T = rand_matrix(np.random.default_rng(76), (3, 2), True)
     loss = lambda X: jnp.sum(jnp.abs(X - T) ** 4)
-    traj = dlnjax.simulate(flows.Gradient(loss), dlnjax.DLN(W), jnp.array([0.0, 0.5]), rtol=RTOL, atol=ATOL, max_steps=4096)
+    traj = dlnjax.simulate(
+        flows.Gradient(loss),
+        dlnjax.DLN(W),
+        jnp.array([0.0, 0.5]),
+        rtol=RTOL,
+        atol=ATOL,
+        max_steps=4096,
+    )
     assert bool(traj.success)
     G0 = explicit_moments(W)
     G1 = explicit_moments([np.asarray(w) for w in traj[-1].layers])
-    assert max(np.max(np.abs(a - b)) for a, b in zip(G0, G1)) <= 1e-9 * max(np.max(np.abs(g)) for g in G0)
+    assert max(np.max(np.abs(a - b)) for a, b in zip(G0, G1)) <= 1e-9 * max(
+        np.max(np.abs(g)) for g in G0
+    )
 
 
 # --------------------------------------------------------------------------------------------------

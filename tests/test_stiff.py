@@ -18,7 +18,9 @@ import dlnjax  # noqa: E402
 from dlnjax._aligned import aligned_singular_values  # noqa: E402
 
 INF = math.inf
-M_SINGULAR = np.array([1.0, 0.4, 0.1, 0.0, 0.0])  # settled, escaping and vanishing modes, some m_i = 0
+M_SINGULAR = np.array(
+    [1.0, 0.4, 0.1, 0.0, 0.0]
+)  # settled, escaping and vanishing modes, some m_i = 0
 SCALES = np.array([1e-2, 1e-4, 1e-6, 1e-8, 1e-10])
 
 
@@ -59,7 +61,13 @@ def test_stiff_follows_the_exact_aligned_solution_through_every_escape(depth):
     T = _horizon(depth, SCALES.min())
     ts = np.concatenate([[0.0], np.geomspace(1e-2, T, 48)])
     X0s = jnp.stack([jnp.asarray(_embed(U, s * shape, V)) for s in SCALES])
-    solve = jax.jit(jax.vmap(lambda X0: dlnjax.simulate(flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=20000)))
+    solve = jax.jit(
+        jax.vmap(
+            lambda X0: dlnjax.simulate(
+                flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=20000
+            )
+        )
+    )
     traj = solve(X0s)
     assert np.all(np.asarray(traj.success))
     for k, s in enumerate(SCALES):
@@ -74,7 +82,12 @@ def test_stiff_follows_the_exact_aligned_solution_through_every_escape(depth):
         floor = 1e3 * np.finfo(float).eps / (s * shape.min())
         allowed = 1e-4 * ref + (1e-4 + floor) * ts[:, None] * speed + 1e-13
         bad = np.abs(diag - ref) / allowed
-        assert np.all(bad <= 1), (s, bad.max(), np.unravel_index(np.argmax(bad), bad.shape), ts[np.unravel_index(np.argmax(bad), bad.shape)[0]])
+        assert np.all(bad <= 1), (
+            s,
+            bad.max(),
+            np.unravel_index(np.argmax(bad), bad.shape),
+            ts[np.unravel_index(np.argmax(bad), bad.shape)[0]],
+        )
         off = core - np.einsum("ta,ab->tab", diag, np.eye(n))
         assert np.all(np.abs(off).max(axis=(1, 2)) <= 1e-6 * np.abs(diag).max(axis=1) + 1e-13)
         # every escape happened within the horizon: the modes with m_i > 0 end at m_i, those with m_i = 0 below s0
@@ -91,7 +104,15 @@ def test_the_aligned_reference_agrees_with_an_independent_ode_solve():
     ts = np.array([0.0, 10.0, 1e2, 1e3, 1e4, 3e4])
     for depth in (2, 3, 8, INF):
         c, q = (1.0, 2.0) if depth == INF else (depth, 2 - 2 / depth)
-        sol = solve_ivp(lambda t, s: -c * np.abs(s) ** q * (s - m), (0, ts[-1]), s0, t_eval=ts, method="Radau", rtol=1e-12, atol=1e-20)
+        sol = solve_ivp(
+            lambda t, s: -c * np.abs(s) ** q * (s - m),
+            (0, ts[-1]),
+            s0,
+            t_eval=ts,
+            method="Radau",
+            rtol=1e-12,
+            atol=1e-20,
+        )
         ref = aligned_singular_values(m, s0, depth, ts)
         assert np.max(np.abs(sol.y.T - ref) / ref) < 1e-9, depth
     with pytest.raises(ValueError, match="same length"):
@@ -111,7 +132,15 @@ def test_stiff_on_rectangular_and_complex_aligned_problems(complex_, shape):
     flow = dlnjax.flows.EndToEnd(lambda X: 0.5 * jnp.sum(jnp.abs(X - M) ** 2), INF)
     s0 = 1e-6 * np.array([1.0, 0.9, 0.8, 0.7])
     ts = np.concatenate([[0.0], np.geomspace(1.0, _horizon(INF, 1e-6, 0.3), 30)])
-    traj = dlnjax.simulate(flow, jnp.asarray(_embed(U, s0, V)), ts, solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=20000)
+    traj = dlnjax.simulate(
+        flow,
+        jnp.asarray(_embed(U, s0, V)),
+        ts,
+        solver=dlnjax.Stiff(),
+        rtol=1e-8,
+        atol=1e-30,
+        max_steps=20000,
+    )
     assert bool(traj.success)
     core = np.einsum("ia,tij,jb->tab", U.conj(), np.asarray(traj.ys), V)
     diag = np.diagonal(core, axis1=1, axis2=2)[:, : len(m)]
@@ -130,7 +159,9 @@ def test_stiff_equals_tsit5_on_a_completion_at_finite_and_infinite_depth():
     ts = jnp.array([0.0, 1e2, 1e3, 1e4, 1e5])
     for depth in (3, INF):
         flow = dlnjax.flows.EndToEnd(loss, depth)
-        stiff = dlnjax.simulate(flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-9, atol=1e-14, max_steps=20000)
+        stiff = dlnjax.simulate(
+            flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-9, atol=1e-14, max_steps=20000
+        )
         ref = dlnjax.simulate(flow, X0, ts, rtol=1e-11, atol=1e-16, max_steps=200000)
         assert bool(stiff.success) and bool(ref.success)
         err = jnp.linalg.norm(stiff.ys - ref.ys, axis=(1, 2)) / jnp.linalg.norm(ref.ys, axis=(1, 2))
@@ -143,9 +174,15 @@ def test_stiff_on_the_weight_flows(flow_cls):
     """The weight flows of a depth-3 network (no preconditioner: plain GMRES, elementwise error) against Tsit5."""
     loss = _completion(n=5, rank=2, observed=15)
     net0 = dlnjax.fiber_center(0.1 * jr.normal(jr.PRNGKey(0), loss.shape) / 5, 3)
-    flow = dlnjax.flows.Gradient(loss) if flow_cls == "Gradient" else dlnjax.flows.Regularized(loss, 1e-3)
+    flow = (
+        dlnjax.flows.Gradient(loss)
+        if flow_cls == "Gradient"
+        else dlnjax.flows.Regularized(loss, 1e-3)
+    )
     ts = jnp.array([0.0, 10.0, 1e2, 1e3, 1e4])
-    stiff = dlnjax.simulate(flow, net0, ts, solver=dlnjax.Stiff(), rtol=1e-9, atol=1e-13, max_steps=20000)
+    stiff = dlnjax.simulate(
+        flow, net0, ts, solver=dlnjax.Stiff(), rtol=1e-9, atol=1e-13, max_steps=20000
+    )
     ref = dlnjax.simulate(flow, net0, ts, rtol=1e-11, atol=1e-15, max_steps=200000)
     assert bool(stiff.success) and bool(ref.success)
     for a, b in zip(jax.tree_util.tree_leaves(stiff.ys), jax.tree_util.tree_leaves(ref.ys)):
@@ -163,14 +200,20 @@ def test_vmap_reports_each_run_and_a_failed_run_leaves_the_others_intact():
     flow = dlnjax.flows.EndToEnd(lambda X: 0.5 * jnp.sum((X - M) ** 2), INF)
     ts = jnp.array([0.0, 1e2, 1e4, 1e6, 1e8])
     X0s = jnp.stack([jnp.asarray(_embed(U, s * np.ones(n), V)) for s in (1e-1, 1e-8)])
-    run = lambda X0, k: dlnjax.simulate(flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=k)
+    run = lambda X0, k: dlnjax.simulate(
+        flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=k
+    )
     alone = jax.jit(run, static_argnums=1)(X0s[0], 10000)
     needed = int(alone.stats["num_steps"])
     batch = jax.jit(jax.vmap(run, in_axes=(0, None)), static_argnums=1)(X0s, needed + 5)
     assert np.asarray(batch.success).tolist() == [True, False]
     assert np.allclose(np.asarray(batch.ys[0]), np.asarray(alone.ys), rtol=1e-10, atol=1e-14)
     ref = aligned_singular_values(m, 1e-1 * np.ones(n), INF, ts)
-    assert np.allclose(np.diagonal(np.einsum("ia,tij,jb->tab", U, np.asarray(batch.ys[0]), V), axis1=1, axis2=2), ref, rtol=1e-4)
+    assert np.allclose(
+        np.diagonal(np.einsum("ia,tij,jb->tab", U, np.asarray(batch.ys[0]), V), axis1=1, axis2=2),
+        ref,
+        rtol=1e-4,
+    )
 
 
 def test_grad_through_a_stiff_solve_matches_finite_differences():
@@ -200,7 +243,16 @@ def test_grad_through_a_stiff_solve_matches_finite_differences():
 
 def _stage_args(flow, X, gamma):
     """Diffrax's f-space stage arguments for ``f - flow(t, X + gamma f)`` (what an ESDIRK stage hands its root finder)."""
-    return (0, jnp.asarray(gamma), flow, lambda f, c: f * c, jnp.asarray(0.0), X, None, jnp.asarray(1.0))
+    return (
+        0,
+        jnp.asarray(gamma),
+        flow,
+        lambda f, c: f * c,
+        jnp.asarray(0.0),
+        X,
+        None,
+        jnp.asarray(1.0),
+    )
 
 
 def _stage_fn(f, a):
@@ -213,7 +265,9 @@ def test_newton_krylov_solves_a_stage_and_fails_loudly_when_krylov_cannot():
     budget on the same stiff stage it returns a failure code instead of an unconverged root."""
     loss = _completion()
     flow = dlnjax.flows.EndToEnd(loss, INF)
-    X = jnp.asarray(loss.truth) * (1 + 1e-4 * jr.normal(jr.PRNGKey(3), loss.shape))  # near the fit: the stiff tail
+    X = jnp.asarray(loss.truth) * (
+        1 + 1e-4 * jr.normal(jr.PRNGKey(3), loss.shape)
+    )  # near the fit: the stiff tail
     args = _stage_args(flow, X, 1e3)
     good = dlnjax.NewtonKrylov(rtol=1e-8, atol=1e-12, field=flow)
     sol = optx.root_find(_stage_fn, good, jnp.zeros_like(X), args, throw=False, max_steps=20)
@@ -239,10 +293,14 @@ def test_a_starved_krylov_solver_is_caught_not_wrong():
     assert bool(default.success)
     assert int(starved.stats["num_rejected_steps"]) > int(default.stats["num_rejected_steps"])
     if bool(starved.success):
-        assert float(jnp.linalg.norm(starved.ys[-1] - default.ys[-1])) < 1e-5 * float(jnp.linalg.norm(default.ys[-1]))
+        assert float(jnp.linalg.norm(starved.ys[-1] - default.ys[-1])) < 1e-5 * float(
+            jnp.linalg.norm(default.ys[-1])
+        )
     else:
         assert starved.result != dfx.RESULTS.successful
-    tiny = dlnjax.simulate(flow, X0, ts, solver=dlnjax.Stiff(krylov_max_steps=1), rtol=1e-8, atol=1e-14, max_steps=20)
+    tiny = dlnjax.simulate(
+        flow, X0, ts, solver=dlnjax.Stiff(krylov_max_steps=1), rtol=1e-8, atol=1e-14, max_steps=20
+    )
     assert not bool(tiny.success)
 
 
@@ -261,9 +319,17 @@ def test_bad_options_raise():
     net = dlnjax.fiber_center(jnp.eye(2), 2)
     langevin = dlnjax.flows.Langevin(lambda X: jnp.sum(X**2), kappa=0.1, beta=10.0)
     with pytest.raises(ValueError, match="stochastic"):
-        dlnjax.simulate(langevin, net, jnp.array([0.0, 1.0]), solver=dlnjax.Stiff(), dt0=0.1, key=jr.PRNGKey(0))
+        dlnjax.simulate(
+            langevin, net, jnp.array([0.0, 1.0]), solver=dlnjax.Stiff(), dt0=0.1, key=jr.PRNGKey(0)
+        )
     with pytest.raises(TypeError, match="Runge-Kutta stage"):
-        optx.root_find(lambda y, a: y, dlnjax.NewtonKrylov(rtol=1e-6, atol=1e-9), jnp.ones(2), None, throw=False)
+        optx.root_find(
+            lambda y, a: y,
+            dlnjax.NewtonKrylov(rtol=1e-6, atol=1e-9),
+            jnp.ones(2),
+            None,
+            throw=False,
+        )
 
 
 def test_an_exact_preconditioner_does_not_trip_the_krylov_solver():
@@ -271,6 +337,14 @@ def test_an_exact_preconditioner_does_not_trip_the_krylov_solver():
     Newton matrix, where Lineax's BiCGStab alone would return NaN (0/0 after converging in one step)."""
     flow = dlnjax.flows.EndToEnd(lambda X: 0.5 * jnp.sum((X - jnp.eye(5)) ** 2), INF)
     for scale in (1e-2, 1e-8):
-        traj = dlnjax.simulate(flow, scale * jnp.eye(5), jnp.array([0.0, 1e10]), solver=dlnjax.Stiff(), rtol=1e-8, atol=1e-30, max_steps=2000)
+        traj = dlnjax.simulate(
+            flow,
+            scale * jnp.eye(5),
+            jnp.array([0.0, 1e10]),
+            solver=dlnjax.Stiff(),
+            rtol=1e-8,
+            atol=1e-30,
+            max_steps=2000,
+        )
         assert bool(traj.success)
         assert float(jnp.max(jnp.abs(traj.ys[-1] - jnp.eye(5)))) < 1e-12

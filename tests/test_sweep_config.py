@@ -1,10 +1,10 @@
 """Sweep configs: every malformed config is refused before anything runs, naming the field (CLI exit 2)."""
 
 import copy
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from dlnjax._cli import main
 from dlnjax.sweep import ConfigError, load_config, parse_config, plan
@@ -43,7 +43,11 @@ BAD = [
     ("unknown grid axis", with_("grid.temperature", [1.0]), "grid.temperature"),
     ("wrong type: string for an int", with_("dynamics.steps", "100"), "dynamics.steps"),
     ("wrong type: float for an int", with_("dynamics.steps", 10.5), "dynamics.steps"),
-    ("wrong type: bool for a number", with_("dynamics.learning_rate", True), "dynamics.learning_rate"),
+    (
+        "wrong type: bool for a number",
+        with_("dynamics.learning_rate", True),
+        "dynamics.learning_rate",
+    ),
     ("wrong type in a grid list", with_("grid.depth", [2, "three"]), "grid.depth[1]"),
     ("grid axis not a list", with_("grid.seed", 3), "grid.seed"),
     ("empty grid axis", with_("grid.depth", []), "grid.depth"),
@@ -64,17 +68,75 @@ BAD = [
     ("repeated grid value", with_("grid.seed", [0, 0]), "grid.seed"),
     ("every does not divide steps", with_("record.every", 7), "record.every"),
     ("flow option with train", with_("dynamics.t1", 3.0), "dynamics.t1"),
-    ("learning rate swept for a flow", {**with_("dynamics", {"method": "flow"}), "record": {"quantities": ["loss"]}, "grid": {"learning_rate": [0.1]}}, "grid.learning_rate"),
+    (
+        "learning rate swept for a flow",
+        {
+            **with_("dynamics", {"method": "flow"}),
+            "record": {"quantities": ["loss"]},
+            "grid": {"learning_rate": [0.1]},
+        },
+        "grid.learning_rate",
+    ),
     ("beta without langevin", with_("grid.beta", [1.0, 2.0]), "grid.beta"),
     ("widths that do not fit the task", with_("grid", {"widths": [[3, 4, 2]]}), "grid.widths"),
     ("widths and depth together", with_("grid.widths", [[3, 4, 1]]), "grid.widths"),
-    ("rank above the shape", {**BASE, "task": {"loss": "matrix_completion", "shape": [4, 3], "rank": 5, "n_observed": 6}}, "task.rank"),
-    ("too many observed entries", {**BASE, "task": {"loss": "matrix_completion", "shape": [4, 3], "rank": 1, "n_observed": 13}}, "task.n_observed"),
-    ("test error of a nonlinear net", {**with_("network.activation", "relu"), "record": {"quantities": ["test_error"], "every": 5}}, "record.quantities"),
-    ("langevin without dt0", {**with_("dynamics", {"method": "flow", "flow": "langevin", "kappa": 1.0}), "record": {"quantities": ["loss"]}}, "dynamics.dt0"),
-    ("layer quantity of the end-to-end flow", {**with_("dynamics", {"method": "flow", "flow": "end_to_end"}), "record": {"quantities": ["balancedness"]}}, "record.quantities"),
-    ("padding impossible for a fiber flow", {**with_("dynamics", {"method": "flow", "flow": "kirwan_ness"}), "record": {"quantities": ["balancedness"]}, "padding": "pad"}, "padding"),
-    ("times not increasing", {**with_("dynamics", {"method": "flow"}), "record": {"quantities": ["loss"], "times": [0.0, 2.0, 1.0]}}, "record.times"),
+    (
+        "rank above the shape",
+        {
+            **BASE,
+            "task": {"loss": "matrix_completion", "shape": [4, 3], "rank": 5, "n_observed": 6},
+        },
+        "task.rank",
+    ),
+    (
+        "too many observed entries",
+        {
+            **BASE,
+            "task": {"loss": "matrix_completion", "shape": [4, 3], "rank": 1, "n_observed": 13},
+        },
+        "task.n_observed",
+    ),
+    (
+        "test error of a nonlinear net",
+        {
+            **with_("network.activation", "relu"),
+            "record": {"quantities": ["test_error"], "every": 5},
+        },
+        "record.quantities",
+    ),
+    (
+        "langevin without dt0",
+        {
+            **with_("dynamics", {"method": "flow", "flow": "langevin", "kappa": 1.0}),
+            "record": {"quantities": ["loss"]},
+        },
+        "dynamics.dt0",
+    ),
+    (
+        "layer quantity of the end-to-end flow",
+        {
+            **with_("dynamics", {"method": "flow", "flow": "end_to_end"}),
+            "record": {"quantities": ["balancedness"]},
+        },
+        "record.quantities",
+    ),
+    (
+        "padding impossible for a fiber flow",
+        {
+            **with_("dynamics", {"method": "flow", "flow": "kirwan_ness"}),
+            "record": {"quantities": ["balancedness"]},
+            "padding": "pad",
+        },
+        "padding",
+    ),
+    (
+        "times not increasing",
+        {
+            **with_("dynamics", {"method": "flow"}),
+            "record": {"quantities": ["loss"], "times": [0.0, 2.0, 1.0]},
+        },
+        "record.times",
+    ),
     ("residual init of a rectangular net", with_("network.init", "residual"), "network.init"),
 ]
 
@@ -90,20 +152,32 @@ def test_bad_config_is_refused_naming_the_field(what, data, field):
 def test_good_base_config_and_defaults():
     cfg = parse_config(BASE)
     assert cfg.n_runs == 4 and cfg.grid_shape == (2, 2)
-    assert [p for p in cfg.points()] == [{"depth": 2, "seed": 0}, {"depth": 2, "seed": 1}, {"depth": 3, "seed": 0}, {"depth": 3, "seed": 1}]
+    assert [p for p in cfg.points()] == [
+        {"depth": 2, "seed": 0},
+        {"depth": 2, "seed": 1},
+        {"depth": 3, "seed": 0},
+        {"depth": 3, "seed": 1},
+    ]
     s = cfg.run_settings({"depth": 3, "seed": 1})
     assert s["widths"] == (3, 3, 3, 1) and s["seed"] == 1 and s["learning_rate"] == 0.05
     assert cfg.data["batch_size"] == 64 and cfg.data["padding"] == "auto"  # defaults filled in
 
 
 def test_plan_batches_cover_every_run_once():
-    cfg = parse_config({**BASE, "batch_size": 3, "padding": "per-shape", "grid": {"depth": [2, 3, 4], "seed": [0, 1, 2, 3]}})
+    cfg = parse_config(
+        {
+            **BASE,
+            "batch_size": 3,
+            "padding": "per-shape",
+            "grid": {"depth": [2, 3, 4], "seed": [0, 1, 2, 3]},
+        }
+    )
     p = plan(cfg, n_devices=2)
     assert p.batch_size == 4  # rounded up to a multiple of the device count
     index = p.grid_index
     real = index[index >= 0]
     assert sorted(real.tolist()) == list(range(12))
-    for _, start, runs in p.batches:
+    for _, _start, runs in p.batches:
         widths = {p.settings[i]["widths"] for i in runs}
         assert len(widths) == 1  # per-shape: one shape per batch
 
@@ -123,9 +197,15 @@ def test_malformed_toml_is_a_config_error(tmp_path):
 @pytest.mark.parametrize(
     "text, field",
     [
-        ("[task]\nloss='regression'\n[dynamics]\nmethod='train'\nsteps='x'\n[grid]\nseed=[0]\n", "dynamics.steps"),
+        (
+            "[task]\nloss='regression'\n[dynamics]\nmethod='train'\nsteps='x'\n[grid]\nseed=[0]\n",
+            "dynamics.steps",
+        ),
         ("[task]\nloss='regression'\n[dynamics]\nmethod='train'\n[grid]\nseed=[]\n", "grid.seed"),
-        ("[task]\nloss='regression'\nbogus=1\n[dynamics]\nmethod='train'\n[grid]\nseed=[0]\n", "task.bogus"),
+        (
+            "[task]\nloss='regression'\nbogus=1\n[dynamics]\nmethod='train'\n[grid]\nseed=[0]\n",
+            "task.bogus",
+        ),
     ],
     ids=["wrong type", "empty grid", "unknown field"],
 )
@@ -156,10 +236,24 @@ def test_auto_padding_weighs_compiles_against_extra_work():
     short = parse_config({**BASE, "grid": grid})
     shapes = [short.run_settings(p)["widths"] for p in short.points()]
     assert choose_padding(short, shapes) == "pad"  # 6 shapes, 20 steps: compiling dominates
-    long = parse_config({**BASE, "grid": grid, "dynamics": {"method": "train", "steps": 10**8}, "record": {"every": 10**7}})
+    long = parse_config(
+        {
+            **BASE,
+            "grid": grid,
+            "dynamics": {"method": "train", "steps": 10**8},
+            "record": {"every": 10**7},
+        }
+    )
     assert choose_padding(long, shapes) == "per-shape"  # the padded work dominates
     one = parse_config({**BASE, "grid": {"seed": [0, 1]}})
     assert choose_padding(one, [one.run_settings(p)["widths"] for p in one.points()]) == "per-shape"
-    fiber = parse_config({**BASE, "dynamics": {"method": "flow", "flow": "kirwan_ness"}, "record": {"quantities": ["balancedness"]}, "grid": grid})
+    fiber = parse_config(
+        {
+            **BASE,
+            "dynamics": {"method": "flow", "flow": "kirwan_ness"},
+            "record": {"quantities": ["balancedness"]},
+            "grid": grid,
+        }
+    )
     assert choose_padding(fiber, shapes) == "per-shape"  # padding would change the fiber geometry
     assert plan(fiber).padding == "per-shape" and plan(short).padding == "pad"

@@ -20,13 +20,21 @@ def _training_sweep() -> xr.Dataset:
     depth, lr, seed = [2, 3, 4], [1e-3, 1e-2, 1e-1], [0, 1]
     steps = np.arange(0, 101, 5)
     grid = (len(depth), len(lr), len(seed))
-    rate = np.asarray(lr)[None, :, None] * 40 / np.asarray(depth)[:, None, None] * (1 + 0.1 * rng.random(grid))
+    rate = (
+        np.asarray(lr)[None, :, None]
+        * 40
+        / np.asarray(depth)[:, None, None]
+        * (1 + 0.1 * rng.random(grid))
+    )
     loss = np.exp(-rate[..., None] * steps)  # (depth, lr, seed, step): spans many decades
     test_error = 0.1 + loss + 0.01 * rng.random(loss.shape)
     layer_norms = 1 + 0.1 * rng.random((*grid, steps.size, max(depth)))
     for i, d in enumerate(depth):  # shallower networks have fewer layers: NaN-padded
         layer_norms[i, ..., d:] = np.nan
-    sv = np.sort(rng.random((*grid, steps.size, 3)), axis=-1)[..., ::-1] * np.exp(-0.01 * steps)[:, None]
+    sv = (
+        np.sort(rng.random((*grid, steps.size, 3)), axis=-1)[..., ::-1]
+        * np.exp(-0.01 * steps)[:, None]
+    )
     diverged = np.zeros(grid, bool)
     diverged[:, 2, 0] = True  # the largest learning rate, seed 0: every depth
     diverged_at = np.where(diverged, 40, -1)
@@ -50,7 +58,9 @@ def _training_sweep() -> xr.Dataset:
         attrs={
             "grid_axes": json.dumps(["depth", "learning_rate", "seed"]),  # as zarr stores it
             "trajectory_dim": "step",
-            "quantities": json.dumps(["loss", "test_error", "sharpness", "layer_norms", "singular_values"]),
+            "quantities": json.dumps(
+                ["loss", "test_error", "sharpness", "layer_norms", "singular_values"]
+            ),
         },
     )
 
@@ -71,14 +81,21 @@ def _flow_sweep() -> xr.Dataset:
             "success": (("init", "scale"), success),
         },
         coords={"init": init, "scale": scale, "time": time},
-        attrs={"grid_axes": ["init", "scale"], "trajectory_dim": "time", "quantities": ["balancedness", "effective_rank"]},
+        attrs={
+            "grid_axes": ["init", "scale"],
+            "trajectory_dim": "time",
+            "quantities": ["balancedness", "effective_rank"],
+        },
     )
 
 
 def _single_run() -> xr.Dataset:
     steps = np.arange(50)
     return xr.Dataset(
-        {"loss": (("width", "step"), np.exp(-0.1 * steps)[None]), "diverged": (("width",), [False])},
+        {
+            "loss": (("width", "step"), np.exp(-0.1 * steps)[None]),
+            "diverged": (("width",), [False]),
+        },
         coords={"width": [8], "step": steps},
         attrs={"grid_axes": ["width"], "trajectory_dim": "step", "quantities": ["loss"]},
     )
@@ -91,7 +108,9 @@ def _files(stems) -> set[str]:
 def _check_written(out: Path, paths: list[Path], stems) -> None:
     assert len(paths) == len(set(paths))
     assert {p.name for p in paths} == _files(stems)
-    assert {p.name for p in out.iterdir()} == _files(stems)  # nothing written beyond what is returned
+    assert {p.name for p in out.iterdir()} == _files(
+        stems
+    )  # nothing written beyond what is returned
     assert all(p.parent == out for p in paths)
     for p in paths:
         if p.suffix == ".pdf":
@@ -109,13 +128,19 @@ def test_training_sweep(tmp_path, caplog):
         paths = plot(_training_sweep(), out)
     stems = [f"{q}_{kind}" for q in ("loss", "test_error") for kind in ("final", "trajectories")]
     _check_written(out, paths, stems + ["layer_norms_final", "singular_values"])
-    assert any("sharpness" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    assert any(
+        "sharpness" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
+    )
     assert not any("sharpness" in p.name for p in paths)
 
 
 def test_flow_sweep_with_categorical_axis(tmp_path):
     paths = plot(_flow_sweep(), tmp_path)
-    stems = [f"{q}_{kind}" for q in ("balancedness", "effective_rank") for kind in ("final", "trajectories")]
+    stems = [
+        f"{q}_{kind}"
+        for q in ("balancedness", "effective_rank")
+        for kind in ("final", "trajectories")
+    ]
     _check_written(tmp_path, paths, stems)
 
 
@@ -143,7 +168,10 @@ def test_many_numeric_values_get_a_colorbar(tmp_path):
 
 def test_max_lines_caps_the_runs_drawn(tmp_path):
     ds = _training_sweep()[["loss", "diverged"]]
-    ds.attrs = {"grid_axes": ["depth", "learning_rate", "seed"], "trajectory_dim": "step"}  # no "quantities"
+    ds.attrs = {
+        "grid_axes": ["depth", "learning_rate", "seed"],
+        "trajectory_dim": "step",
+    }  # no "quantities"
     paths = plot(ds, tmp_path, max_lines=3)
     _check_written(tmp_path, paths, ["loss_final", "loss_trajectories"])
 

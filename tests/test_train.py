@@ -12,9 +12,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import (
+    NONUNIFORM,
+    assert_close,
+    explicit_moments,
+    explicit_product,
+    padding_max_abs,
+    rand_layers,
+)
 
 import dlnjax
-from conftest import NONUNIFORM, assert_close, explicit_moments, explicit_product, padding_max_abs, rand_layers
 from dlnjax._train import METRICS, train
 from dlnjax.losses import Factorization, Regression
 
@@ -78,7 +85,10 @@ def test_sgd_equals_hand_written_gradient_descent():
     layers = rand_layers(1, WIDTHS, scale=1.0)
     lr, steps, every = 0.05, 30, 10
     opt = optax.sgd(lr)
-    fns = {"X": dlnjax.end_to_end, "pair": lambda n: (dlnjax.squared_norm(n), n.first)}  # user metrics: pytrees
+    fns = {
+        "X": dlnjax.end_to_end,
+        "pair": lambda n: (dlnjax.squared_norm(n), n.first),
+    }  # user metrics: pytrees
     res = train(loss, dlnjax.DLN(layers), opt, steps, every=every, metrics=METRICS, metric_fns=fns)
     objective = lambda ls: _explicit_loss(ls, x, y)
     ref = _reference_run(layers, _gd(objective, lr), steps)
@@ -95,7 +105,8 @@ def test_sgd_equals_hand_written_gradient_descent():
         "grad_norm": [np.sqrt(sum(np.sum(np.asarray(a) ** 2) for a in g)) for g in grads],
         "layer_norms": [[np.linalg.norm(a) ** 2 for a in ls] for ls in rec],
         "balancedness": [
-            np.sqrt(sum(np.sum(np.asarray(G) ** 2) for G in explicit_moments(ls))) / sum(np.sum(np.asarray(a) ** 2) for a in ls)
+            np.sqrt(sum(np.sum(np.asarray(G) ** 2) for G in explicit_moments(ls)))
+            / sum(np.sum(np.asarray(a) ** 2) for a in ls)
             for ls in rec
         ],
     }
@@ -104,15 +115,30 @@ def test_sgd_equals_hand_written_gradient_descent():
         assert res.history[name].shape[0] == len(rec), name
         assert_close(res.history[name], np.asarray(values, float), 1e-11, name)
     assert float(res.history["loss"][-1]) < 0.5 * float(res.history["loss"][0])
-    assert res.history["X"].shape == (len(rec), 2, 3) and res.history["pair"][1].shape == (len(rec), 4, 3)
-    assert_close(res.history["X"], np.stack([explicit_product(ls) for ls in rec]), 1e-12, "user metric X")
-    assert_close(res.history["pair"][0], np.asarray(expect["squared_norm"]), 1e-12, "user metric pair[0]")
+    assert res.history["X"].shape == (len(rec), 2, 3) and res.history["pair"][1].shape == (
+        len(rec),
+        4,
+        3,
+    )
+    assert_close(
+        res.history["X"], np.stack([explicit_product(ls) for ls in rec]), 1e-12, "user metric X"
+    )
+    assert_close(
+        res.history["pair"][0], np.asarray(expect["squared_norm"]), 1e-12, "user metric pair[0]"
+    )
     # recording every step: the history every 10 steps is its subsample, the final network the same
     full = train(loss, dlnjax.DLN(layers), opt, steps, every=1, metrics=METRICS, metric_fns=fns)
     np.testing.assert_array_equal(full.steps, np.arange(steps + 1))
-    assert_close(full.history["loss"], np.array([objective(ls) for ls in ref]), 1e-11, "loss at every step")
+    assert_close(
+        full.history["loss"], np.array([objective(ls) for ls in ref]), 1e-11, "loss at every step"
+    )
     for name in res.history:
-        assert_close(jax.tree_util.tree_map(lambda a: a[::every], full.history[name]), res.history[name], 1e-13, name)
+        assert_close(
+            jax.tree_util.tree_map(lambda a: a[::every], full.history[name]),
+            res.history[name],
+            1e-13,
+            name,
+        )
     assert_close(full.net.arrays(), res.net.arrays(), 1e-13, "final network")
 
 
@@ -122,12 +148,18 @@ def test_weight_decay_matches_hand_written():
     loss = Regression(x, y)
     layers = rand_layers(2, WIDTHS, scale=1.0)
     lr, kappa, steps = 0.05, 0.3, 20
-    res = train(loss, dlnjax.DLN(layers), optax.sgd(lr), steps, kappa=kappa, metrics=("loss", "objective"))
+    res = train(
+        loss, dlnjax.DLN(layers), optax.sgd(lr), steps, kappa=kappa, metrics=("loss", "objective")
+    )
     objective = lambda ls: _explicit_loss(ls, x, y) + 0.5 * kappa * sum(jnp.sum(a**2) for a in ls)
     ref = _reference_run(layers, _gd(objective, lr), steps)
     assert_close(res.net.layers, ref[-1], 1e-12, "final layers")
-    assert_close(res.history["objective"], np.array([objective(ls) for ls in ref]), 1e-12, "objective")
-    assert_close(res.history["loss"], np.array([_explicit_loss(ls, x, y) for ls in ref]), 1e-12, "loss")
+    assert_close(
+        res.history["objective"], np.array([objective(ls) for ls in ref]), 1e-12, "objective"
+    )
+    assert_close(
+        res.history["loss"], np.array([_explicit_loss(ls, x, y) for ls in ref]), 1e-12, "loss"
+    )
 
 
 def test_relu_network_matches_hand_written_and_decreases():
@@ -136,12 +168,19 @@ def test_relu_network_matches_hand_written_and_decreases():
     layers = rand_layers(3, (3, 6, 5, 2), scale=1.5)
     lr, steps = 0.05, 40
     net0 = dlnjax.DLN(layers, activation="relu")
-    res = train(loss, net0, optax.sgd(lr), steps, every=10, metrics=("loss", "grad_norm", "balancedness"))
+    res = train(
+        loss, net0, optax.sgd(lr), steps, every=10, metrics=("loss", "grad_norm", "balancedness")
+    )
     objective = lambda ls: _explicit_loss(ls, x, y, activation=lambda h: jnp.maximum(h, 0.0))
     ref = _reference_run(layers, _gd(objective, lr), steps)
     assert res.net.activation.name == "relu"
     assert_close(res.net.layers, ref[-1], 1e-12, "final layers")
-    assert_close(res.history["loss"], np.array([objective(ref[t]) for t in range(0, steps + 1, 10)]), 1e-12, "loss")
+    assert_close(
+        res.history["loss"],
+        np.array([objective(ref[t]) for t in range(0, steps + 1, 10)]),
+        1e-12,
+        "loss",
+    )
     assert float(res.history["loss"][-1]) < 0.8 * float(res.history["loss"][0])
 
 
@@ -150,9 +189,21 @@ def test_sharpness_as_user_metric():
     x, y, _ = _data(6, d_out=1)
     loss = Regression(x, y)
     net0 = dlnjax.DLN(rand_layers(6, (3, 3, 3, 1)))
-    res = train(loss, net0, optax.sgd(0.05), 10, every=5, metric_fns={"sharpness": lambda n: sharpness(loss, n, iterations=12)})
+    res = train(
+        loss,
+        net0,
+        optax.sgd(0.05),
+        10,
+        every=5,
+        metric_fns={"sharpness": lambda n: sharpness(loss, n, iterations=12)},
+    )
     assert res.history["sharpness"].shape == (3,)
-    assert_close(res.history["sharpness"][-1], sharpness(loss, res.net, iterations=12), 1e-10, "sharpness at the end")
+    assert_close(
+        res.history["sharpness"][-1],
+        sharpness(loss, res.net, iterations=12),
+        1e-10,
+        "sharpness at the end",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -163,7 +214,9 @@ def test_sharpness_as_user_metric():
 def _assert_same_runs(batched, singles, rtol=1e-11):
     for i, single in enumerate(singles):
         one = _index(batched, i)
-        assert bool(one.diverged) == bool(single.diverged) and int(one.diverged_at) == int(single.diverged_at), i
+        assert bool(one.diverged) == bool(single.diverged) and int(one.diverged_at) == int(
+            single.diverged_at
+        ), i
         assert_close(one.net.arrays(), single.net.arrays(), rtol, f"run {i}: network")
         for name in single.history:
             a, b = np.asarray(one.history[name]), np.asarray(single.history[name])
@@ -188,8 +241,13 @@ def test_vmap_over_learning_rates_with_one_divergent_run():
     run = lambda lr: train(loss, net0, optax.sgd(lr), 30, every=5, metrics=("loss", "squared_norm"))
     batched = jax.vmap(run)(jnp.asarray(lrs))
     assert np.asarray(batched.diverged).tolist() == [False, True]
-    assert np.asarray(batched.diverged_at).tolist()[0] == -1 and np.asarray(batched.diverged_at).tolist()[1] > 0
-    assert np.all(np.isfinite(np.asarray(batched.history["loss"][0])))  # small step: no divergence, finite history
+    assert (
+        np.asarray(batched.diverged_at).tolist()[0] == -1
+        and np.asarray(batched.diverged_at).tolist()[1] > 0
+    )
+    assert np.all(
+        np.isfinite(np.asarray(batched.history["loss"][0]))
+    )  # small step: no divergence, finite history
     assert float(batched.history["loss"][0, -1]) < float(batched.history["loss"][0, 0])
     _assert_same_runs(batched, [run(lr) for lr in lrs])
 
@@ -200,7 +258,9 @@ def test_vmap_over_initialization_scales():
     key = jax.random.PRNGKey(3)
     widths = (3, 3, 3, 3, 1)
     opt = optax.sgd(0.05)
-    run = lambda s: train(loss, dlnjax.gaussian(key, widths, s), opt, 20, every=10, metrics=("loss", "balancedness"))
+    run = lambda s: train(
+        loss, dlnjax.gaussian(key, widths, s), opt, 20, every=10, metrics=("loss", "balancedness")
+    )
     scales = [0.3, 0.6, 1.0]
     _assert_same_runs(jax.vmap(run)(jnp.asarray(scales)), [run(s) for s in scales])
 
@@ -210,7 +270,9 @@ def test_vmap_over_initialization_scales():
 # --------------------------------------------------------------------------------------------------
 
 
-BIG_STEP = optax.sgd(2.0)  # shared by the divergence tests: one compiled program (the threshold is traced)
+BIG_STEP = optax.sgd(
+    2.0
+)  # shared by the divergence tests: one compiled program (the threshold is traced)
 
 
 def test_divergence_is_flagged_and_frozen():
@@ -218,7 +280,15 @@ def test_divergence_is_flagged_and_frozen():
     loss = Regression(x, y)
     layers = rand_layers(11, WIDTHS, scale=1.2)
     lr, steps, every, thr = 2.0, 40, 2, 1e3
-    res = train(loss, dlnjax.DLN(layers), BIG_STEP, steps, every=every, metrics=("loss", "layer_norms"), divergence_threshold=thr)
+    res = train(
+        loss,
+        dlnjax.DLN(layers),
+        BIG_STEP,
+        steps,
+        every=every,
+        metrics=("loss", "layer_norms"),
+        divergence_threshold=thr,
+    )
     objective = lambda ls: _explicit_loss(ls, x, y)
     ref = _reference_run(layers, _gd(objective, lr), steps)
     values = np.array([float(objective(ls)) for ls in ref])
@@ -231,7 +301,9 @@ def test_divergence_is_flagged_and_frozen():
     assert_close(res.net.layers, ref[s - 1], 1e-10, "frozen network")
     rec = np.arange(0, steps + 1, every)
     loss_hist = np.asarray(res.history["loss"])
-    assert np.all(np.isnan(loss_hist[rec >= s])) and np.all(np.isnan(np.asarray(res.history["layer_norms"])[rec >= s]))
+    assert np.all(np.isnan(loss_hist[rec >= s])) and np.all(
+        np.isnan(np.asarray(res.history["layer_norms"])[rec >= s])
+    )
     assert_close(loss_hist[rec < s], values[rec[rec < s]], 1e-9, "history before divergence")
 
 
@@ -239,7 +311,9 @@ def test_divergence_without_threshold_waits_for_non_finite_values():
     x, y, _ = _data(11)
     loss = Regression(x, y)
     net0 = dlnjax.DLN(rand_layers(11, WIDTHS, scale=1.2))
-    run = lambda thr: train(loss, net0, BIG_STEP, 40, every=2, metrics=("loss", "layer_norms"), divergence_threshold=thr)
+    run = lambda thr: train(
+        loss, net0, BIG_STEP, 40, every=2, metrics=("loss", "layer_norms"), divergence_threshold=thr
+    )
     rel, off = run(1e3), run(None)
     assert bool(off.diverged) and int(off.diverged_at) > int(rel.diverged_at)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in off.net.arrays())

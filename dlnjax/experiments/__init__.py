@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import cohen_menon_veraszto as cohen_menon_veraszto, du_hu_lee as du_hu_lee, fast_slow as fast_slow, lindsey_menon as lindsey_menon
-from . import init_scale_tuning as init_scale_tuning, marion_chizat as marion_chizat
+from . import cohen_menon_veraszto as cohen_menon_veraszto
+from . import du_hu_lee as du_hu_lee
+from . import fast_slow as fast_slow
+from . import init_scale_tuning as init_scale_tuning
+from . import lindsey_menon as lindsey_menon
+from . import marion_chizat as marion_chizat
 
 __all__ = ["EXPERIMENTS"]
 

@@ -17,7 +17,16 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["figure", "save_figure", "write_csv", "write_summary", "logger", "require_x64", "prepare", "environment"]
+__all__ = [
+    "figure",
+    "save_figure",
+    "write_csv",
+    "write_summary",
+    "logger",
+    "require_x64",
+    "prepare",
+    "environment",
+]
 
 
 def figure(width: float, height: float, ncols: int, nrows: int = 1, **kw):
@@ -77,7 +86,9 @@ def require_x64(name: str) -> None:
         )
 
 
-def prepare(name: str, out: str | Path, log: Callable[[str], None] | None = None) -> tuple[Path, Callable[[str], None]]:
+def prepare(
+    name: str, out: str | Path, log: Callable[[str], None] | None = None
+) -> tuple[Path, Callable[[str], None]]:
     """The start of every ``run``: check float64, create ``out``, make the logger. Returns ``(out, say)``."""
     require_x64(name)
     out = Path(out)

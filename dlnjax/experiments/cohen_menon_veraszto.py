@@ -129,8 +129,12 @@ class Config:
     scales: tuple[float, ...] = (1e-4, 1e-6)
     loss_target: float = 1e-4  # E <= loss_target * E(0)
     max_steps: int = 8192
-    inf_max_steps: int = 131072  # N = inf escapes from a small start in time ~ 1/scale: ~33 000 steps at 1e-4
-    inf_scales: tuple[float, ...] | None = (1e-4,)  # the scales run at N = inf (None: all); its cost grows like 1/scale
+    inf_max_steps: int = (
+        131072  # N = inf escapes from a small start in time ~ 1/scale: ~33 000 steps at 1e-4
+    )
+    inf_scales: tuple[float, ...] | None = (
+        1e-4,
+    )  # the scales run at N = inf (None: all); its cost grows like 1/scale
     # nuclear-norm baseline (ADMM)
     nn_max_iter: int = 20000
     nn_tol: float = 1e-9
@@ -168,7 +172,9 @@ def depth_label(depth) -> str:
 
 def toy_loss() -> dlnjax.losses.MatrixCompletion:
     """The 2 x 2 completion with ``X_11 = X_22 = 1`` observed: ``E(X) = ((X_11 - 1)^2 + (X_22 - 1)^2) / 2``."""
-    return dlnjax.losses.MatrixCompletion(jnp.array([0, 1]), jnp.array([0, 1]), jnp.array([1.0, 1.0]), (2, 2))
+    return dlnjax.losses.MatrixCompletion(
+        jnp.array([0, 1]), jnp.array([0, 1]), jnp.array([1.0, 1.0]), (2, 2)
+    )
 
 
 def random_directions(key, n: int, shape) -> jax.Array:
@@ -179,7 +185,9 @@ def random_directions(key, n: int, shape) -> jax.Array:
 
 def save_times(cfg: Config, unit: float) -> jax.Array:
     """``0`` and ``n_saves`` log-spaced times in ``unit * [t_first, t_last]``."""
-    return jnp.concatenate([jnp.zeros(1), unit * jnp.geomspace(cfg.t_first, cfg.t_last, cfg.n_saves)])
+    return jnp.concatenate(
+        [jnp.zeros(1), unit * jnp.geomspace(cfg.t_first, cfg.t_last, cfg.n_saves)]
+    )
 
 
 def time_unit(loss) -> float:
@@ -216,14 +224,18 @@ class UntilConverged(eqx.Module):
 
 
 @eqx.filter_jit
-def solve(loss, depth, X0s: jax.Array, ts: jax.Array, target, rtol: float, atol: float, max_steps: int) -> dlnjax.Trajectory:
+def solve(
+    loss, depth, X0s: jax.Array, ts: jax.Array, target, rtol: float, atol: float, max_steps: int
+) -> dlnjax.Trajectory:
     """`dlnjax.simulate` of ``UntilConverged(EndToEnd(loss, depth), loss, target)`` from each of ``X0s`` (``jax.vmap``).
 
     ``ys`` has axes ``(start, time, d_N, d_0)``; ``success`` is one flag per start (False also when ``max_steps``
     ran out before the final time).
     """
     flow = UntilConverged(EndToEnd(loss, depth), loss, target)
-    return jax.vmap(lambda X0: dlnjax.simulate(flow, X0, ts, rtol=rtol, atol=atol, max_steps=max_steps))(X0s)
+    return jax.vmap(
+        lambda X0: dlnjax.simulate(flow, X0, ts, rtol=rtol, atol=atol, max_steps=max_steps)
+    )(X0s)
 
 
 @eqx.filter_jit
@@ -278,7 +290,9 @@ def svt(G: jax.Array, tau) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 
 @eqx.filter_jit
-def nuclear_norm_completion(loss, rho: float | None = None, max_iter: int = 20000, tol: float = 1e-9) -> dict:
+def nuclear_norm_completion(
+    loss, rho: float | None = None, max_iter: int = 20000, tol: float = 1e-9
+) -> dict:
     """``min ||X||_*`` subject to ``X_ij = M_ij`` on the observed entries of ``loss`` (a `MatrixCompletion`).
 
     ADMM on ``min ||X||_* s.t. X = Z, P_Omega(Z) = P_Omega(M)`` (scaled form, Boyd et al. 2011, §3.1):
@@ -350,19 +364,32 @@ def volume_trend(log_density: np.ndarray, stop: np.ndarray, rtol: float = 1e-9) 
     for lp, s in zip(np.asarray(log_density), np.asarray(stop)):
         lp = lp[: int(s) + 1]
         if not np.all(np.isfinite(lp)) or lp.size < 2:
-            rows.append({"finite": False, "change": float("nan"), "increasing": False, "decreasing": False, "min_index": -1, "late_change": float("nan")})
+            rows.append(
+                {
+                    "finite": False,
+                    "change": float("nan"),
+                    "increasing": False,
+                    "decreasing": False,
+                    "min_index": -1,
+                    "late_change": float("nan"),
+                }
+            )
             continue
         d = np.diff(lp)
         slack = rtol * np.max(np.abs(lp))
         i = int(np.argmin(lp))
-        rows.append({
-            "finite": True,
-            "change": float(lp[-1] - lp[0]),
-            "increasing": bool(np.all(d >= -slack)),
-            "decreasing": bool(np.all(d <= slack)),
-            "min_index": i,
-            "late_change": float(lp[-1] - lp[i]),  # the rise after the lowest point (0 if it never turns up)
-        })
+        rows.append(
+            {
+                "finite": True,
+                "change": float(lp[-1] - lp[0]),
+                "increasing": bool(np.all(d >= -slack)),
+                "decreasing": bool(np.all(d <= slack)),
+                "min_index": i,
+                "late_change": float(
+                    lp[-1] - lp[i]
+                ),  # the rise after the lowest point (0 if it never turns up)
+            }
+        )
     return rows
 
 
@@ -396,13 +423,23 @@ def toy(key, cfg: Config, say=print) -> dict:
     loss = toy_loss()
     Q = random_directions(key, cfg.toy_starts, (2, 2))
     scales = np.asarray(cfg.toy_scales, float)
-    X0s = (scales[:, None, None, None] * np.asarray(Q)[None]).reshape(-1, 2, 2)  # (scale, start) flattened
+    X0s = (scales[:, None, None, None] * np.asarray(Q)[None]).reshape(
+        -1, 2, 2
+    )  # (scale, start) flattened
     ts = save_times(cfg, time_unit(loss))
     target = cfg.toy_target * float(loss(jnp.zeros((2, 2))))
-    res = {"ts": np.asarray(ts), "Q": np.asarray(Q), "scales": scales, "target": target, "depths": list(cfg.toy_depths)}
+    res = {
+        "ts": np.asarray(ts),
+        "Q": np.asarray(Q),
+        "scales": scales,
+        "target": target,
+        "depths": list(cfg.toy_depths),
+    }
     paths, limits, success, steps, logd, losses, stops = [], [], [], [], [], [], []
     for depth in cfg.toy_depths:
-        traj = solve(loss, depth, jnp.asarray(X0s), ts, target, cfg.toy_rtol, cfg.toy_atol, cfg.toy_max_steps)
+        traj = solve(
+            loss, depth, jnp.asarray(X0s), ts, target, cfg.toy_rtol, cfg.toy_atol, cfg.toy_max_steps
+        )
         diag = path_diagnostics(loss, depth, traj.ys)
         L = np.asarray(diag["loss"])
         stop = np.array([_converged_index(row, target) for row in L])
@@ -414,7 +451,9 @@ def toy(key, cfg: Config, say=print) -> dict:
         logd.append(np.asarray(diag["log_density"]))
         losses.append(L)
         stops.append(stop)
-        say(f"(a) N = {depth_label(depth)}: {int(success[-1].sum())}/{len(stop)} converged, steps {steps[-1].min()}-{steps[-1].max()}")
+        say(
+            f"(a) N = {depth_label(depth)}: {int(success[-1].sum())}/{len(stop)} converged, steps {steps[-1].min()}-{steps[-1].max()}"
+        )
     shape = (len(cfg.toy_depths), len(scales), cfg.toy_starts)
     limits = np.stack(limits).reshape(*shape, 2, 2)
     ab, det, smin = rank_one_distance(limits)
@@ -443,7 +482,9 @@ def _selected_scales(cfg: Config, depth) -> np.ndarray:
     if depth != INF or cfg.inf_scales is None:
         return np.ones(scales.shape, bool)
     chosen = np.asarray(cfg.inf_scales, float)
-    return np.array([bool(np.any(np.isclose(s, chosen, rtol=1e-9, atol=0.0))) for s in scales], bool)
+    return np.array(
+        [bool(np.any(np.isclose(s, chosen, rtol=1e-9, atol=0.0))) for s in scales], bool
+    )
 
 
 def completion(key, cfg: Config, say=print) -> dict:
@@ -455,8 +496,24 @@ def completion(key, cfg: Config, say=print) -> dict:
     X0s = jnp.asarray(scales[:, None, None] * np.asarray(Q)[None])
     nO, nD, nS = len(cfg.observed), len(cfg.depths), len(scales)
     shape = (nO, nD, nS)
-    out = {k: np.full(shape, np.nan) for k in ("test_error", "effective_rank", "final_loss", "convergence_time", "log_density_start", "log_density_end")}
-    out.update(run=np.ones(shape, bool), success=np.zeros(shape, bool), steps=np.zeros(shape, int), sigma_limit=np.zeros((*shape, cfg.n)), limits=np.zeros((*shape, cfg.n, cfg.n)))
+    out = {
+        k: np.full(shape, np.nan)
+        for k in (
+            "test_error",
+            "effective_rank",
+            "final_loss",
+            "convergence_time",
+            "log_density_start",
+            "log_density_end",
+        )
+    }
+    out.update(
+        run=np.ones(shape, bool),
+        success=np.zeros(shape, bool),
+        steps=np.zeros(shape, int),
+        sigma_limit=np.zeros((*shape, cfg.n)),
+        limits=np.zeros((*shape, cfg.n, cfg.n)),
+    )
     out["loss_at_zero"] = np.zeros(nO)
     out["targets"] = np.zeros(nO)
     out["nuclear"] = []
@@ -471,7 +528,9 @@ def completion(key, cfg: Config, say=print) -> dict:
         target = cfg.loss_target * l0
         out["loss_at_zero"][i], out["targets"][i] = l0, target
         out["truth"].append(np.asarray(loss.truth))
-        out["observations"].append((np.asarray(loss.rows), np.asarray(loss.cols), np.asarray(loss.values)))
+        out["observations"].append(
+            (np.asarray(loss.rows), np.asarray(loss.cols), np.asarray(loss.values))
+        )
         t0 = time.perf_counter()
         nn = nuclear_norm_completion(loss, None, cfg.nn_max_iter, cfg.nn_tol)
         Xn = np.asarray(nn["X"])
@@ -488,8 +547,10 @@ def completion(key, cfg: Config, say=print) -> dict:
             "time_s": time.perf_counter() - t0,
         }
         out["nuclear"].append(nuc)
-        say(f"(b) |Omega| = {m}: nuclear norm error {nuc['test_error']:.3e}, rank {nuc['rank']}, {nuc['iterations']} iterations, "
-            f"duality gap {cert['relative_gap']:.1e}, residual {cert['relative_residual']:.1e} ({nuc['time_s']:.1f} s)")
+        say(
+            f"(b) |Omega| = {m}: nuclear norm error {nuc['test_error']:.3e}, rank {nuc['rank']}, {nuc['iterations']} iterations, "
+            f"duality gap {cert['relative_gap']:.1e}, residual {cert['relative_residual']:.1e} ({nuc['time_s']:.1f} s)"
+        )
         ts = save_times(cfg, time_unit(loss))
         out["ts"] = np.asarray(ts)
         for j, depth in enumerate(cfg.depths):
@@ -517,11 +578,21 @@ def completion(key, cfg: Config, say=print) -> dict:
             out["log_density_end"][i, j, sel] = diag["log_density"][at]
             if depth != 1:
                 trends[(m, depth_label(depth))] = volume_trend(diag["log_density"], stop)
-                log_density_paths[(m, depth_label(depth))] = (diag["log_density"], diag["loss"], stop)
-            say(f"(b) |Omega| = {m}, N = {depth_label(depth)}: errors {np.array2string(out['test_error'][i, j], precision=3)}, "
+                log_density_paths[(m, depth_label(depth))] = (
+                    diag["log_density"],
+                    diag["loss"],
+                    stop,
+                )
+            say(
+                f"(b) |Omega| = {m}, N = {depth_label(depth)}: errors {np.array2string(out['test_error'][i, j], precision=3)}, "
                 f"effective ranks {np.array2string(out['effective_rank'][i, j], precision=2)}, steps {out['steps'][i, j]}, "
                 f"{int(ok.sum())}/{int(sel.sum())} converged ({time.perf_counter() - t0:.1f} s)"
-                + ("" if sel.all() else f"; scales {', '.join(f'{x:g}' for x in scales[~sel])} not run (inf_scales)"))
+                + (
+                    ""
+                    if sel.all()
+                    else f"; scales {', '.join(f'{x:g}' for x in scales[~sel])} not run (inf_scales)"
+                )
+            )
     out["scales"] = scales
     out["trends"] = trends
     out["log_density_paths"] = log_density_paths
@@ -562,7 +633,9 @@ def plot_toy_paths(t: dict, cfg: Config):
         ax.set_title(f"N = {depth_label(d)}" + (" (rescaled time)" if d == INF else ""))
     axes[0].set_ylabel("$b = X_{21}$")
     axes[0].legend(loc="lower right", fontsize=7)
-    fig.suptitle(r"(a) $2\times 2$ completion, $X_{11} = X_{22} = 1$ observed: paths of the off-diagonal entries (dots: limits)")
+    fig.suptitle(
+        r"(a) $2\times 2$ completion, $X_{11} = X_{22} = 1$ observed: paths of the off-diagonal entries (dots: limits)"
+    )
     return fig
 
 
@@ -570,11 +643,16 @@ def plot_toy_distance(t: dict):
     """(a) Distance of the limit to the rank-one set against the scale, per depth (median and range over starts)."""
     fig, axes = figure(11, 4.2, 2)
     colors = _depth_colors(t["depths"])
-    for ax, key, title in ((axes[0], "ab_distance", r"$|ab - 1|$ at the limit"), (axes[1], "sigma_min", r"$\sigma_{\min}$ of the limit")):
+    for ax, key, title in (
+        (axes[0], "ab_distance", r"$|ab - 1|$ at the limit"),
+        (axes[1], "sigma_min", r"$\sigma_{\min}$ of the limit"),
+    ):
         for k, d in enumerate(t["depths"]):
             v = np.maximum(t[key][k], 1e-300)
             c = colors[depth_label(d)]
-            ax.loglog(t["scales"], np.median(v, axis=1), "o-", color=c, label=f"N = {depth_label(d)}")
+            ax.loglog(
+                t["scales"], np.median(v, axis=1), "o-", color=c, label=f"N = {depth_label(d)}"
+            )
             ax.fill_between(t["scales"], v.min(axis=1), v.max(axis=1), color=c, alpha=0.15)
         ax.set_xlabel(r"initialization scale $\|X_0\|_F$")
         ax.set_title(title + " (median, range over starts)")
@@ -607,7 +685,9 @@ def plot_completion(c: dict, cfg: Config):
         ax_e.set_title(rf"$|\Omega| = {m}$: $\|X - M\|_F / \|M\|_F$ (red x: not converged)")
         ax_r.set_title(rf"$|\Omega| = {m}$: effective rank of the limit")
         ax_e.legend(fontsize=7)
-    fig.suptitle(f"(b) {cfg.n}x{cfg.n}, rank {cfg.rank}, end-to-end flow to $E \\leq {cfg.loss_target:g}\\,E(0)$")
+    fig.suptitle(
+        f"(b) {cfg.n}x{cfg.n}, rank {cfg.rank}, end-to-end flow to $E \\leq {cfg.loss_target:g}\\,E(0)$"
+    )
     return fig
 
 
@@ -618,8 +698,18 @@ def plot_volume(t: dict, c: dict, cfg: Config):
     for k, d in enumerate(t["depths"]):
         if d == 1:
             continue
-        for lp, L, stop in zip(t["log_density"][k].reshape(-1, t["log_density"].shape[-1]), t["loss"][k].reshape(-1, t["loss"].shape[-1]), t["stop"][k].ravel()):
-            axes[0].semilogx(np.maximum(L[: stop + 1] / L[0], 1e-300), lp[: stop + 1] - lp[0], color=colors[depth_label(d)], lw=0.7, alpha=0.6)
+        for lp, L, stop in zip(
+            t["log_density"][k].reshape(-1, t["log_density"].shape[-1]),
+            t["loss"][k].reshape(-1, t["loss"].shape[-1]),
+            t["stop"][k].ravel(),
+        ):
+            axes[0].semilogx(
+                np.maximum(L[: stop + 1] / L[0], 1e-300),
+                lp[: stop + 1] - lp[0],
+                color=colors[depth_label(d)],
+                lw=0.7,
+                alpha=0.6,
+            )
         axes[0].plot([], [], color=colors[depth_label(d)], label=f"N = {depth_label(d)}")
     axes[0].set_title(r"(a) $2\times2$: $\log\rho_N(X(t)) - \log\rho_N(X_0)$")
     colors = _depth_colors(cfg.depths)
@@ -628,7 +718,14 @@ def plot_volume(t: dict, c: dict, cfg: Config):
         ls = styles[list(cfg.observed).index(m) % len(styles)]
         for row, Lr, s in zip(lp, L, stop):
             if np.all(np.isfinite(row[: s + 1])):
-                axes[1].semilogx(np.maximum(Lr[: s + 1] / Lr[0], 1e-300), row[: s + 1] - row[0], color=colors[d], ls=ls, lw=0.9, alpha=0.7)
+                axes[1].semilogx(
+                    np.maximum(Lr[: s + 1] / Lr[0], 1e-300),
+                    row[: s + 1] - row[0],
+                    color=colors[d],
+                    ls=ls,
+                    lw=0.9,
+                    alpha=0.7,
+                )
         axes[1].plot([], [], color=colors[d], ls=ls, label=rf"N = {d}, $|\Omega| = {m}$")
     axes[1].set_title(rf"(b) ${cfg.n}\times{cfg.n}$: $\log\rho_N(X(t)) - \log\rho_N(X_0)$")
     for ax in axes:
@@ -649,7 +746,9 @@ def _fmt(v, f=".3g"):
 
 def _text(s: dict, cfg: Config) -> str:
     lines = []
-    bang = ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""] if s["problems"] else []
+    bang = (
+        ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""] if s["problems"] else []
+    )
     lines += bang
     lines += [
         "dlnjax reproduce cohen-menon-veraszto: deep linear networks for matrix completion (Cohen, Menon & Veraszto, seed 003)",
@@ -663,31 +762,62 @@ def _text(s: dict, cfg: Config) -> str:
         "    " + f"{'scale':>10}" + "".join(f"{'N = ' + d:>22}" for d in s["toy"]["depths"]),
     ]
     for k, sc in enumerate(s["toy"]["scales"]):
-        cells = "".join(f"{_fmt(s['toy']['ab_distance_median'][j][k], '.2e') + ' (' + _fmt(s['toy']['sigma_min_median'][j][k], '.1e') + ')':>22}" for j in range(len(s["toy"]["depths"])))
+        cells = "".join(
+            f"{_fmt(s['toy']['ab_distance_median'][j][k], '.2e') + ' (' + _fmt(s['toy']['sigma_min_median'][j][k], '.1e') + ')':>22}"
+            for j in range(len(s["toy"]["depths"]))
+        )
         lines.append(f"    {sc:>10g}{cells}")
     lines += [
         f"    converged: {s['toy']['converged']} of {s['toy']['runs']} runs",
         "",
-        *(["    (published grid: scales 1e-3 ... 1e-6; this run uses " + ", ".join(f"{x:g}" for x in cfg.scales)
-            + " to keep the stiff tails affordable" + ("" if cfg.inf_scales is None else "; N = inf at " + ", ".join(f"{x:g}" for x in cfg.inf_scales) + " only")
-            + ", see the module docstring)"] if cfg.n == 100 else []),
+        *(
+            [
+                "    (published grid: scales 1e-3 ... 1e-6; this run uses "
+                + ", ".join(f"{x:g}" for x in cfg.scales)
+                + " to keep the stiff tails affordable"
+                + (
+                    ""
+                    if cfg.inf_scales is None
+                    else "; N = inf at " + ", ".join(f"{x:g}" for x in cfg.inf_scales) + " only"
+                )
+                + ", see the module docstring)"
+            ]
+            if cfg.n == 100
+            else []
+        ),
         f"(b) {cfg.n}x{cfg.n}, rank {cfg.rank}, ||M||_F = 1, target E <= {cfg.loss_target:g} E(0); "
         "recovery error ||X - M||_F/||M||_F [effective rank]",
     ]
     for i, m in enumerate(cfg.observed):
         nn = s["completion"]["nuclear"][i]
-        lines.append(f"  |Omega| = {m}:   min nuclear norm: {nn['test_error']:.3e} [{nn['effective_rank']:.2f}], rank {nn['rank']}, "
-                     f"{nn['iterations']} ADMM iterations, duality gap {nn['certificate_relative_gap']:.1e}, residual {nn['certificate_relative_residual']:.1e}")
-        lines.append("    " + f"{'N':>5}" + "".join(f"{'scale ' + format(sc, 'g'):>24}" for sc in cfg.scales))
+        lines.append(
+            f"  |Omega| = {m}:   min nuclear norm: {nn['test_error']:.3e} [{nn['effective_rank']:.2f}], rank {nn['rank']}, "
+            f"{nn['iterations']} ADMM iterations, duality gap {nn['certificate_relative_gap']:.1e}, residual {nn['certificate_relative_residual']:.1e}"
+        )
+        lines.append(
+            "    " + f"{'N':>5}" + "".join(f"{'scale ' + format(sc, 'g'):>24}" for sc in cfg.scales)
+        )
         for j, d in enumerate(cfg.depths):
             row = s["completion"]["table"][i][j]
-            cells = "".join((f"{'not run':>24}" if not r["run"] else
-                             f"{_fmt(r['test_error'], '.3e') + ' [' + _fmt(r['effective_rank'], '.2f') + ']' + ('' if r['converged'] else ' !'):>24}") for r in row)
+            cells = "".join(
+                (
+                    f"{'not run':>24}"
+                    if not r["run"]
+                    else f"{_fmt(r['test_error'], '.3e') + ' [' + _fmt(r['effective_rank'], '.2f') + ']' + ('' if r['converged'] else ' !'):>24}"
+                )
+                for r in row
+            )
             lines.append(f"    {depth_label(d):>5}{cells}")
-    lines += ["    (! = did not reach the target; not run: N = inf is run only at the scales of inf_scales, see the module docstring)", "", "(c) log volume density log rho_N(X(t)) along the trajectories (N >= 2), start to limit:"]
+    lines += [
+        "    (! = did not reach the target; not run: N = inf is run only at the scales of inf_scales, see the module docstring)",
+        "",
+        "(c) log volume density log rho_N(X(t)) along the trajectories (N >= 2), start to limit:",
+    ]
     for name, st in s["volume"].items():
         if not st.get("n"):
-            lines.append(f"    {name}: no finite trajectory ({st.get('n_nonfinite', 0)} non-finite)")
+            lines.append(
+                f"    {name}: no finite trajectory ({st.get('n_nonfinite', 0)} non-finite)"
+            )
             continue
         lines.append(
             f"    {name}: {st['n']} trajectories; monotone increasing {st['fraction_increasing']:.0%}, monotone decreasing "
@@ -696,7 +826,11 @@ def _text(s: dict, cfg: Config) -> str:
             f"(median rise {st['late_rise_median']:.3g})"
             + (f"; {st['n_nonfinite']} non-finite" if st["n_nonfinite"] else "")
         )
-    lines += ["    " + s["volume_verdict"], "", "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items())]
+    lines += [
+        "    " + s["volume_verdict"],
+        "",
+        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+    ]
     if s["problems"]:
         lines += [""] + bang[:-1]
     return "\n".join(lines) + "\n"
@@ -706,11 +840,20 @@ def _volume_verdict(vol: dict) -> str:
     n = sum(v.get("n", 0) for v in vol.values())
     up = sum(v.get("n", 0) * v.get("fraction_end_above_start", 0) for v in vol.values())
     dec = sum(v.get("n", 0) * v.get("fraction_decreasing", 0) for v in vol.values())
-    return (f"over all {n} finite trajectories: the density ends above its start in {up / max(n, 1):.0%}, "
-            f"decreases monotonically in {dec / max(n, 1):.0%} (a small start sits where the density is largest)")
+    return (
+        f"over all {n} finite trajectories: the density ends above its start in {up / max(n, 1):.0%}, "
+        f"decreases monotonically in {dec / max(n, 1):.0%} (a small start sits where the density is largest)"
+    )
 
 
-def run(out: Path, *, quick: bool = False, seed: int = 0, config: Config | None = None, log: Callable[[str], None] | None = None) -> int:
+def run(
+    out: Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    config: Config | None = None,
+    log: Callable[[str], None] | None = None,
+) -> int:
     """Run (a), (b), (c) and write figures, tables and the summary into ``out``; return 0 iff every check passed.
 
     Checks ("problems"): every run reaches its loss target; the nuclear-norm solver converges, meets the
@@ -729,29 +872,80 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, config: Config | None 
     t = toy(ka, cfg, say)
     timings["toy"] = time.perf_counter() - t0
     labels = [depth_label(d) for d in t["depths"]]
-    np.savez(out / "toy.npz", depths=np.asarray(t["depths"], float), scales=t["scales"], ts=t["ts"], Q=t["Q"], limits=t["limits"],
-             paths=t["paths"], ab_distance=t["ab_distance"], det=t["det"], sigma_min=t["sigma_min"], success=t["success"],
-             steps=t["steps"], log_density=t["log_density"], loss=t["loss"], stop=t["stop"])
+    np.savez(
+        out / "toy.npz",
+        depths=np.asarray(t["depths"], float),
+        scales=t["scales"],
+        ts=t["ts"],
+        Q=t["Q"],
+        limits=t["limits"],
+        paths=t["paths"],
+        ab_distance=t["ab_distance"],
+        det=t["det"],
+        sigma_min=t["sigma_min"],
+        success=t["success"],
+        steps=t["steps"],
+        log_density=t["log_density"],
+        loss=t["loss"],
+        stop=t["stop"],
+    )
     rows = []
     for j, d in enumerate(labels):
         for k, sc in enumerate(t["scales"]):
             for q in range(cfg.toy_starts):
                 L = t["limits"][j, k, q]
-                rows.append([d, float(sc), q, float(L[0, 0]), float(L[0, 1]), float(L[1, 0]), float(L[1, 1]), float(t["ab_distance"][j, k, q]),
-                             float(t["det"][j, k, q]), float(t["sigma_min"][j, k, q]), bool(t["success"][j, k, q]), int(t["steps"][j, k, q]),
-                             float(t["log_density"][j, k, q, 0]), float(t["log_density"][j, k, q, t["stop"][j, k, q]])])
-    write_csv(out / "toy.csv", ["depth", "scale", "start", "X11", "X12", "X21", "X22", "ab_distance", "abs_det", "sigma_min", "converged",
-                                "steps", "log_density_start", "log_density_end"], rows)
+                rows.append(
+                    [
+                        d,
+                        float(sc),
+                        q,
+                        float(L[0, 0]),
+                        float(L[0, 1]),
+                        float(L[1, 0]),
+                        float(L[1, 1]),
+                        float(t["ab_distance"][j, k, q]),
+                        float(t["det"][j, k, q]),
+                        float(t["sigma_min"][j, k, q]),
+                        bool(t["success"][j, k, q]),
+                        int(t["steps"][j, k, q]),
+                        float(t["log_density"][j, k, q, 0]),
+                        float(t["log_density"][j, k, q, t["stop"][j, k, q]]),
+                    ]
+                )
+    write_csv(
+        out / "toy.csv",
+        [
+            "depth",
+            "scale",
+            "start",
+            "X11",
+            "X12",
+            "X21",
+            "X22",
+            "ab_distance",
+            "abs_det",
+            "sigma_min",
+            "converged",
+            "steps",
+            "log_density_start",
+            "log_density_end",
+        ],
+        rows,
+    )
     save_figure(plot_toy_paths(t, cfg), out / "toy_paths.png")
     save_figure(plot_toy_distance(t), out / "toy_distance.png")
     if not t["success"].all():
-        problems.append(f"(a) {int((~t['success']).sum())} of {t['success'].size} 2x2 runs did not reach the target")
+        problems.append(
+            f"(a) {int((~t['success']).sum())} of {t['success'].size} 2x2 runs did not reach the target"
+        )
     if 1 in t["depths"]:
         j1 = t["depths"].index(1)
         shallow = np.median(t["ab_distance"][j1, -1])
         for j, d in enumerate(t["depths"]):
             if d != 1 and not np.median(t["ab_distance"][j, -1]) < shallow:
-                problems.append(f"(a) N = {labels[j]} at scale {t['scales'][-1]:g} is not closer to ab = 1 than N = 1")
+                problems.append(
+                    f"(a) N = {labels[j]} at scale {t['scales'][-1]:g} is not closer to ab = 1 than N = 1"
+                )
 
     # (b)
     t0 = time.perf_counter()
@@ -759,55 +953,146 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, config: Config | None 
     timings["completion"] = time.perf_counter() - t0
     dl = [depth_label(d) for d in cfg.depths]
     nO, nD, nS = c["test_error"].shape
-    np.savez(out / "completion.npz", observed=np.asarray(cfg.observed), depths=np.asarray(cfg.depths, float), scales=c["scales"],
-             run=c["run"], test_error=c["test_error"], effective_rank=c["effective_rank"], final_loss=c["final_loss"], success=c["success"],
-             steps=c["steps"], convergence_time=c["convergence_time"], sigma_limit=c["sigma_limit"], limits=c["limits"],
-             log_density_start=c["log_density_start"], log_density_end=c["log_density_end"], loss_at_zero=c["loss_at_zero"],
-             targets=c["targets"], truth=np.stack(c["truth"]),
-             nuclear_X=np.stack([nn["X"] for nn in c["nuclear"]]), nuclear_Y=np.stack([nn["Y"] for nn in c["nuclear"]]),
-             nuclear_test_error=np.array([nn["test_error"] for nn in c["nuclear"]]),
-             nuclear_effective_rank=np.array([nn["effective_rank"] for nn in c["nuclear"]]),
-             **{f"rows_{m}": o[0] for m, o in zip(cfg.observed, c["observations"])},
-             **{f"cols_{m}": o[1] for m, o in zip(cfg.observed, c["observations"])},
-             **{f"values_{m}": o[2] for m, o in zip(cfg.observed, c["observations"])})
+    np.savez(
+        out / "completion.npz",
+        observed=np.asarray(cfg.observed),
+        depths=np.asarray(cfg.depths, float),
+        scales=c["scales"],
+        run=c["run"],
+        test_error=c["test_error"],
+        effective_rank=c["effective_rank"],
+        final_loss=c["final_loss"],
+        success=c["success"],
+        steps=c["steps"],
+        convergence_time=c["convergence_time"],
+        sigma_limit=c["sigma_limit"],
+        limits=c["limits"],
+        log_density_start=c["log_density_start"],
+        log_density_end=c["log_density_end"],
+        loss_at_zero=c["loss_at_zero"],
+        targets=c["targets"],
+        truth=np.stack(c["truth"]),
+        nuclear_X=np.stack([nn["X"] for nn in c["nuclear"]]),
+        nuclear_Y=np.stack([nn["Y"] for nn in c["nuclear"]]),
+        nuclear_test_error=np.array([nn["test_error"] for nn in c["nuclear"]]),
+        nuclear_effective_rank=np.array([nn["effective_rank"] for nn in c["nuclear"]]),
+        **{f"rows_{m}": o[0] for m, o in zip(cfg.observed, c["observations"])},
+        **{f"cols_{m}": o[1] for m, o in zip(cfg.observed, c["observations"])},
+        **{f"values_{m}": o[2] for m, o in zip(cfg.observed, c["observations"])},
+    )
     rows = []
     for i, m in enumerate(cfg.observed):
         nn = c["nuclear"][i]
-        rows.append([m, "nuclear", "", nn["test_error"], nn["effective_rank"], nn["converged"], nn["iterations"], float("nan"), float("nan"), float("nan"), float("nan")])
+        rows.append(
+            [
+                m,
+                "nuclear",
+                "",
+                nn["test_error"],
+                nn["effective_rank"],
+                nn["converged"],
+                nn["iterations"],
+                float("nan"),
+                float("nan"),
+                float("nan"),
+                float("nan"),
+            ]
+        )
         for j, d in enumerate(dl):
             for k, sc in enumerate(c["scales"]):
-                rows.append([m, d, float(sc), float(c["test_error"][i, j, k]), float(c["effective_rank"][i, j, k]), bool(c["success"][i, j, k]),
-                             int(c["steps"][i, j, k]), float(c["final_loss"][i, j, k]), float(c["convergence_time"][i, j, k]),
-                             float(c["log_density_start"][i, j, k]), float(c["log_density_end"][i, j, k])])
-    write_csv(out / "completion.csv", ["observed", "depth", "scale", "test_error", "effective_rank", "converged", "steps", "final_loss",
-                                       "convergence_time", "log_density_start", "log_density_end"], rows)
+                rows.append(
+                    [
+                        m,
+                        d,
+                        float(sc),
+                        float(c["test_error"][i, j, k]),
+                        float(c["effective_rank"][i, j, k]),
+                        bool(c["success"][i, j, k]),
+                        int(c["steps"][i, j, k]),
+                        float(c["final_loss"][i, j, k]),
+                        float(c["convergence_time"][i, j, k]),
+                        float(c["log_density_start"][i, j, k]),
+                        float(c["log_density_end"][i, j, k]),
+                    ]
+                )
+    write_csv(
+        out / "completion.csv",
+        [
+            "observed",
+            "depth",
+            "scale",
+            "test_error",
+            "effective_rank",
+            "converged",
+            "steps",
+            "final_loss",
+            "convergence_time",
+            "log_density_start",
+            "log_density_end",
+        ],
+        rows,
+    )
     save_figure(plot_completion(c, cfg), out / "completion.png")
     for i, m in enumerate(cfg.observed):
         nn = c["nuclear"][i]
         if not nn["converged"]:
-            problems.append(f"(b) |Omega| = {m}: the nuclear-norm solver did not converge in {nn['iterations']} iterations")
+            problems.append(
+                f"(b) |Omega| = {m}: the nuclear-norm solver did not converge in {nn['iterations']} iterations"
+            )
         if not nn["certificate_relative_residual"] <= 1e-6:
-            problems.append(f"(b) |Omega| = {m}: the nuclear-norm solution misses the observations by {nn['certificate_relative_residual']:.1e}")
+            problems.append(
+                f"(b) |Omega| = {m}: the nuclear-norm solution misses the observations by {nn['certificate_relative_residual']:.1e}"
+            )
         if not nn["certificate_relative_gap"] <= 1e-5:
-            problems.append(f"(b) |Omega| = {m}: nuclear-norm duality gap {nn['certificate_relative_gap']:.1e}")
+            problems.append(
+                f"(b) |Omega| = {m}: nuclear-norm duality gap {nn['certificate_relative_gap']:.1e}"
+            )
         for j, d in enumerate(dl):
             for k, sc in enumerate(c["scales"]):
                 if c["run"][i, j, k] and not c["success"][i, j, k]:
-                    problems.append(f"(b) |Omega| = {m}, N = {d}, scale {sc:g}: did not reach the target in {cfg.inf_max_steps if d == 'inf' else cfg.max_steps} steps")
+                    problems.append(
+                        f"(b) |Omega| = {m}, N = {d}, scale {sc:g}: did not reach the target in {cfg.inf_max_steps if d == 'inf' else cfg.max_steps} steps"
+                    )
 
     # (c)
     vol = {}
     for j, d in enumerate(t["depths"]):
         if d != 1:
             S = t["log_density"].shape
-            vol[f"(a) 2x2, N = {labels[j]}"] = _trend_stats(volume_trend(t["log_density"][j].reshape(-1, S[-1]), t["stop"][j].ravel()))
+            vol[f"(a) 2x2, N = {labels[j]}"] = _trend_stats(
+                volume_trend(t["log_density"][j].reshape(-1, S[-1]), t["stop"][j].ravel())
+            )
     for (m, d), rows_ in c["trends"].items():
         vol[f"(b) |Omega| = {m}, N = {d}"] = _trend_stats(rows_)
-    vrows = [[name, st.get("n", 0), st.get("n_nonfinite", 0), st.get("fraction_increasing", float("nan")), st.get("fraction_decreasing", float("nan")),
-              st.get("fraction_end_above_start", float("nan")), st.get("change_median", float("nan")), st.get("fraction_rising_after_minimum", float("nan")),
-              st.get("late_rise_median", float("nan"))] for name, st in vol.items()]
-    write_csv(out / "volume.csv", ["runs", "n", "n_nonfinite", "fraction_increasing", "fraction_decreasing", "fraction_end_above_start",
-                                   "change_median", "fraction_rising_after_minimum", "late_rise_median"], vrows)
+    vrows = [
+        [
+            name,
+            st.get("n", 0),
+            st.get("n_nonfinite", 0),
+            st.get("fraction_increasing", float("nan")),
+            st.get("fraction_decreasing", float("nan")),
+            st.get("fraction_end_above_start", float("nan")),
+            st.get("change_median", float("nan")),
+            st.get("fraction_rising_after_minimum", float("nan")),
+            st.get("late_rise_median", float("nan")),
+        ]
+        for name, st in vol.items()
+    ]
+    write_csv(
+        out / "volume.csv",
+        [
+            "runs",
+            "n",
+            "n_nonfinite",
+            "fraction_increasing",
+            "fraction_decreasing",
+            "fraction_end_above_start",
+            "change_median",
+            "fraction_rising_after_minimum",
+            "late_rise_median",
+        ],
+        vrows,
+    )
     save_figure(plot_volume(t, c, cfg), out / "volume.png")
     timings["total"] = time.perf_counter() - t_all
 
@@ -816,7 +1101,10 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, config: Config | None 
         "status": "OK" if not problems else "FAILED",
         "problems": problems,
         "seed": seed,
-        "config": {k: ([depth_label(x) for x in v] if k in ("toy_depths", "depths") else v) for k, v in dataclasses.asdict(cfg).items()},
+        "config": {
+            k: ([depth_label(x) for x in v] if k in ("toy_depths", "depths") else v)
+            for k, v in dataclasses.asdict(cfg).items()
+        },
         "toy": {
             "depths": labels,
             "scales": [float(s) for s in t["scales"]],
@@ -831,11 +1119,25 @@ def run(out: Path, *, quick: bool = False, seed: int = 0, config: Config | None 
             "depths": dl,
             "scales": [float(s) for s in c["scales"]],
             "loss_at_zero": c["loss_at_zero"].tolist(),
-            "nuclear": [{k: v for k, v in nn.items() if k not in ("X", "Y")} for nn in c["nuclear"]],
-            "table": [[[{"test_error": float(c["test_error"][i, j, k]), "effective_rank": float(c["effective_rank"][i, j, k]),
-                         "converged": bool(c["success"][i, j, k]), "run": bool(c["run"][i, j, k]), "steps": int(c["steps"][i, j, k])}
-                        for k in range(nS)]
-                       for j in range(nD)] for i in range(nO)],
+            "nuclear": [
+                {k: v for k, v in nn.items() if k not in ("X", "Y")} for nn in c["nuclear"]
+            ],
+            "table": [
+                [
+                    [
+                        {
+                            "test_error": float(c["test_error"][i, j, k]),
+                            "effective_rank": float(c["effective_rank"][i, j, k]),
+                            "converged": bool(c["success"][i, j, k]),
+                            "run": bool(c["run"][i, j, k]),
+                            "steps": int(c["steps"][i, j, k]),
+                        }
+                        for k in range(nS)
+                    ]
+                    for j in range(nD)
+                ]
+                for i in range(nO)
+            ],
         },
         "volume": vol,
         "timings_s": timings,

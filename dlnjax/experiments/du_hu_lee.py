@@ -29,10 +29,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import diffrax
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import diffrax
 import numpy as np
 import optax
 
@@ -84,8 +84,22 @@ class Config:
 
 
 DEFAULT = Config()
-QUICK = Config(n=20, d_in=4, hidden=5, depth=3, t_final=4.0, n_saves=11, rtol=1e-9, atol=1e-11, kink_steps=2000,
-               step_sizes=(0.005, 0.01, 0.02), drift_time=0.2, fact_rows=8, fact_cols=6, fact_steps=600)
+QUICK = Config(
+    n=20,
+    d_in=4,
+    hidden=5,
+    depth=3,
+    t_final=4.0,
+    n_saves=11,
+    rtol=1e-9,
+    atol=1e-11,
+    kink_steps=2000,
+    step_sizes=(0.005, 0.01, 0.02),
+    drift_time=0.2,
+    fact_rows=8,
+    fact_cols=6,
+    fact_steps=600,
+)
 
 
 def _widths(cfg: Config) -> tuple[int, ...]:
@@ -102,13 +116,24 @@ def conservation(loss, net0: dlnjax.DLN, cfg: Config) -> dict:
     ts = jnp.linspace(0.0, cfg.t_final, cfg.n_saves)
 
     def constant_steps(n):
-        return dlnjax.simulate(Gradient(loss), net0, ts, dt0=cfg.t_final / n,
-                               stepsize_controller=diffrax.ConstantStepSize(), max_steps=n + 10)
+        return dlnjax.simulate(
+            Gradient(loss),
+            net0,
+            ts,
+            dt0=cfg.t_final / n,
+            stepsize_controller=diffrax.ConstantStepSize(),
+            max_steps=n + 10,
+        )
 
     def change(traj):
         diffs, neurons = jax.vmap(_norms)(traj.ys)
         scale = float(jnp.max(jax.vmap(dlnjax.layer_norms)(traj.ys)))
-        return diffs, neurons, float(jnp.max(jnp.abs(diffs - diffs[0]))) / scale, float(jnp.max(jnp.abs(neurons - neurons[0]))) / scale
+        return (
+            diffs,
+            neurons,
+            float(jnp.max(jnp.abs(diffs - diffs[0]))) / scale,
+            float(jnp.max(jnp.abs(neurons - neurons[0]))) / scale,
+        )
 
     halving = float("nan")
     if net0.activation.is_linear:
@@ -145,7 +170,11 @@ def drift(loss, net0: dlnjax.DLN, step_sizes, horizon: float) -> dict:
     etas = jnp.asarray(step_sizes)
     counts = [max(1, round(horizon / float(e))) for e in step_sizes]
     fns = {"differences": dlnjax.layer_norm_differences}
-    res = jax.vmap(lambda eta: dlnjax.train(loss, net0, optax.sgd(eta), max(counts), metrics=(), metric_fns=fns))(etas)
+    res = jax.vmap(
+        lambda eta: dlnjax.train(
+            loss, net0, optax.sgd(eta), max(counts), metrics=(), metric_fns=fns
+        )
+    )(etas)
     d = np.asarray(res.history["differences"])  # (etas, steps + 1, N - 1)
     jumps = np.abs(np.diff(d, axis=1)).max(axis=2)
     per_step = np.array([jumps[i, :c].mean() for i, c in enumerate(counts)])
@@ -163,7 +192,9 @@ def drift(loss, net0: dlnjax.DLN, step_sizes, horizon: float) -> dict:
         "per_step": per_step,
         "slope": slope,
         "slope_small": slope_small,
-        "first_step_error": float(np.max(np.abs(measured_first - predicted_first)) / np.max(np.abs(predicted_first))),
+        "first_step_error": float(
+            np.max(np.abs(measured_first - predicted_first)) / np.max(np.abs(predicted_first))
+        ),
         "diverged": np.asarray(res.diverged),
     }
 
@@ -177,7 +208,9 @@ def factorization(key, cfg: Config) -> dict:
     M = u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v))
     loss = dlnjax.losses.Factorization(M)
     net0 = dlnjax.gaussian(k0, (cfg.fact_cols, 1, cfg.fact_rows), cfg.fact_init)
-    res = dlnjax.train(loss, net0, optax.sgd(cfg.fact_step), cfg.fact_steps, metrics=("test_error",))
+    res = dlnjax.train(
+        loss, net0, optax.sgd(cfg.fact_step), cfg.fact_steps, metrics=("test_error",)
+    )
     err = np.asarray(res.history["test_error"])
     steps = np.arange(err.shape[0])
     tail = (err < 1e-3) & (err > 1e-11)
@@ -186,7 +219,11 @@ def factorization(key, cfg: Config) -> dict:
         coef = np.polyfit(steps[tail], np.log(err[tail]), 1)
         fit = np.polyval(coef, steps[tail])
         rate = float(np.exp(coef[0]))
-        r2 = float(1 - np.sum((np.log(err[tail]) - fit) ** 2) / np.sum((np.log(err[tail]) - np.log(err[tail]).mean()) ** 2))
+        r2 = float(
+            1
+            - np.sum((np.log(err[tail]) - fit) ** 2)
+            / np.sum((np.log(err[tail]) - np.log(err[tail]).mean()) ** 2)
+        )
     final = dlnjax.layer_norms(res.net)
     return {
         "steps": steps,
@@ -226,7 +263,11 @@ def plot_drift(drifts: dict):
     e = np.asarray(next(iter(drifts.values()))["etas"])
     ref = next(iter(drifts.values()))["per_step"][0] * (e / e[0]) ** 2
     ax[0].loglog(e, ref, "k:", label=r"$\propto \eta^2$")
-    ax[0].set(xlabel=r"step size $\eta$", ylabel="mean drift per step", title="(b) gradient descent: O(η²) per step")
+    ax[0].set(
+        xlabel=r"step size $\eta$",
+        ylabel="mean drift per step",
+        title="(b) gradient descent: O(η²) per step",
+    )
     ax[0].legend(fontsize=7)
     return fig
 
@@ -235,8 +276,11 @@ def plot_factorization(fact: dict, cfg: Config):
     """(c) The relative error of rank-one factorization per gradient-descent step (log scale)."""
     fig, ax = figure(5, 3.6, 1)
     ax[0].semilogy(fact["steps"], fact["error"])
-    ax[0].set(xlabel="gradient-descent step", ylabel=r"$\|uv^T-M\|_F/\|M\|_F$",
-              title=f"(c) rank-one factorization, η = {cfg.fact_step:g}: rate {fact['rate']:.4f}/step")
+    ax[0].set(
+        xlabel="gradient-descent step",
+        ylabel=r"$\|uv^T-M\|_F/\|M\|_F$",
+        title=f"(c) rank-one factorization, η = {cfg.fact_step:g}: rate {fact['rate']:.4f}/step",
+    )
     return fig
 
 
@@ -256,15 +300,24 @@ def _text(s: dict) -> str:
         "   change(N/2 steps) / change(N steps)",
     ]
     for name, a in s["conservation"].items():
-        lines.append(f"    {name:<12}{a['loss_initial']:>10.4f}{a['loss_final']:>10.4f}{a['max_change_layers']:>11.1e}"
-                     f"{a['max_change_neurons']:>11.1e}{a['num_steps']:>7}"
-                     + ("" if a["halving"] is None else f"   {a['halving']:.2f}"))
-    lines += ["", f"(b) gradient descent over t in [0, {c['drift_time']}] (t / eta steps): mean drift per step of the layer-norm differences"]
+        lines.append(
+            f"    {name:<12}{a['loss_initial']:>10.4f}{a['loss_final']:>10.4f}{a['max_change_layers']:>11.1e}"
+            f"{a['max_change_neurons']:>11.1e}{a['num_steps']:>7}"
+            + ("" if a["halving"] is None else f"   {a['halving']:.2f}")
+        )
+    lines += [
+        "",
+        f"(b) gradient descent over t in [0, {c['drift_time']}] (t / eta steps): mean drift per step of the layer-norm differences",
+    ]
     lines.append("    " + f"{'eta':<12}" + "".join(f"{e:>10g}" for e in c["step_sizes"]))
     for name, d in s["drift"].items():
-        lines.append("    " + f"{name:<12}" + "".join(f"{v:>10.2e}" for v in d["per_step"])
-                     + f"   slope {d['slope']:.3f} (smallest two: {d['slope_small']:.3f}); "
-                     f"first step vs eta^2(|g_k+1|^2-|g_k|^2): {d['first_step_error']:.1e}")
+        lines.append(
+            "    "
+            + f"{name:<12}"
+            + "".join(f"{v:>10.2e}" for v in d["per_step"])
+            + f"   slope {d['slope']:.3f} (smallest two: {d['slope_small']:.3f}); "
+            f"first step vs eta^2(|g_k+1|^2-|g_k|^2): {d['first_step_error']:.1e}"
+        )
     f = s["factorization"]
     lines += [
         "",
@@ -301,25 +354,60 @@ def run(
         say(f"(a) gradient flow, {name}")
         cons[name] = conservation(loss, base.with_activation(name), cfg)
     timings["conservation"] = time.perf_counter() - t0
-    write_csv(out / "conservation.csv", ["activation", "t", "loss", "max_abs_change_layers", "max_abs_change_neurons"],
-              [(name, float(t), float(c["loss"][i]), float(np.abs(c["differences"][i] - c["differences"][0]).max()),
-                float(np.abs(c["neurons"][i] - c["neurons"][0]).max()))
-               for name, c in cons.items() for i, t in enumerate(c["ts"])])
+    write_csv(
+        out / "conservation.csv",
+        ["activation", "t", "loss", "max_abs_change_layers", "max_abs_change_neurons"],
+        [
+            (
+                name,
+                float(t),
+                float(c["loss"][i]),
+                float(np.abs(c["differences"][i] - c["differences"][0]).max()),
+                float(np.abs(c["neurons"][i] - c["neurons"][0]).max()),
+            )
+            for name, c in cons.items()
+            for i, t in enumerate(c["ts"])
+        ],
+    )
     t0 = time.perf_counter()
     for name in ACTIVATIONS:
         say(f"(b) gradient descent at {len(cfg.step_sizes)} step sizes, {name}")
         drifts[name] = drift(loss, base.with_activation(name), cfg.step_sizes, cfg.drift_time)
     timings["drift"] = time.perf_counter() - t0
-    write_csv(out / "drift.csv", ["activation", "eta", "mean_drift_per_step"],
-              [(name, float(e), float(v)) for name, d in drifts.items() for e, v in zip(d["etas"], d["per_step"])])
+    write_csv(
+        out / "drift.csv",
+        ["activation", "eta", "mean_drift_per_step"],
+        [
+            (name, float(e), float(v))
+            for name, d in drifts.items()
+            for e, v in zip(d["etas"], d["per_step"])
+        ],
+    )
     t0 = time.perf_counter()
     say("(c) asymmetric rank-one factorization")
     fact = factorization(kf, cfg)
     timings["factorization"] = time.perf_counter() - t0
-    write_csv(out / "factorization.csv", ["step", "relative_error"], zip(fact["steps"].tolist(), fact["error"].tolist()))
-    np.savez(out / "du_hu_lee.npz", **{f"{k}_{n}": v for n, c in cons.items() for k, v in c.items() if isinstance(v, np.ndarray)},
-             **{f"drift_{k}_{n}": v for n, d in drifts.items() for k, v in d.items() if isinstance(v, np.ndarray)},
-             factorization_error=fact["error"])
+    write_csv(
+        out / "factorization.csv",
+        ["step", "relative_error"],
+        zip(fact["steps"].tolist(), fact["error"].tolist()),
+    )
+    np.savez(
+        out / "du_hu_lee.npz",
+        **{
+            f"{k}_{n}": v
+            for n, c in cons.items()
+            for k, v in c.items()
+            if isinstance(v, np.ndarray)
+        },
+        **{
+            f"drift_{k}_{n}": v
+            for n, d in drifts.items()
+            for k, v in d.items()
+            if isinstance(v, np.ndarray)
+        },
+        factorization_error=fact["error"],
+    )
     save_figure(plot_conservation(cons), out / "conservation.png")
     save_figure(plot_drift(drifts), out / "drift.png")
     save_figure(plot_factorization(fact, cfg), out / "factorization.png")
@@ -329,21 +417,33 @@ def run(
         if not c["success"]:
             problems.append(f"(a) {name}: the solve failed")
         worst = max(c["max_change_layers"], c["max_change_neurons"])
-        if np.isnan(c["halving"]):  # adaptive solve at tight tolerances: conserved to round-off level
+        if np.isnan(
+            c["halving"]
+        ):  # adaptive solve at tight tolerances: conserved to round-off level
             if not worst < 1e-6:
                 problems.append(f"(a) {name}: conserved quantities changed by {worst:.1e}")
-        elif not (worst < 1e-5 and c["halving"] > 1.5):  # constant steps: first-order error at the kinks only
-            problems.append(f"(a) {name}: conserved quantities changed by {worst:.1e}, shrinking only "
-                            f"{c['halving']:.2f}-fold when the step is halved")
+        elif not (
+            worst < 1e-5 and c["halving"] > 1.5
+        ):  # constant steps: first-order error at the kinks only
+            problems.append(
+                f"(a) {name}: conserved quantities changed by {worst:.1e}, shrinking only "
+                f"{c['halving']:.2f}-fold when the step is halved"
+            )
         if not c["loss"][-1] < c["loss"][0]:
             problems.append(f"(a) {name}: the loss did not decrease")
     for name, d in drifts.items():
         if not abs(d["slope_small"] - 2) < 0.25:
-            problems.append(f"(b) {name}: drift slope at the smallest steps {d['slope_small']:.2f}, expected 2")
+            problems.append(
+                f"(b) {name}: drift slope at the smallest steps {d['slope_small']:.2f}, expected 2"
+            )
         if not d["first_step_error"] < 1e-6:
-            problems.append(f"(b) {name}: first step off the eta^2 formula by {d['first_step_error']:.1e}")
+            problems.append(
+                f"(b) {name}: first step off the eta^2 formula by {d['first_step_error']:.1e}"
+            )
     if not (fact["final_error"] < 1e-8 and fact["r2"] > 0.99 and fact["rate"] < 1):
-        problems.append(f"(c) no linear convergence: final error {fact['final_error']:.1e}, R^2 {fact['r2']:.3f}")
+        problems.append(
+            f"(c) no linear convergence: final error {fact['final_error']:.1e}, R^2 {fact['r2']:.3f}"
+        )
     summary = {
         "experiment": "du-hu-lee",
         "status": "OK" if not problems else "FAILED",
@@ -351,13 +451,27 @@ def run(
         "seed": seed,
         "config": dataclasses.asdict(cfg),
         "widths": list(widths),
-        "conservation": {n: {"loss_initial": float(c["loss"][0]), "loss_final": float(c["loss"][-1]),
-                             "max_change_layers": c["max_change_layers"], "max_change_neurons": c["max_change_neurons"],
-                             "halving": None if np.isnan(c["halving"]) else c["halving"],
-                             "success": c["success"], "num_steps": c["num_steps"]} for n, c in cons.items()},
-        "drift": {n: {"per_step": d["per_step"].tolist(), "slope": d["slope"], "slope_small": d["slope_small"],
-                      "first_step_error": d["first_step_error"]}
-                  for n, d in drifts.items()},
+        "conservation": {
+            n: {
+                "loss_initial": float(c["loss"][0]),
+                "loss_final": float(c["loss"][-1]),
+                "max_change_layers": c["max_change_layers"],
+                "max_change_neurons": c["max_change_neurons"],
+                "halving": None if np.isnan(c["halving"]) else c["halving"],
+                "success": c["success"],
+                "num_steps": c["num_steps"],
+            }
+            for n, c in cons.items()
+        },
+        "drift": {
+            n: {
+                "per_step": d["per_step"].tolist(),
+                "slope": d["slope"],
+                "slope_small": d["slope_small"],
+                "first_step_error": d["first_step_error"],
+            }
+            for n, d in drifts.items()
+        },
         "factorization": {k: v for k, v in fact.items() if not isinstance(v, np.ndarray)},
         "timings_s": timings,
     }

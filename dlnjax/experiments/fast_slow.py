@@ -39,7 +39,18 @@ from dlnjax.flows import Regularized
 
 from ._common import figure, prepare, write_summary
 
-__all__ = ["Config", "DEFAULT", "QUICK", "target_matrix", "quadratic_loss", "starts_like", "save_times", "balance_time", "measure_kappa", "run"]
+__all__ = [
+    "Config",
+    "DEFAULT",
+    "QUICK",
+    "target_matrix",
+    "quadratic_loss",
+    "starts_like",
+    "save_times",
+    "balance_time",
+    "measure_kappa",
+    "run",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +95,9 @@ def target_matrix(key, d: int, sigma_max: float, sigma_min: float) -> jax.Array:
 def save_times(cfg: Config, kappa: float) -> jax.Array:
     """``0`` and ``n_saves`` log-spaced times from ``t_min`` to ``horizon / (2 kappa)``: both the learning
     time scale ``O(1)`` and the balancing time scale ``1/(2 kappa)`` are resolved."""
-    return jnp.concatenate([jnp.zeros(1), jnp.geomspace(cfg.t_min, cfg.horizon / (2 * kappa), cfg.n_saves)])
+    return jnp.concatenate(
+        [jnp.zeros(1), jnp.geomspace(cfg.t_min, cfg.horizon / (2 * kappa), cfg.n_saves)]
+    )
 
 
 def balance_time(ts: np.ndarray, g: np.ndarray, level: float = math.exp(-1)) -> float:
@@ -105,13 +118,17 @@ def _solve_all(Y, kappa, starts, ts, rtol, atol):
     loss = quadratic_loss(Y)
     depth, widths = starts.depth, starts.widths
     # Gradient(loss) is Regularized(loss, 0): one compiled solve, vmapped over the four (kappa, start) pairs.
-    solve = jax.vmap(lambda k, y0: dlnjax.simulate(Regularized(loss, k), y0, ts, rtol=rtol, atol=atol))
+    solve = jax.vmap(
+        lambda k, y0: dlnjax.simulate(Regularized(loss, k), y0, ts, rtol=rtol, atol=atol)
+    )
 
     def one(w0):
         center = dlnjax.fiber_center(dlnjax.end_to_end(w0), depth, widths)
         y0s = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b, a, b]), w0, center)
         ks = jnp.stack([kappa, kappa, 0.0 * kappa, 0.0 * kappa])
-        sols = solve(ks, y0s)  # real (4.1); two_stage_prediction; learning_first_prediction; gradient flow from C
+        sols = solve(
+            ks, y0s
+        )  # real (4.1); two_stage_prediction; learning_first_prediction; gradient flow from C
         real = jax.tree_util.tree_map(lambda a: a[0], sols.ys)
         diag = fast_slow_diagnostic(loss, kappa, real, ts)
         x = jax.vmap(jax.vmap(dlnjax.end_to_end))(sols.ys)
@@ -136,7 +153,9 @@ def starts_like(key, Y: jax.Array, depth: int, n: int, scale: float) -> dlnjax.D
     return nets.replace_arrays(*arrays)
 
 
-def measure_kappa(ts: np.ndarray, kappa: float, Y: np.ndarray, diag, x_ideal, x_grad, x_grad_center) -> dict:
+def measure_kappa(
+    ts: np.ndarray, kappa: float, Y: np.ndarray, diag, x_ideal, x_grad, x_grad_center
+) -> dict:
     """Per-start curves and scalar measurements for one ``kappa`` (arrays have axes (start, time))."""
     ny = float(np.linalg.norm(Y))
     x = np.asarray(diag.x)
@@ -148,13 +167,24 @@ def measure_kappa(ts: np.ndarray, kappa: float, Y: np.ndarray, diag, x_ideal, x_
     tb_rel = np.array([balance_time(ts, bi) for bi in bal])
     law = np.max(np.abs(g - g[:, :1] * np.exp(-2 * kappa * ts)[None]), axis=1) / g[:, 0]
     late = ts >= 1 / (2 * kappa)
-    learned = np.array([(loss[i, 0] - np.interp(tb[i], ts, loss[i])) / (loss[i, 0] - loss[i, -1]) for i in range(len(tb))])
+    learned = np.array(
+        [
+            (loss[i, 0] - np.interp(tb[i], ts, loss[i])) / (loss[i, 0] - loss[i, -1])
+            for i in range(len(tb))
+        ]
+    )
     tan, nor = np.asarray(diag.tangent_norm), np.asarray(diag.normal_norm)
     cross = []
-    for i in range(tan.shape[0]):  # first save from which the regularizing speed exceeds the learning speed
+    for i in range(
+        tan.shape[0]
+    ):  # first save from which the regularizing speed exceeds the learning speed
         j = np.nonzero(tan[i] > nor[i])[0]
         cross.append(float(ts[j[0]]) if j.size else float("nan"))
-    curves = {"x_err_two_stage": e_two, "x_err_learning_first": e_first, "x_gap_gradient_flows": floor}
+    curves = {
+        "x_err_two_stage": e_two,
+        "x_err_learning_first": e_first,
+        "x_gap_gradient_flows": floor,
+    }
     scalars = {
         "kappa": kappa,
         "one_over_2kappa": 1 / (2 * kappa),
@@ -185,8 +215,20 @@ def _fig_balance(results, cfg) -> Figure:
         g = np.asarray(d.g_norm)
         b = np.asarray(d.balancedness)
         for i in range(g.shape[0]):
-            ax1.semilogy(s, g[i] / g[i, 0], color=f"C{j}", alpha=0.7, label=rf"$\kappa = {kappa:g}$" if i == 0 else None)
-            ax2.semilogy(s, b[i], color=f"C{j}", alpha=0.7, label=rf"$\kappa = {kappa:g}$" if i == 0 else None)
+            ax1.semilogy(
+                s,
+                g[i] / g[i, 0],
+                color=f"C{j}",
+                alpha=0.7,
+                label=rf"$\kappa = {kappa:g}$" if i == 0 else None,
+            )
+            ax2.semilogy(
+                s,
+                b[i],
+                color=f"C{j}",
+                alpha=0.7,
+                label=rf"$\kappa = {kappa:g}$" if i == 0 else None,
+            )
     s = np.linspace(0, cfg.horizon, 50)
     ax1.semilogy(s, np.exp(-s), "k--", label=r"$e^{-2\kappa t}$ (exact law)")
     ax1.axvline(1.0, color="0.5", lw=0.8)
@@ -204,13 +246,26 @@ def _fig_speeds(results) -> Figure:
     fig, (ax1, ax2) = figure(12, 4.6, 2)
     for j, (kappa, r) in enumerate(results.items()):
         ts, d = r["ts"], r["diag"]
-        ax1.loglog(ts[1:], np.asarray(d.tangent_norm)[0, 1:], color=f"C{j}", label=rf"tangent, $\kappa={kappa:g}$")
-        ax1.loglog(ts[1:], np.asarray(d.normal_norm)[0, 1:], color=f"C{j}", ls="--", label="normal" if j == 0 else None)
+        ax1.loglog(
+            ts[1:],
+            np.asarray(d.tangent_norm)[0, 1:],
+            color=f"C{j}",
+            label=rf"tangent, $\kappa={kappa:g}$",
+        )
+        ax1.loglog(
+            ts[1:],
+            np.asarray(d.normal_norm)[0, 1:],
+            color=f"C{j}",
+            ls="--",
+            label="normal" if j == 0 else None,
+        )
         ax1.axvline(1 / (2 * kappa), color=f"C{j}", lw=0.6, ls=":")
         ax2.loglog(ts[1:], np.asarray(d.loss)[0, 1:], color=f"C{j}", label=rf"$\kappa={kappa:g}$")
         ax2.axvline(1 / (2 * kappa), color=f"C{j}", lw=0.6, ls=":")
     ax1.set_xlabel("t")
-    ax1.set_title(r"speeds $\|\Pi_T V\|$ (regularizing, solid), $\|\Pi_N V\|$ (learning, dashed); dotted: $1/(2\kappa)$")
+    ax1.set_title(
+        r"speeds $\|\Pi_T V\|$ (regularizing, solid), $\|\Pi_N V\|$ (learning, dashed); dotted: $1/(2\kappa)$"
+    )
     ax1.legend(fontsize=7)
     ax2.set_xlabel("t")
     ax2.set_title(r"loss $E(X(t))$ (first start)")
@@ -222,20 +277,54 @@ def _fig_errors(results, table) -> Figure:
     fig, (ax1, ax2) = figure(12, 4.6, 2)
     for j, (kappa, r) in enumerate(results.items()):
         ts, c = r["ts"], r["m"]["curves"]
-        ax1.loglog(ts[1:], c["x_err_two_stage"][0, 1:], color=f"C{j}", label=rf"§4 two-stage, $\kappa={kappa:g}$")
-        ax1.loglog(ts[1:], c["x_err_learning_first"][0, 1:], color=f"C{j}", ls="--", label="learning first" if j == 0 else None)
+        ax1.loglog(
+            ts[1:],
+            c["x_err_two_stage"][0, 1:],
+            color=f"C{j}",
+            label=rf"§4 two-stage, $\kappa={kappa:g}$",
+        )
+        ax1.loglog(
+            ts[1:],
+            c["x_err_learning_first"][0, 1:],
+            color=f"C{j}",
+            ls="--",
+            label="learning first" if j == 0 else None,
+        )
         ax1.axvline(1 / (2 * kappa), color=f"C{j}", lw=0.6, ls=":")
     r0 = next(iter(results.values()))
-    ax1.loglog(r0["ts"][1:], r0["m"]["curves"]["x_gap_gradient_flows"][0, 1:], "k", lw=0.8, label=r"gap of gradient flows from $W_0$, $C$")
+    ax1.loglog(
+        r0["ts"][1:],
+        r0["m"]["curves"]["x_gap_gradient_flows"][0, 1:],
+        "k",
+        lw=0.8,
+        label=r"gap of gradient flows from $W_0$, $C$",
+    )
     ax1.set_ylim(1e-9, 2)
     ax1.set_xlabel("t")
     ax1.set_title(r"$\|X(t) - X_{pred}(t)\| / \|Y\|$ (first start); dotted: $1/(2\kappa)$")
     ax1.legend(fontsize=7)
     k = np.array([row["kappa"] for row in table])
-    ax2.loglog(k, [row["two_stage_err_max"] for row in table], "o-", label="§4 two-stage: max over t")
-    ax2.loglog(k, [row["two_stage_err_after_balance_time_max"] for row in table], "s-", label=r"§4 two-stage: max over $t \geq 1/(2\kappa)$")
-    ax2.loglog(k, [row["learning_first_err_max"] for row in table], "^-", label="learning first: max over t")
-    ax2.loglog(k, [row["gradient_flow_gap_max"] for row in table], "k:", label=r"floor: gradient flows from $W_0$ vs $C$")
+    ax2.loglog(
+        k, [row["two_stage_err_max"] for row in table], "o-", label="§4 two-stage: max over t"
+    )
+    ax2.loglog(
+        k,
+        [row["two_stage_err_after_balance_time_max"] for row in table],
+        "s-",
+        label=r"§4 two-stage: max over $t \geq 1/(2\kappa)$",
+    )
+    ax2.loglog(
+        k,
+        [row["learning_first_err_max"] for row in table],
+        "^-",
+        label="learning first: max over t",
+    )
+    ax2.loglog(
+        k,
+        [row["gradient_flow_gap_max"] for row in table],
+        "k:",
+        label=r"floor: gradient flows from $W_0$ vs $C$",
+    )
     ax2.loglog(k, k, color="0.6", lw=0.8, label=r"$\kappa$")
     ax2.set_xlabel(r"$\kappa$")
     ax2.set_title("prediction error of the idealized pictures (max over starts)")
@@ -274,13 +363,22 @@ def _summary_text(s: dict) -> str:
         "",
         "reading: " + s["reading"],
         "",
-        "solver success: " + str(s["success"]) + "; wall time " + f"{s['timings_s']['total']:.1f} s",
+        "solver success: "
+        + str(s["success"])
+        + "; wall time "
+        + f"{s['timings_s']['total']:.1f} s",
     ]
     return "\n".join(lines) + "\n"
 
 
-def run(out: str | Path = "results/fast-slow", *, quick: bool = False, seed: int = 0, config: Config | None = None,
-        log: Callable[[str], None] | None = None) -> int:
+def run(
+    out: str | Path = "results/fast-slow",
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    config: Config | None = None,
+    log: Callable[[str], None] | None = None,
+) -> int:
     """Run the experiment into ``out`` (created); return 0, or 1 if a solve failed or the exact law
     ``||G(t)|| = e^{-2 kappa t} ||G(0)||`` is broken beyond the solver tolerance.
 
@@ -300,7 +398,9 @@ def run(out: str | Path = "results/fast-slow", *, quick: bool = False, seed: int
     for kappa in cfg.kappas:
         ts = save_times(cfg, kappa)
         t0 = time.perf_counter()
-        diag, xi, xg, xgc, ok, steps = _solve_all(Y, jnp.asarray(kappa), starts, ts, cfg.rtol, cfg.atol)
+        diag, xi, xg, xgc, ok, steps = _solve_all(
+            Y, jnp.asarray(kappa), starts, ts, cfg.rtol, cfg.atol
+        )
         jax.block_until_ready(diag.x)
         success[f"{kappa:g}"] = bool(np.all(np.asarray(ok)))
         m = measure_kappa(np.asarray(ts), kappa, np.asarray(Y), diag, xi, xg, xgc)
@@ -308,8 +408,10 @@ def run(out: str | Path = "results/fast-slow", *, quick: bool = False, seed: int
         results[kappa] = {"ts": np.asarray(ts), "diag": diag, "m": m}
         table.append(m["scalars"])
         sc = m["scalars"]
-        say(f"kappa = {kappa:g}: {time.perf_counter() - t0:.1f} s, t_bal*2kappa = {np.mean(sc['balance_time_times_2kappa']):.6f}, "
-            f"two-stage max err {sc['two_stage_err_max']:.3f}, learning-first max err {sc['learning_first_err_max']:.2e}")
+        say(
+            f"kappa = {kappa:g}: {time.perf_counter() - t0:.1f} s, t_bal*2kappa = {np.mean(sc['balance_time_times_2kappa']):.6f}, "
+            f"two-stage max err {sc['two_stage_err_max']:.3f}, learning-first max err {sc['learning_first_err_max']:.2e}"
+        )
 
     fig = _fig_balance(results, cfg)
     fig.savefig(out / "balancing.png", dpi=110)
@@ -323,25 +425,54 @@ def run(out: str | Path = "results/fast-slow", *, quick: bool = False, seed: int
     for name in ("x_err_two_stage", "x_err_learning_first", "x_gap_gradient_flows"):
         arrays[name] = np.stack([r["m"]["curves"][name] for r in results.values()])
     np.savez(out / "fast_slow.npz", **arrays)
-    cols = ("tangent_norm", "normal_norm", "g_norm", "balancedness", "loss", "x_err_two_stage", "x_err_learning_first")
+    cols = (
+        "tangent_norm",
+        "normal_norm",
+        "g_norm",
+        "balancedness",
+        "loss",
+        "x_err_two_stage",
+        "x_err_learning_first",
+    )
     with open(out / "fast_slow_curves.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["kappa", "start", "t"] + list(cols))
         for a, kappa in enumerate(cfg.kappas):
             for i in range(cfg.n_starts):
                 for j, t in enumerate(arrays["ts"][a]):
-                    w.writerow([f"{kappa:g}", i, f"{t:.17g}"] + [f"{arrays[c][a, i, j]:.17g}" for c in cols])
-    keys = ("kappa", "g_law_residual_max", "two_stage_err_max", "two_stage_err_after_balance_time_max",
-            "learning_first_err_max", "learning_first_err_max_over_kappa", "gradient_flow_gap_max")
+                    w.writerow(
+                        [f"{kappa:g}", i, f"{t:.17g}"]
+                        + [f"{arrays[c][a, i, j]:.17g}" for c in cols]
+                    )
+    keys = (
+        "kappa",
+        "g_law_residual_max",
+        "two_stage_err_max",
+        "two_stage_err_after_balance_time_max",
+        "learning_first_err_max",
+        "learning_first_err_max_over_kappa",
+        "gradient_flow_gap_max",
+    )
     with open(out / "fast_slow_table.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(list(keys) + ["balance_time_times_2kappa_mean", "fraction_learned_by_balance_time_min"])
+        w.writerow(
+            list(keys) + ["balance_time_times_2kappa_mean", "fraction_learned_by_balance_time_min"]
+        )
         for row in table:
-            w.writerow([f"{row[k]:.17g}" for k in keys]
-                       + [f"{np.mean(row['balance_time_times_2kappa']):.17g}", f"{np.min(row['fraction_learned_by_balance_time']):.17g}"])
+            w.writerow(
+                [f"{row[k]:.17g}" for k in keys]
+                + [
+                    f"{np.mean(row['balance_time_times_2kappa']):.17g}",
+                    f"{np.min(row['fraction_learned_by_balance_time']):.17g}",
+                ]
+            )
 
     problems = [f"solve failed at kappa = {k}" for k, v in success.items() if not v]
-    problems += [f"G law broken at kappa = {r['kappa']:g} by {r['g_law_residual_max']:.1e}" for r in table if not r["g_law_residual_max"] < 1e-6]
+    problems += [
+        f"G law broken at kappa = {r['kappa']:g} by {r['g_law_residual_max']:.1e}"
+        for r in table
+        if not r["g_law_residual_max"] < 1e-6
+    ]
     small = table[0]
     reading = (
         f"||G|| falls by e at t = 1/(2 kappa) for every kappa (the exact law). For small kappa the learning comes first: "

@@ -92,12 +92,25 @@ class Config:
     momentum: float = 0.5  # Adam's b1 (0.9 overshoots in the flat valley of kappa)
     # checks
     fd_step: float = 1e-4  # central finite differences in log scale and log kappa
-    gap_tolerance: float = 0.05  # gradient descent's best within 5% of the solve-matched grid's best
-    gradient_drop: float = 0.1  # |grad| at gradient descent's best <= this times |grad| at the start
+    gap_tolerance: float = (
+        0.05  # gradient descent's best within 5% of the solve-matched grid's best
+    )
+    gradient_drop: float = (
+        0.1  # |grad| at gradient descent's best <= this times |grad| at the start
+    )
 
 
 DEFAULT = Config()
-QUICK = Config(size=12, n_observed=80, norm=12.0, horizon=500.0, steps=250, levels=3, budget=9, learning_rate=0.5)
+QUICK = Config(
+    size=12,
+    n_observed=80,
+    norm=12.0,
+    horizon=500.0,
+    steps=250,
+    levels=3,
+    budget=9,
+    learning_rate=0.5,
+)
 
 
 def _widths(cfg: Config) -> tuple[int, ...]:
@@ -108,7 +121,9 @@ def problem(key, cfg: Config):
     """``(loss, base)``: the noisy matrix-completion loss (its ``truth`` the noise-free ``M``) and the unit-scale
     Gaussian network ``base = dlnjax.gaussian(key, widths, 1)``, so that ``gaussian(key, widths, s) = s * base``."""
     kl, kz, kn = jr.split(key, 3)
-    loss = dlnjax.losses.MatrixCompletion.random(kl, (cfg.size, cfg.size), cfg.rank, cfg.n_observed, norm=cfg.norm)
+    loss = dlnjax.losses.MatrixCompletion.random(
+        kl, (cfg.size, cfg.size), cfg.rank, cfg.n_observed, norm=cfg.norm
+    )
     noisy = loss.values + cfg.noise * jr.normal(kz, loss.values.shape, loss.values.dtype)
     loss = eqx.tree_at(lambda l: l.values, loss, noisy)
     return loss, dlnjax.gaussian(kn, _widths(cfg), 1.0)
@@ -127,8 +142,15 @@ def outcome(theta, loss, base, cfg: Config, *, adaptive: bool = False):
     if adaptive:
         traj = dlnjax.simulate(flow, net0, _ts(cfg), rtol=1e-10, atol=1e-12)
     else:
-        traj = dlnjax.simulate(flow, net0, _ts(cfg), solver=dfx.Tsit5(), dt0=cfg.horizon / cfg.steps,
-                               stepsize_controller=dfx.ConstantStepSize(), max_steps=cfg.steps + 2)
+        traj = dlnjax.simulate(
+            flow,
+            net0,
+            _ts(cfg),
+            solver=dfx.Tsit5(),
+            dt0=cfg.horizon / cfg.steps,
+            stepsize_controller=dfx.ConstantStepSize(),
+            max_steps=cfg.steps + 2,
+        )
     X = dlnjax.end_to_end(traj[-1])
     return loss.test_error(X), (loss(X), traj.success)
 
@@ -137,8 +159,12 @@ value_and_grad = jax.jit(jax.value_and_grad(outcome, has_aux=True), static_argnu
 """``((test error, (training loss, success)), d test error / d theta)``; one reverse-mode solve, jitted."""
 _forward = jax.jit(outcome, static_argnums=3)
 _forward_batch = jax.jit(jax.vmap(outcome, in_axes=(0, None, None, None)), static_argnums=3)
-_adaptive_batch = jax.jit(jax.vmap(lambda th, l, b, c: outcome(th, l, b, c, adaptive=True), in_axes=(0, None, None, None)),
-                          static_argnums=3)
+_adaptive_batch = jax.jit(
+    jax.vmap(
+        lambda th, l, b, c: outcome(th, l, b, c, adaptive=True), in_axes=(0, None, None, None)
+    ),
+    static_argnums=3,
+)
 
 
 def grid_axes(cfg: Config):
@@ -161,8 +187,14 @@ def grid_search(loss, base, cfg: Config) -> dict:
     err, (train, ok) = jax.block_until_ready(compiled(thetas, loss, base))
     seconds = time.perf_counter() - t0
     k = ls.size
-    return {"log_scales": ls, "log_kappas": lk, "test_error": np.asarray(err).reshape(k, k),
-            "train_loss": np.asarray(train).reshape(k, k), "success": np.asarray(ok).reshape(k, k), "seconds": seconds}
+    return {
+        "log_scales": ls,
+        "log_kappas": lk,
+        "test_error": np.asarray(err).reshape(k, k),
+        "train_loss": np.asarray(train).reshape(k, k),
+        "success": np.asarray(ok).reshape(k, k),
+        "seconds": seconds,
+    }
 
 
 def _grid_best(grid: dict, stride: int):
@@ -178,19 +210,28 @@ def gradient_descent(loss, base, cfg: Config, say=lambda msg: None) -> dict:
     (``theta_0 .. theta_{budget-1}``), each timed (wall clock, after compiling)."""
     theta = jnp.log(jnp.asarray(cfg.start, float))
     jax.block_until_ready(value_and_grad(theta, loss, base, cfg))  # compile
-    opt = optax.adam(optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.budget - 1, 1), alpha=0.1), b1=cfg.momentum)
+    opt = optax.adam(
+        optax.cosine_decay_schedule(cfg.learning_rate, max(cfg.budget - 1, 1), alpha=0.1),
+        b1=cfg.momentum,
+    )
     state = opt.init(theta)
     rows = {k: [] for k in ("theta", "test_error", "train_loss", "grad", "success", "elapsed")}
     t0 = time.perf_counter()
     for i in range(cfg.budget):
         (err, (train, ok)), g = jax.block_until_ready(value_and_grad(theta, loss, base, cfg))
         rows["elapsed"].append(time.perf_counter() - t0)
-        for k, v in zip(("theta", "test_error", "train_loss", "grad", "success"), (theta, err, train, g, ok)):
+        for k, v in zip(
+            ("theta", "test_error", "train_loss", "grad", "success"), (theta, err, train, g, ok)
+        ):
             rows[k].append(np.asarray(v))
-        say(f"  solve {i + 1:3d}: scale {math.exp(theta[0]):.4g}, kappa {math.exp(theta[1]):.3g}, test error {float(err):.4f}, "
-            f"grad ({float(g[0]):+.2e}, {float(g[1]):+.2e})")
+        say(
+            f"  solve {i + 1:3d}: scale {math.exp(theta[0]):.4g}, kappa {math.exp(theta[1]):.3g}, test error {float(err):.4f}, "
+            f"grad ({float(g[0]):+.2e}, {float(g[1]):+.2e})"
+        )
         if i + 1 < cfg.budget:
-            g = jnp.where(jnp.isfinite(g), g, 0.0)  # a failed solve gives no direction (and is reported)
+            g = jnp.where(
+                jnp.isfinite(g), g, 0.0
+            )  # a failed solve gives no direction (and is reported)
             updates, state = opt.update(g, state)
             theta = optax.apply_updates(theta, updates)
     return {k: np.asarray(v) for k, v in rows.items()}
@@ -207,7 +248,13 @@ def _finite_differences(theta, loss, base, cfg: Config):
         vals = []
         for sign in (1.0, -1.0):
             t0 = time.perf_counter()
-            vals.append(float(jax.block_until_ready(_forward(jnp.asarray(theta + sign * e), loss, base, cfg))[0]))
+            vals.append(
+                float(
+                    jax.block_until_ready(_forward(jnp.asarray(theta + sign * e), loss, base, cfg))[
+                        0
+                    ]
+                )
+            )
             times.append(time.perf_counter() - t0)
         out.append((vals[0] - vals[1]) / (2 * cfg.fd_step))
     return np.array(out), float(np.mean(times[1:]))
@@ -222,8 +269,18 @@ def plot_landscape(grid: dict, path: dict, best: dict):
     cs = a.contourf(ls, lk, z.T, levels=16, cmap="viridis")
     fig.colorbar(cs, ax=a, label="log10 test error")
     best_err = np.nanmin(grid["test_error"])
-    a.contour(ls, lk, grid["test_error"].T, levels=[1.05 * best_err], colors="white", linestyles="--", linewidths=1)
-    a.plot([], [], "--", color="white", label="within 5% of the grid's best")  # the contour's legend entry
+    a.contour(
+        ls,
+        lk,
+        grid["test_error"].T,
+        levels=[1.05 * best_err],
+        colors="white",
+        linestyles="--",
+        linewidths=1,
+    )
+    a.plot(
+        [], [], "--", color="white", label="within 5% of the grid's best"
+    )  # the contour's legend entry
     S, K = np.meshgrid(ls, lk, indexing="ij")
     a.plot(S.ravel(), K.ravel(), ".", color="0.85", ms=3, label="finest grid")
     th = path["theta"] / np.log(10)
@@ -231,7 +288,11 @@ def plot_landscape(grid: dict, path: dict, best: dict):
     a.plot(*th[0], "s", color="tab:red", ms=7, mfc="none", label="start")
     for name, (x, y), m, c in best:
         a.plot(np.log10(x), np.log10(y), m, color=c, ms=11, mfc="none", mew=2, label=name)
-    a.set(xlabel="log10 init scale", ylabel="log10 kappa", title="test error after the flow; gradient-descent path")
+    a.set(
+        xlabel="log10 init scale",
+        ylabel="log10 kappa",
+        title="test error after the flow; gradient-descent path",
+    )
     a.legend(fontsize=7, loc="lower left", facecolor="0.6", framealpha=0.8)
     return fig
 
@@ -242,11 +303,22 @@ def plot_convergence(budget_rows: list):
     for method, style in (("gradient descent", "-"), ("grid", "o--")):
         r = [row for row in budget_rows if row[0] == method]
         n, e, t = (np.array([row[k] for row in r]) for k in (1, 2, 3))
-        ax[0].loglog(n, e, style, label=method, drawstyle="steps-post" if method != "grid" else "default")
-        ax[1].loglog(t, e, style, label=method, drawstyle="steps-post" if method != "grid" else "default")
-    ax[0].set(xlabel="solves (gradient descent: value-and-gradient solves)", ylabel="best test error so far",
-              title="given the same number of solves")
-    ax[1].set(xlabel="wall time, s (grid: solves x one forward solve)", ylabel="best test error so far", title="given the same time")
+        ax[0].loglog(
+            n, e, style, label=method, drawstyle="steps-post" if method != "grid" else "default"
+        )
+        ax[1].loglog(
+            t, e, style, label=method, drawstyle="steps-post" if method != "grid" else "default"
+        )
+    ax[0].set(
+        xlabel="solves (gradient descent: value-and-gradient solves)",
+        ylabel="best test error so far",
+        title="given the same number of solves",
+    )
+    ax[1].set(
+        xlabel="wall time, s (grid: solves x one forward solve)",
+        ylabel="best test error so far",
+        title="given the same time",
+    )
     for a in ax:
         a.legend(fontsize=8)
     return fig
@@ -274,7 +346,9 @@ def _text(s: dict) -> str:
         f"    {'method':<34}{'solves':>7}{'time s':>9}{'scale':>10}{'kappa':>10}{'test error':>12}",
     ]
     for r in s["results"]:
-        lines.append(f"    {r['method']:<34}{r['solves']:>7}{r['seconds']:>9.2f}{r['scale']:>10.4g}{r['kappa']:>10.3g}{r['test_error']:>12.5f}")
+        lines.append(
+            f"    {r['method']:<34}{r['solves']:>7}{r['seconds']:>9.2f}{r['scale']:>10.4g}{r['kappa']:>10.3g}{r['test_error']:>12.5f}"
+        )
     g = s["gradient"]
     lines += [
         "",
@@ -306,7 +380,9 @@ def run(
     cfg = config if config is not None else (QUICK if quick else DEFAULT)
     nested = _nested(cfg)
     if cfg.budget not in [k * k for k, _ in nested]:
-        raise ValueError(f"init-scale-tuning: budget {cfg.budget} must be the size of a nested grid: {[k * k for k, _ in nested]}.")
+        raise ValueError(
+            f"init-scale-tuning: budget {cfg.budget} must be the size of a nested grid: {[k * k for k, _ in nested]}."
+        )
     out, say = prepare("init-scale-tuning", out, log)
     timings: dict[str, float] = {}
     loss, base = problem(jr.PRNGKey(seed), cfg)
@@ -316,26 +392,71 @@ def run(
     grid = grid_search(loss, base, cfg)
     timings["grid search (with compiling)"] = time.perf_counter() - t0
     ls, lk = grid["log_scales"], grid["log_kappas"]
-    write_csv(out / "grid.csv", ["i_scale", "i_kappa", "scale", "kappa", "test_error", "train_loss", "success"],
-              [(i, j, float(np.exp(ls[i])), float(np.exp(lk[j])), float(grid["test_error"][i, j]), float(grid["train_loss"][i, j]),
-                int(grid["success"][i, j])) for i in range(ls.size) for j in range(lk.size)])
+    write_csv(
+        out / "grid.csv",
+        ["i_scale", "i_kappa", "scale", "kappa", "test_error", "train_loss", "success"],
+        [
+            (
+                i,
+                j,
+                float(np.exp(ls[i])),
+                float(np.exp(lk[j])),
+                float(grid["test_error"][i, j]),
+                float(grid["train_loss"][i, j]),
+                int(grid["success"][i, j]),
+            )
+            for i in range(ls.size)
+            for j in range(lk.size)
+        ],
+    )
 
     t0 = time.perf_counter()
     say(f"gradient descent: {cfg.budget} value-and-gradient solves")
     path = gradient_descent(loss, base, cfg, say)
     timings["gradient descent (with compiling)"] = time.perf_counter() - t0
-    best_i = int(np.nanargmin(np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf)))
-    best_so_far = np.minimum.accumulate(np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf))
-    write_csv(out / "path.csv", ["solve", "scale", "kappa", "test_error", "train_loss", "grad_log_scale", "grad_log_kappa",
-                                 "best_so_far", "elapsed_s", "success"],
-              [(i + 1, float(np.exp(path["theta"][i, 0])), float(np.exp(path["theta"][i, 1])), float(path["test_error"][i]),
-                float(path["train_loss"][i]), float(path["grad"][i, 0]), float(path["grad"][i, 1]), float(best_so_far[i]),
-                float(path["elapsed"][i]), int(path["success"][i])) for i in range(cfg.budget)])
+    best_i = int(
+        np.nanargmin(np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf))
+    )
+    best_so_far = np.minimum.accumulate(
+        np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf)
+    )
+    write_csv(
+        out / "path.csv",
+        [
+            "solve",
+            "scale",
+            "kappa",
+            "test_error",
+            "train_loss",
+            "grad_log_scale",
+            "grad_log_kappa",
+            "best_so_far",
+            "elapsed_s",
+            "success",
+        ],
+        [
+            (
+                i + 1,
+                float(np.exp(path["theta"][i, 0])),
+                float(np.exp(path["theta"][i, 1])),
+                float(path["test_error"][i]),
+                float(path["train_loss"][i]),
+                float(path["grad"][i, 0]),
+                float(path["grad"][i, 1]),
+                float(best_so_far[i]),
+                float(path["elapsed"][i]),
+                int(path["success"][i]),
+            )
+            for i in range(cfg.budget)
+        ],
+    )
 
     t0 = time.perf_counter()
     say("checks: finite differences at the start, adaptive solves at the best points")
     fd, sec_fwd = _finite_differences(path["theta"][0], loss, base, cfg)
-    sec_vg = float(np.mean(np.diff(path["elapsed"]))) if cfg.budget > 1 else float(path["elapsed"][0])
+    sec_vg = (
+        float(np.mean(np.diff(path["elapsed"]))) if cfg.budget > 1 else float(path["elapsed"][0])
+    )
     per_point = grid["seconds"] / grid["test_error"].size
 
     # the searches at matched cost
@@ -346,7 +467,10 @@ def run(
     affordable = gd_seconds / sec_fwd  # forward solves in gradient descent's wall time
     time_k, time_stride = max(((k, s) for k, s in nested if k * k <= affordable), default=nested[0])
     ti, tj, t_err = _grid_best(grid, time_stride)
-    budget_rows = [("gradient descent", i + 1, float(best_so_far[i]), float(path["elapsed"][i])) for i in range(cfg.budget)]
+    budget_rows = [
+        ("gradient descent", i + 1, float(best_so_far[i]), float(path["elapsed"][i]))
+        for i in range(cfg.budget)
+    ]
     budget_rows += [("grid", k * k, _grid_best(grid, s)[2], k * k * sec_fwd) for k, s in nested]
     write_csv(out / "budget.csv", ["method", "solves", "best_test_error", "seconds"], budget_rows)
 
@@ -354,29 +478,87 @@ def run(
     pts = jnp.asarray(np.array([best_theta, [ls[gi], lk[gj]], [ls[fi], lk[fj]]]))
     adaptive, (_, adaptive_ok) = jax.block_until_ready(_adaptive_batch(pts, loss, base, cfg))
     constant = [float(path["test_error"][best_i]), g_err, f_err]
-    discretization = {name: abs(float(a) - c) / c for name, a, c in
-                      zip(("gradient descent's best", "matched grid's best", "finest grid's best"), np.asarray(adaptive), constant)}
+    discretization = {
+        name: abs(float(a) - c) / c
+        for name, a, c in zip(
+            ("gradient descent's best", "matched grid's best", "finest grid's best"),
+            np.asarray(adaptive),
+            constant,
+        )
+    }
     timings["checks"] = time.perf_counter() - t0
 
-    np.savez(out / "init_scale_tuning.npz", log_scales=ls, log_kappas=lk, grid_test_error=grid["test_error"],
-             grid_train_loss=grid["train_loss"], grid_success=grid["success"], path_theta=path["theta"],
-             path_test_error=path["test_error"], path_train_loss=path["train_loss"], path_grad=path["grad"],
-             path_elapsed=path["elapsed"], final_theta=path["theta"][-1], best_theta=best_theta, fd_gradient=fd,
-             rows=np.asarray(loss.rows), cols=np.asarray(loss.cols), values=np.asarray(loss.values), truth=np.asarray(loss.truth),
-             base_layers=np.stack([np.asarray(w) for w in base.layers]))
+    np.savez(
+        out / "init_scale_tuning.npz",
+        log_scales=ls,
+        log_kappas=lk,
+        grid_test_error=grid["test_error"],
+        grid_train_loss=grid["train_loss"],
+        grid_success=grid["success"],
+        path_theta=path["theta"],
+        path_test_error=path["test_error"],
+        path_train_loss=path["train_loss"],
+        path_grad=path["grad"],
+        path_elapsed=path["elapsed"],
+        final_theta=path["theta"][-1],
+        best_theta=best_theta,
+        fd_gradient=fd,
+        rows=np.asarray(loss.rows),
+        cols=np.asarray(loss.cols),
+        values=np.asarray(loss.values),
+        truth=np.asarray(loss.truth),
+        base_layers=np.stack([np.asarray(w) for w in base.layers]),
+    )
 
     def result(method, solves, seconds, theta, err):
-        return {"method": method, "solves": int(solves), "seconds": float(seconds), "scale": float(np.exp(theta[0])),
-                "kappa": float(np.exp(theta[1])), "log_scale": float(theta[0]), "log_kappa": float(theta[1]), "test_error": float(err)}
+        return {
+            "method": method,
+            "solves": int(solves),
+            "seconds": float(seconds),
+            "scale": float(np.exp(theta[0])),
+            "kappa": float(np.exp(theta[1])),
+            "log_scale": float(theta[0]),
+            "log_kappa": float(theta[1]),
+            "test_error": float(err),
+        }
 
     k_m = int(round(math.sqrt(cfg.budget)))
     results = [
-        result("gradient descent, best point", cfg.budget, gd_seconds, best_theta, path["test_error"][best_i]),
-        result("gradient descent, last point", cfg.budget, gd_seconds, path["theta"][-1], path["test_error"][-1]),
-        result(f"grid {k_m}x{k_m} (solve-matched)", k_m * k_m, k_m * k_m * sec_fwd, (ls[gi], lk[gj]), g_err),
-        result(f"grid {time_k}x{time_k} (time-matched{', capped' if time_k == ls.size else ''})", time_k * time_k,
-               time_k * time_k * sec_fwd, (ls[ti], lk[tj]), t_err),
-        result(f"grid {ls.size}x{lk.size} (finest)", ls.size * lk.size, ls.size * lk.size * sec_fwd, (ls[fi], lk[fj]), f_err),
+        result(
+            "gradient descent, best point",
+            cfg.budget,
+            gd_seconds,
+            best_theta,
+            path["test_error"][best_i],
+        ),
+        result(
+            "gradient descent, last point",
+            cfg.budget,
+            gd_seconds,
+            path["theta"][-1],
+            path["test_error"][-1],
+        ),
+        result(
+            f"grid {k_m}x{k_m} (solve-matched)",
+            k_m * k_m,
+            k_m * k_m * sec_fwd,
+            (ls[gi], lk[gj]),
+            g_err,
+        ),
+        result(
+            f"grid {time_k}x{time_k} (time-matched{', capped' if time_k == ls.size else ''})",
+            time_k * time_k,
+            time_k * time_k * sec_fwd,
+            (ls[ti], lk[tj]),
+            t_err,
+        ),
+        result(
+            f"grid {ls.size}x{lk.size} (finest)",
+            ls.size * lk.size,
+            ls.size * lk.size * sec_fwd,
+            (ls[fi], lk[fj]),
+            f_err,
+        ),
     ]
     gd_best = float(path["test_error"][best_i])
     g0, gb = path["grad"][0], path["grad"][best_i]
@@ -384,25 +566,37 @@ def run(
     fd_error = float(np.max(np.abs(g0 - fd)) / np.max(np.abs(fd)))
 
     say("figures")
-    best_marks = [("gradient descent's best", np.exp(best_theta), "*", "tab:red"),
-                  (f"grid {k_m}x{k_m} best", np.exp([ls[gi], lk[gj]]), "D", "tab:orange"),
-                  (f"grid {ls.size}x{lk.size} best", np.exp([ls[fi], lk[fj]]), "X", "white")]
+    best_marks = [
+        ("gradient descent's best", np.exp(best_theta), "*", "tab:red"),
+        (f"grid {k_m}x{k_m} best", np.exp([ls[gi], lk[gj]]), "D", "tab:orange"),
+        (f"grid {ls.size}x{lk.size} best", np.exp([ls[fi], lk[fj]]), "X", "white"),
+    ]
     save_figure(plot_landscape(grid, path, best_marks), out / "landscape.png")
     save_figure(plot_convergence(budget_rows), out / "convergence.png")
 
     problems = []
-    if not (grid["success"].all() and path["success"].all() and bool(np.all(np.asarray(adaptive_ok)))):
+    if not (
+        grid["success"].all() and path["success"].all() and bool(np.all(np.asarray(adaptive_ok)))
+    ):
         problems.append("a solve failed")
     if not gd_best < float(path["test_error"][0]):
-        problems.append(f"gradient descent did not improve on its start ({gd_best:.4f} vs {float(path['test_error'][0]):.4f})")
+        problems.append(
+            f"gradient descent did not improve on its start ({gd_best:.4f} vs {float(path['test_error'][0]):.4f})"
+        )
     if not gd_best <= (1 + cfg.gap_tolerance) * g_err:
-        problems.append(f"gradient descent's best {gd_best:.4f} is more than {cfg.gap_tolerance:.0%} above the solve-matched grid's {g_err:.4f}")
+        problems.append(
+            f"gradient descent's best {gd_best:.4f} is more than {cfg.gap_tolerance:.0%} above the solve-matched grid's {g_err:.4f}"
+        )
     if not ratio <= cfg.gradient_drop:
-        problems.append(f"the gradient at gradient descent's best is {ratio:.2f} of the starting one (want <= {cfg.gradient_drop})")
+        problems.append(
+            f"the gradient at gradient descent's best is {ratio:.2f} of the starting one (want <= {cfg.gradient_drop})"
+        )
     if not fd_error < 1e-5:
         problems.append(f"the gradient differs from finite differences by {fd_error:.1e}")
     if not max(discretization.values()) < 1e-2:
-        problems.append(f"the constant-step test errors differ from adaptive solves by {max(discretization.values()):.1e}")
+        problems.append(
+            f"the constant-step test errors differ from adaptive solves by {max(discretization.values()):.1e}"
+        )
     summary = {
         "experiment": "init-scale-tuning",
         "status": "OK" if not problems else "FAILED",

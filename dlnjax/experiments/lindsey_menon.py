@@ -132,7 +132,9 @@ def save_times(cfg: Config) -> jax.Array:
 
 
 @eqx.filter_jit
-def solve_batch(flow, starts: dlnjax.DLN, ts: jax.Array, rtol: float = 1e-9, atol: float = 1e-11) -> dlnjax.Trajectory:
+def solve_batch(
+    flow, starts: dlnjax.DLN, ts: jax.Array, rtol: float = 1e-9, atol: float = 1e-11
+) -> dlnjax.Trajectory:
     """`dlnjax.simulate` of ``flow`` from every start of the batch (``jax.vmap`` over initial conditions).
 
     The result is a batched `dlnjax.Trajectory`: ``ys`` has axes (start, time, ...), ``success`` one
@@ -211,7 +213,12 @@ def _solve_one(flow, y0, ts, rtol, atol, progress):
 
 
 def solve_hyperbola(
-    flow, starts: Sequence[dlnjax.DLN], ts: jax.Array, rtol: float = 1e-9, atol: float = 1e-11, progress: bool = False
+    flow,
+    starts: Sequence[dlnjax.DLN],
+    ts: jax.Array,
+    rtol: float = 1e-9,
+    atol: float = 1e-11,
+    progress: bool = False,
 ) -> dlnjax.Trajectory:
     """Integrate ``flow`` from each start one at a time (one compilation; ``progress`` shows Diffrax's
     progress bar for each) and stack the results into one batched `dlnjax.Trajectory`."""
@@ -230,7 +237,9 @@ def plot_moment_decay(results: dict[str, Curves]) -> Figure:
     for ax, name in zip(axes[:2], ("fiber_l2", "kirwan_ness")):
         c = results[name]
         for row in c.g_rel:
-            ax.semilogy(c.ts, row, color=_COLORS[name], lw=2.0 if name == "fiber_l2" else 0.8, alpha=0.45)
+            ax.semilogy(
+                c.ts, row, color=_COLORS[name], lw=2.0 if name == "fiber_l2" else 0.8, alpha=0.45
+            )
         ax.semilogy(c.ts, np.exp(-2 * c.ts), "k--", lw=1.0, label=r"$e^{-2t}$ (Theorem 2)")
         ax.plot([], [], color=_COLORS[name], label=f"{_LABELS[name]}, {c.g_rel.shape[0]} starts")
         ax.set_title(rf"{_LABELS[name]}: $\|G(t)\|_F / \|G(0)\|_F$")
@@ -242,8 +251,16 @@ def plot_moment_decay(results: dict[str, Curves]) -> Figure:
     axes[0].set_ylim(axes[1].get_ylim())
     c = results["fiber_l2"]
     # t = 0 is left out: the residual vanishes there by construction.
-    axes[2].semilogy(c.ts[1:], np.maximum(c.g_law[:, 1:].max(axis=0), 1e-18), color="C0", label="max over starts")
-    axes[2].semilogy(c.ts[1:], np.maximum(np.median(c.g_law[:, 1:], axis=0), 1e-18), color="C0", ls=":", label="median")
+    axes[2].semilogy(
+        c.ts[1:], np.maximum(c.g_law[:, 1:].max(axis=0), 1e-18), color="C0", label="max over starts"
+    )
+    axes[2].semilogy(
+        c.ts[1:],
+        np.maximum(np.median(c.g_law[:, 1:], axis=0), 1e-18),
+        color="C0",
+        ls=":",
+        label="median",
+    )
     axes[2].set_title(r"FiberL2: $\|G(t) - e^{-2t}G(0)\|_F / \|G(0)\|_F$")
     axes[2].set_xlabel("t")
     axes[2].legend()
@@ -257,7 +274,13 @@ def plot_norm_approach(results: dict[str, Curves], minimum: float) -> Figure:
     for name, c in results.items():
         for row, own in zip(c.sq_norm, c.minimum):
             axes[0].plot(c.ts, row, color=_COLORS[name], lw=0.8, alpha=0.45)
-            axes[1].semilogy(c.ts, np.maximum(np.abs(row - own) / own, 1e-17), color=_COLORS[name], lw=0.8, alpha=0.45)
+            axes[1].semilogy(
+                c.ts,
+                np.maximum(np.abs(row - own) / own, 1e-17),
+                color=_COLORS[name],
+                lw=0.8,
+                alpha=0.45,
+            )
         for ax in axes:
             ax.plot([], [], color=_COLORS[name], label=_LABELS[name])
     c = results["fiber_l2"]
@@ -265,10 +288,25 @@ def plot_norm_approach(results: dict[str, Curves], minimum: float) -> Figure:
     excess = np.median(np.abs(c.sq_norm[:, mid] - c.minimum[:, mid]) / c.minimum[:, mid])
     ref = excess * np.exp(-4 * (c.ts - c.ts[mid]))
     keep = ref <= 2 * np.max(np.abs(c.sq_norm[:, 0] - c.minimum[:, 0]) / c.minimum[:, 0])
-    axes[1].semilogy(c.ts[keep], ref[keep], color="0.4", ls=":", label=r"$\propto e^{-4t}$ ($\|G\|^2$ under FiberL2)")
-    axes[0].axhline(minimum, color="k", ls="--", lw=1.6, label=rf"Theorem 1: $N\,\Sigma_i\,\sigma_i^{{2/N}} = {minimum:.4f}$")
+    axes[1].semilogy(
+        c.ts[keep],
+        ref[keep],
+        color="0.4",
+        ls=":",
+        label=r"$\propto e^{-4t}$ ($\|G\|^2$ under FiberL2)",
+    )
+    axes[0].axhline(
+        minimum,
+        color="k",
+        ls="--",
+        lw=1.6,
+        label=rf"Theorem 1: $N\,\Sigma_i\,\sigma_i^{{2/N}} = {minimum:.4f}$",
+    )
     axes[0].set_title(r"$\|W(t)\|^2$ on the fiber")
-    axes[1].set_title(r"$\|W(t)\|^2 / m - 1$,  $m = N\,\Sigma_i\,\sigma_i(X(t))^{2/N}$ (excludes the solver's drift of $X$)", fontsize=10)
+    axes[1].set_title(
+        r"$\|W(t)\|^2 / m - 1$,  $m = N\,\Sigma_i\,\sigma_i(X(t))^{2/N}$ (excludes the solver's drift of $X$)",
+        fontsize=10,
+    )
     for ax in axes:
         ax.set_xlabel("t")
         ax.grid(True, which="major", alpha=0.3)
@@ -276,34 +314,75 @@ def plot_norm_approach(results: dict[str, Curves], minimum: float) -> Figure:
     return fig
 
 
-def plot_hyperbola(x: float, results: dict[str, dlnjax.Trajectory], curves_: dict[str, Curves]) -> Figure:
+def plot_hyperbola(
+    x: float, results: dict[str, dlnjax.Trajectory], curves_: dict[str, Curves]
+) -> Figure:
     """(c) Figure 1.1 of seed 001: fibers ``w_2 w_1 = c``, the balanced diagonals ``w_2 = +-w_1``,
     and the trajectories of both flows along the fiber ``w_2 w_1 = x`` (markers at equal time
     steps), with ``|G(t)| / |G(0)|`` (``G = w_1^2 - w_2^2``) beside it."""
     fig, axes = figure(13, 6, 2)
     ax = axes[0]
-    trajs = {name: (np.asarray(t.ys.first[:, :, 0, 0]), np.asarray(t.ys.last[:, :, 0, 0])) for name, t in results.items()}
+    trajs = {
+        name: (np.asarray(t.ys.first[:, :, 0, 0]), np.asarray(t.ys.last[:, :, 0, 0]))
+        for name, t in results.items()
+    }
     lim = 1.15 * max(max(np.abs(w1).max(), np.abs(w2).max()) for w1, w2 in trajs.values())
     grid = np.linspace(-lim, lim, 401)
     a, b = np.meshgrid(grid, grid)
-    levels = [c for c in np.linspace(-3, 3, 13) * abs(x) if abs(c) > 1e-12 and abs(abs(c) - abs(x)) > 1e-12]
+    levels = [
+        c
+        for c in np.linspace(-3, 3, 13) * abs(x)
+        if abs(c) > 1e-12 and abs(abs(c) - abs(x)) > 1e-12
+    ]
     ax.contour(a, b, a * b, levels=levels, colors="0.82", linewidths=0.7)  # other fibers
-    ax.contour(a, b, a**2 - b**2, levels=levels, colors="0.82", linewidths=0.7, linestyles=":")  # level sets of G
-    ax.plot([], [], color="0.75", lw=0.7, label=r"fibers $w_2 w_1 = c$ $\perp$ level sets of $G$ (dotted)")
+    ax.contour(
+        a, b, a**2 - b**2, levels=levels, colors="0.82", linewidths=0.7, linestyles=":"
+    )  # level sets of G
+    ax.plot(
+        [],
+        [],
+        color="0.75",
+        lw=0.7,
+        label=r"fibers $w_2 w_1 = c$ $\perp$ level sets of $G$ (dotted)",
+    )
     ax.contour(a, b, a * b, levels=[-abs(x)], colors="0.55", linewidths=1.0, linestyles="--")
     ax.contour(a, b, a * b, levels=[x], colors="k", linewidths=1.8)
     ax.plot(grid, grid, color="C2", lw=1.4, label=r"balanced variety $w_2 = \pm w_1$ ($G = 0$)")
     ax.plot(grid, -grid, color="C2", lw=1.4)
     r = math.sqrt(abs(x))
-    ax.plot([r, -r, r, -r], [r, -r, -r, r], "*", color="C2", ms=14, mec="k", zorder=5, label=r"balanced points $(\pm\sqrt{|x|}, \pm\sqrt{|x|})$")
+    ax.plot(
+        [r, -r, r, -r],
+        [r, -r, -r, r],
+        "*",
+        color="C2",
+        ms=14,
+        mec="k",
+        zorder=5,
+        label=r"balanced points $(\pm\sqrt{|x|}, \pm\sqrt{|x|})$",
+    )
     ax.plot([], [], "k", lw=1.8, label=rf"fiber $w_2 w_1 = {x:g}$")
     ax.plot([], [], color="0.55", ls="--", label=rf"fiber $w_2 w_1 = {-x:g}$")
     dt = float(next(iter(curves_.values())).ts[1])
     for name, (w1, w2) in trajs.items():
         marker = "o" if name == "fiber_l2" else "x"
         for i in range(w1.shape[0]):
-            ax.plot(w1[i], w2[i], marker, color=_COLORS[name], ms=5 if marker == "o" else 7, mfc="none", mew=1.2)
-        ax.plot([], [], marker, color=_COLORS[name], mfc="none", label=rf"{_LABELS[name]}, every $\Delta t = {dt:.3g}$")
+            ax.plot(
+                w1[i],
+                w2[i],
+                marker,
+                color=_COLORS[name],
+                ms=5 if marker == "o" else 7,
+                mfc="none",
+                mew=1.2,
+            )
+        ax.plot(
+            [],
+            [],
+            marker,
+            color=_COLORS[name],
+            mfc="none",
+            label=rf"{_LABELS[name]}, every $\Delta t = {dt:.3g}$",
+        )
     w1, w2 = next(iter(trajs.values()))
     ax.plot(w1[:, 0], w2[:, 0], "ks", ms=6, label="starts")
     ax.set_xlim(-lim, lim)
@@ -316,11 +395,18 @@ def plot_hyperbola(x: float, results: dict[str, dlnjax.Trajectory], curves_: dic
     ax = axes[1]
     for name, c in curves_.items():
         for row in c.g_rel:
-            ax.semilogy(c.ts, row, color=_COLORS[name], lw=2.0 if name == "fiber_l2" else 1.0, alpha=0.6)
+            ax.semilogy(
+                c.ts, row, color=_COLORS[name], lw=2.0 if name == "fiber_l2" else 1.0, alpha=0.6
+            )
         ax.plot([], [], color=_COLORS[name], label=_LABELS[name])
     ts = next(iter(curves_.values())).ts
     ax.semilogy(ts, np.exp(-2 * ts), "k--", lw=1.0, label=r"$e^{-2t}$ (Theorem 2)")
-    ax.semilogy(ts, np.exp(-8 * abs(x) * ts), "k:", label=r"$e^{-8|x|t}$ (Kirwan-Ness bound, $\dot G = -4|w|^2 G$)")
+    ax.semilogy(
+        ts,
+        np.exp(-8 * abs(x) * ts),
+        "k:",
+        label=r"$e^{-8|x|t}$ (Kirwan-Ness bound, $\dot G = -4|w|^2 G$)",
+    )
     ax.set_ylim(1e-12, 2)
     ax.set_xlabel("t")
     ax.set_title(r"$|G(t)| / |G(0)|$, $G = w_1^2 - w_2^2$")
@@ -346,11 +432,21 @@ def measure(results: dict[str, Curves], minimum: float) -> dict:
     - ``kirwan_ness_half_g_sq_monotone``: whether ``1/2 ||G||^2`` never increased between saves
       (beyond ``1e-12`` of its initial value) under Kirwan-Ness, with the largest relative increase.
     """
-    out: dict = {"x_drift_max": {}, "theorem1_gap_final": {}, "theorem1_gap_final_own": {}, "balancedness_final": {}, "g_rel_final_max": {}}
+    out: dict = {
+        "x_drift_max": {},
+        "theorem1_gap_final": {},
+        "theorem1_gap_final_own": {},
+        "balancedness_final": {},
+        "g_rel_final_max": {},
+    }
     for name, c in results.items():
         out["x_drift_max"][name] = float(c.x_drift.max())
-        out["theorem1_gap_final"][name] = float(np.max(np.abs(c.sq_norm[:, -1] - minimum)) / minimum)
-        out["theorem1_gap_final_own"][name] = float(np.max(np.abs(c.sq_norm[:, -1] - c.minimum[:, -1]) / c.minimum[:, -1]))
+        out["theorem1_gap_final"][name] = float(
+            np.max(np.abs(c.sq_norm[:, -1] - minimum)) / minimum
+        )
+        out["theorem1_gap_final_own"][name] = float(
+            np.max(np.abs(c.sq_norm[:, -1] - c.minimum[:, -1]) / c.minimum[:, -1])
+        )
         out["balancedness_final"][name] = float(c.balancedness[:, -1].max())
         out["g_rel_final_max"][name] = float(c.g_rel[:, -1].max())
     if "fiber_l2" in results:
@@ -388,10 +484,27 @@ def _save_curves(out: Path, name: str, c: Curves, extra: dict):
     )
     with open(out / f"{name}_curves.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["start", "t", "G_norm", "G_rel", "G_law_residual", "W_sq_norm", "X_drift", "balancedness"])
+        w.writerow(
+            [
+                "start",
+                "t",
+                "G_norm",
+                "G_rel",
+                "G_law_residual",
+                "W_sq_norm",
+                "X_drift",
+                "balancedness",
+            ]
+        )
         for i in range(c.g_norm.shape[0]):
             for j, t in enumerate(c.ts):
-                w.writerow([i, f"{t:.6g}"] + [f"{a[i, j]:.17g}" for a in (c.g_norm, c.g_rel, c.g_law, c.sq_norm, c.x_drift, c.balancedness)])
+                w.writerow(
+                    [i, f"{t:.6g}"]
+                    + [
+                        f"{a[i, j]:.17g}"
+                        for a in (c.g_norm, c.g_rel, c.g_law, c.sq_norm, c.x_drift, c.balancedness)
+                    ]
+                )
 
 
 def _summary_text(s: dict) -> str:
@@ -470,13 +583,23 @@ def run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    say = log if log is not None else (lambda msg: print(f"[lindsey-menon {time.perf_counter() - t_start:6.1f}s] {msg}", flush=True))
+    say = (
+        log
+        if log is not None
+        else (
+            lambda msg: print(
+                f"[lindsey-menon {time.perf_counter() - t_start:6.1f}s] {msg}", flush=True
+            )
+        )
+    )
     timings: dict[str, float] = {}
     success: dict[str, bool] = {}
     steps: dict[str, dict] = {}
 
     say(f"writing to {out.resolve()}")
-    say(f"fiber of a {cfg.d}x{cfg.d} matrix X at depth N = {cfg.depth}; {cfg.n_starts} random starts (seed {seed})")
+    say(
+        f"fiber of a {cfg.d}x{cfg.d} matrix X at depth N = {cfg.depth}; {cfg.n_starts} random starts (seed {seed})"
+    )
     kx, ks = jr.split(jr.PRNGKey(seed))
     X = fiber_matrix(kx, cfg.d, cfg.sigma_max, cfg.sigma_min)
     starts = fiber_starts(ks, X, cfg.depth, cfg.n_starts, cfg.spread)
@@ -485,7 +608,9 @@ def run(
 
     results: dict[str, Curves] = {}
     for name, flow in FLOWS.items():
-        say(f"{_LABELS[name]}: integrating {cfg.n_starts} starts on t in [0, {cfg.t_final}] (vmap; compiling first)...")
+        say(
+            f"{_LABELS[name]}: integrating {cfg.n_starts} starts on t in [0, {cfg.t_final}] (vmap; compiling first)..."
+        )
         t0 = time.perf_counter()
         traj = solve_batch(flow, starts, ts, cfg.rtol, cfg.atol)
         jax.block_until_ready(traj.ys)
@@ -494,18 +619,31 @@ def run(
         steps[name] = _steps(traj)
         results[name] = c = curves(traj, X)
         final = jax.tree_util.tree_map(lambda y: np.asarray(y[:, -1]), traj.ys)
-        _save_curves(out, name, c, {"X": np.asarray(X), "theorem1_minimum": minimum, "success": np.asarray(traj.success),
-                                    "num_steps": np.asarray(traj.stats["num_steps"]),
-                                    "final_layers": np.asarray(jnp.stack(final.layers, axis=1))})
-        say(f"  done in {timings[name]:.1f} s: success {success[name]}, steps {steps[name]['min']}-{steps[name]['max']}, "
-            f"max X drift {c.x_drift.max():.1e}, max ||G(T)||/||G(0)|| {c.g_rel[:, -1].max():.1e}")
+        _save_curves(
+            out,
+            name,
+            c,
+            {
+                "X": np.asarray(X),
+                "theorem1_minimum": minimum,
+                "success": np.asarray(traj.success),
+                "num_steps": np.asarray(traj.stats["num_steps"]),
+                "final_layers": np.asarray(jnp.stack(final.layers, axis=1)),
+            },
+        )
+        say(
+            f"  done in {timings[name]:.1f} s: success {success[name]}, steps {steps[name]['min']}-{steps[name]['max']}, "
+            f"max X drift {c.x_drift.max():.1e}, max ||G(T)||/||G(0)|| {c.g_rel[:, -1].max():.1e}"
+        )
 
     say("figures (a) moment decay and (b) Theorem-1 norm")
     save_figure(plot_moment_decay(results), out / "moment_decay.png")
     save_figure(plot_norm_approach(results, minimum), out / "theorem1_norm.png")
     measured = measure(results, minimum)
 
-    say(f"Figure 1.1: d = 1, N = 2, fiber w2 w1 = {cfg.x:g}, {len(cfg.hyperbola_w1)} starts per flow")
+    say(
+        f"Figure 1.1: d = 1, N = 2, fiber w2 w1 = {cfg.x:g}, {len(cfg.hyperbola_w1)} starts per flow"
+    )
     t0 = time.perf_counter()
     hstarts = hyperbola_starts(cfg.x, cfg.hyperbola_w1)
     X1 = jnp.full((1, 1), cfg.x)
@@ -522,7 +660,13 @@ def run(
     for name, t in htrajs.items():
         hdata[f"{name}_w1"] = np.asarray(t.ys.first[:, :, 0, 0])
         hdata[f"{name}_w2"] = np.asarray(t.ys.last[:, :, 0, 0])
-    np.savez(out / "figure_1_1.npz", ts=np.asarray(ts), x=cfg.x, w1_starts=np.asarray(cfg.hyperbola_w1), **hdata)
+    np.savez(
+        out / "figure_1_1.npz",
+        ts=np.asarray(ts),
+        x=cfg.x,
+        w1_starts=np.asarray(cfg.hyperbola_w1),
+        **hdata,
+    )
     with open(out / "figure_1_1_curves.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["flow", "start", "t", "w1", "w2", "G"])
@@ -530,7 +674,16 @@ def run(
             w1, w2 = hdata[f"{name}_w1"], hdata[f"{name}_w2"]
             for i in range(w1.shape[0]):
                 for j, t in enumerate(np.asarray(ts)):
-                    w.writerow([name, i, f"{t:.6g}", f"{w1[i, j]:.17g}", f"{w2[i, j]:.17g}", f"{w1[i, j] ** 2 - w2[i, j] ** 2:.17g}"])
+                    w.writerow(
+                        [
+                            name,
+                            i,
+                            f"{t:.6g}",
+                            f"{w1[i, j]:.17g}",
+                            f"{w2[i, j]:.17g}",
+                            f"{w1[i, j] ** 2 - w2[i, j] ** 2:.17g}",
+                        ]
+                    )
     save_figure(plot_hyperbola(cfg.x, htrajs, hcurves), out / "figure_1_1.png")
     hmeasured = measure(hcurves, 2 * abs(cfg.x))
     timings["total"] = time.perf_counter() - t_start

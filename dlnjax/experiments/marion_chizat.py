@@ -74,7 +74,14 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 import dlnjax
-from dlnjax import alignment, rank_one_ratio, regression_constants, sharpness, sharpness_bounds, train
+from dlnjax import (
+    alignment,
+    rank_one_ratio,
+    regression_constants,
+    sharpness,
+    sharpness_bounds,
+    train,
+)
 from dlnjax.flows import Gradient
 
 from ._common import figure, prepare, save_figure, write_csv, write_summary
@@ -200,7 +207,9 @@ def bounds(loss, depth: int) -> tuple[float, float]:
 
 def _stack(nets):
     """(scales, seeds, ...) -> (scales * seeds, ...)."""
-    return jax.tree_util.tree_map(lambda a: a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:]), nets)
+    return jax.tree_util.tree_map(
+        lambda a: a.reshape((a.shape[0] * a.shape[1],) + a.shape[2:]), nets
+    )
 
 
 def gaussian_inits(key, d: int, depth: int, scales, seeds: int) -> dlnjax.DLN:
@@ -208,14 +217,18 @@ def gaussian_inits(key, d: int, depth: int, scales, seeds: int) -> dlnjax.DLN:
     (flattened, scale-major). Seed ``j`` uses the same Gaussian draw at every scale (only ``s`` changes)."""
     keys = jr.split(key, seeds)
     widths = (d,) * depth + (1,)
-    nets = jax.vmap(lambda s: jax.vmap(lambda k: dlnjax.gaussian(k, widths, s))(keys))(jnp.asarray(scales))
+    nets = jax.vmap(lambda s: jax.vmap(lambda k: dlnjax.gaussian(k, widths, s))(keys))(
+        jnp.asarray(scales)
+    )
     return _stack(nets)
 
 
 def residual_inits(key, d: int, depth: int, scales, seeds: int) -> dlnjax.DLN:
     """``N`` square layers ``W_k = I + s/sqrt(N d) G_k`` (`dlnjax.residual`), batched over ``(scale, seed)``."""
     keys = jr.split(key, seeds)
-    nets = jax.vmap(lambda s: jax.vmap(lambda k: dlnjax.residual(k, depth, d, s))(keys))(jnp.asarray(scales))
+    nets = jax.vmap(lambda s: jax.vmap(lambda k: dlnjax.residual(k, depth, d, s))(keys))(
+        jnp.asarray(scales)
+    )
     return _stack(nets)
 
 
@@ -254,7 +267,9 @@ def _gd(loss, nets, etas, steps: int, every: int):
     return jax.vmap(one)(nets, etas)
 
 
-def gradient_descent(loss, nets: dlnjax.DLN, etas, steps: int, every: int, lanczos: int = 40) -> dict:
+def gradient_descent(
+    loss, nets: dlnjax.DLN, etas, steps: int, every: int, lanczos: int = 40
+) -> dict:
     """Gradient descent ``W <- W - eta grad R`` (`dlnjax.train` with ``optax.sgd(eta)``), run ``i`` from
     ``nets[i]`` with step ``etas[i]``, all in one vmapped call; numpy arrays over the batch: the loss curve
     (``every`` steps apart), the divergence flag and step, the final loss (of the last accepted iterate for a
@@ -281,7 +296,9 @@ def _gf(loss, nets, ts, rtol: float, atol: float, max_steps: int):
     return jax.vmap(one)(nets)
 
 
-def gradient_flow(loss, nets: dlnjax.DLN, t_final: float, *, rtol=1e-8, atol=1e-10, max_steps=200_000, lanczos=40):
+def gradient_flow(
+    loss, nets: dlnjax.DLN, t_final: float, *, rtol=1e-8, atol=1e-10, max_steps=200_000, lanczos=40
+):
     """The gradient flow ``dW/dt = -grad R`` (`dlnjax.simulate` of `dlnjax.flows.Gradient`, Tsit5) on
     ``[0, t_final]`` from every network of the batch (one vmapped call); returns ``(final nets, dict)`` with the
     solver success, steps, final loss, and the final sharpness with its Lanczos error bound (numpy arrays)."""
@@ -332,16 +349,28 @@ def _sweep(loss, nets, cfg: Config, scales, r_min: float, say) -> dict:
     if cfg.joint_step_sizes:
         steps = _steps(cfg.t_final, min(etas), cfg.n_records)
         t0 = time.perf_counter()
-        r = gradient_descent(loss, _tile(nets, len(etas)), np.repeat(etas, n), steps, steps // cfg.n_records, cfg.lanczos)
+        r = gradient_descent(
+            loss,
+            _tile(nets, len(etas)),
+            np.repeat(etas, n),
+            steps,
+            steps // cfg.n_records,
+            cfg.lanczos,
+        )
         dt = time.perf_counter() - t0
         say(f"  all step sizes: {steps} steps x {len(etas) * n} runs in one call, {dt:.1f} s")
         for i in range(len(etas)):
-            parts.append({k: v[i * n:(i + 1) * n] for k, v in r.items()} | {"steps": steps, "time_s": dt / len(etas)})
+            parts.append(
+                {k: v[i * n : (i + 1) * n] for k, v in r.items()}
+                | {"steps": steps, "time_s": dt / len(etas)}
+            )
     else:
         for eta in etas:
             steps = _steps(cfg.t_final, eta, cfg.n_records)
             t0 = time.perf_counter()
-            r = gradient_descent(loss, nets, np.full(n, eta), steps, steps // cfg.n_records, cfg.lanczos)
+            r = gradient_descent(
+                loss, nets, np.full(n, eta), steps, steps // cfg.n_records, cfg.lanczos
+            )
             parts.append(r | {"steps": steps, "time_s": time.perf_counter() - t0})
     for eta, r in zip(etas, parts):
         conv = ~r["diverged"] & ((r["final_loss"] - r_min) <= cfg.converged_rtol * r_min)
@@ -349,12 +378,18 @@ def _sweep(loss, nets, cfg: Config, scales, r_min: float, say) -> dict:
         r["sharpness"] = np.where(r["diverged"], np.nan, r["sharpness"])
         r["initial_sharpness"] = init_s
         top = np.nanmax(np.where(conv, r["sharpness"], np.nan), initial=-np.inf)
-        say(f"  eta = {eta:g}: {r['steps']} steps x {n} runs, {r['time_s']:.1f} s; diverged {int(r['diverged'].sum())}, "
-            f"converged {int(conv.sum())}, max converged sharpness {top:.2f} (2/eta = {2 / eta:.1f})")
+        say(
+            f"  eta = {eta:g}: {r['steps']} steps x {n} runs, {r['time_s']:.1f} s; diverged {int(r['diverged'].sum())}, "
+            f"converged {int(conv.sum())}, max converged sharpness {top:.2f} (2/eta = {2 / eta:.1f})"
+        )
     res = {}
     for k in parts[0]:
         v = [p[k] for p in parts]
-        res[k] = np.stack([_grid(a, len(scales), cfg.seeds) for a in v]) if isinstance(v[0], np.ndarray) else np.asarray(v)
+        res[k] = (
+            np.stack([_grid(a, len(scales), cfg.seeds) for a in v])
+            if isinstance(v[0], np.ndarray)
+            else np.asarray(v)
+        )
     return res  # arrays (eta, scale, seed, ...)
 
 
@@ -366,20 +401,32 @@ def gf_horizon(cfg: Config, s: float, s_min: float) -> float:
     return max(cfg.gf_t_min, cfg.gf_t_final * (s_min / s) ** (cfg.depth - 2))
 
 
-def _gf_by_scale(loss, nets, cfg: Config, scales, r_min: float, say, horizon: Callable[[float], float]):
+def _gf_by_scale(
+    loss, nets, cfg: Config, scales, r_min: float, say, horizon: Callable[[float], float]
+):
     """Gradient flow per init scale (the stiffness grows with the scale: one vmapped solve per scale)."""
     S = cfg.seeds
     finals, parts = [], []
     for i, s in enumerate(scales):
-        batch = jax.tree_util.tree_map(lambda a: a[i * S:(i + 1) * S], nets)
+        batch = jax.tree_util.tree_map(lambda a: a[i * S : (i + 1) * S], nets)
         t0 = time.perf_counter()
         t_final = horizon(s)
-        final, r = gradient_flow(loss, batch, t_final, rtol=cfg.rtol, atol=cfg.atol, max_steps=cfg.max_steps, lanczos=cfg.lanczos)
+        final, r = gradient_flow(
+            loss,
+            batch,
+            t_final,
+            rtol=cfg.rtol,
+            atol=cfg.atol,
+            max_steps=cfg.max_steps,
+            lanczos=cfg.lanczos,
+        )
         r["time_s"] = np.full(S, time.perf_counter() - t0)
         r["t_final"] = np.full(S, t_final)
         r["converged"] = r["success"] & ((r["final_loss"] - r_min) <= cfg.converged_rtol * r_min)
-        say(f"  s = {s:g}: t in [0, {t_final:.0f}], {S} solves in {r['time_s'][0]:.1f} s, steps {r['num_steps'].min()}-{r['num_steps'].max()}, "
-            f"converged {int(r['converged'].sum())}/{S}, sharpness {np.nanmedian(np.where(r['converged'], r['sharpness'], np.nan)):.2f} (median)")
+        say(
+            f"  s = {s:g}: t in [0, {t_final:.0f}], {S} solves in {r['time_s'][0]:.1f} s, steps {r['num_steps'].min()}-{r['num_steps'].max()}, "
+            f"converged {int(r['converged'].sum())}/{S}, sharpness {np.nanmedian(np.where(r['converged'], r['sharpness'], np.nan)):.2f} (median)"
+        )
         finals.append(final)
         parts.append(r)
     res = {k: np.stack([p[k] for p in parts]) for k in parts[0]}  # (scale, seed)
@@ -390,18 +437,35 @@ def _gf_by_scale(loss, nets, cfg: Config, scales, r_min: float, say, horizon: Ca
 def _depth_sweep(key, loss, cfg: Config, say) -> dict:
     """Stage (c): gradient descent with the small step ``cfg.depth_eta`` (``2/eta`` far above every sharpness
     met, so it tracks gradient flow) from a small Gaussian init at each depth; sharpness and the bounds."""
-    rows = {"depth": [], "sharpness": [], "sharpness_error": [], "converged": [], "lower": [], "upper": [], "time_s": []}
+    rows = {
+        "depth": [],
+        "sharpness": [],
+        "sharpness_error": [],
+        "converged": [],
+        "lower": [],
+        "upper": [],
+        "time_s": [],
+    }
     r_min = float(loss(loss.least_squares()))
     steps = _steps(cfg.depth_t_final, cfg.depth_eta, cfg.n_records)
     for N in cfg.depths:
         nets = gaussian_inits(jr.fold_in(key, N), cfg.d, N, (cfg.depth_scale,), cfg.depth_seeds)
         t0 = time.perf_counter()
-        r = gradient_descent(loss, nets, np.full(cfg.depth_seeds, cfg.depth_eta), steps, steps // cfg.n_records, cfg.lanczos)
+        r = gradient_descent(
+            loss,
+            nets,
+            np.full(cfg.depth_seeds, cfg.depth_eta),
+            steps,
+            steps // cfg.n_records,
+            cfg.lanczos,
+        )
         dt = time.perf_counter() - t0
         lo, hi = bounds(loss, N)
         conv = ~r["diverged"] & ((r["final_loss"] - r_min) <= cfg.converged_rtol * r_min)
-        say(f"  N = {N}: sharpness {np.round(r['sharpness'], 2)}, 2Na = {lo:.2f}, 8N Lambda = {hi:.1f}, converged "
-            f"{int(conv.sum())}/{len(conv)} ({dt:.1f} s)")
+        say(
+            f"  N = {N}: sharpness {np.round(r['sharpness'], 2)}, 2Na = {lo:.2f}, 8N Lambda = {hi:.1f}, converged "
+            f"{int(conv.sum())}/{len(conv)} ({dt:.1f} s)"
+        )
         rows["depth"].append(N)
         rows["sharpness"].append(r["sharpness"])
         rows["sharpness_error"].append(r["sharpness_error"])
@@ -420,7 +484,9 @@ def _eta_colors(etas):
     return {eta: f"C{i}" for i, eta in enumerate(etas)}
 
 
-def plot_sweep(gd: dict, gf: dict | None, scales, etas, lo: float, hi: float, title: str, xlabel: str) -> "Figure":
+def plot_sweep(
+    gd: dict, gf: dict | None, scales, etas, lo: float, hi: float, title: str, xlabel: str
+) -> Figure:
     """Sharpness after gradient descent per (scale, seed), one color per step size, with ``2/eta`` (dashed),
     ``2Na`` and ``8N Lambda`` (dotted), the gradient-flow minimizer's sharpness (black) when given; and the
     probability of divergence against the scale."""
@@ -434,44 +500,80 @@ def plot_sweep(gd: dict, gf: dict | None, scales, etas, lo: float, hi: float, ti
         off = (i - (len(etas) - 1) / 2) * dx
         for j in range(len(x)):
             ok = conv[j] & np.isfinite(s[j])
-            ax[0].plot(np.full(ok.sum(), x[j] + off), s[j][ok], "o", color=colors[eta], ms=3.5, alpha=0.75)
+            ax[0].plot(
+                np.full(ok.sum(), x[j] + off), s[j][ok], "o", color=colors[eta], ms=3.5, alpha=0.75
+            )
             bad = ~conv[j] & np.isfinite(s[j])
-            ax[0].plot(np.full(bad.sum(), x[j] + off), s[j][bad], "x", color=colors[eta], ms=4, alpha=0.75)
+            ax[0].plot(
+                np.full(bad.sum(), x[j] + off), s[j][bad], "x", color=colors[eta], ms=4, alpha=0.75
+            )
         ax[0].axhline(2 / eta, color=colors[eta], ls="--", lw=1.0)
-        ax[0].plot([], [], "o--", color=colors[eta], label=rf"GD $\eta$ = {eta:g} (dashed: $2/\eta$)")
-        ax[1].plot(x, gd["diverged"][i].mean(axis=1), "o-", color=colors[eta], label=rf"$\eta$ = {eta:g}")
+        ax[0].plot(
+            [], [], "o--", color=colors[eta], label=rf"GD $\eta$ = {eta:g} (dashed: $2/\eta$)"
+        )
+        ax[1].plot(
+            x, gd["diverged"][i].mean(axis=1), "o-", color=colors[eta], label=rf"$\eta$ = {eta:g}"
+        )
     if gf is not None:
         g = np.where(gf["converged"], gf["sharpness"], np.nan)
-        ax[0].plot(x, np.nanmedian(g, axis=1), "k-", lw=1.6, label="gradient flow (median over seeds)")
+        ax[0].plot(
+            x, np.nanmedian(g, axis=1), "k-", lw=1.6, label="gradient flow (median over seeds)"
+        )
         ax[0].fill_between(x, np.nanmin(g, axis=1), np.nanmax(g, axis=1), color="k", alpha=0.08)
     ax[0].axhline(lo, color="k", ls=":", lw=1.4, label=rf"$2Na$ = {lo:.1f} (every minimizer)")
-    ax[0].axhline(hi, color="0.4", ls=":", lw=1.4, label=rf"$8N\Lambda$ = {hi:.0f} (GF, small init)")
+    ax[0].axhline(
+        hi, color="0.4", ls=":", lw=1.4, label=rf"$8N\Lambda$ = {hi:.0f} (GF, small init)"
+    )
     ax[0].set_yscale("log")
-    ax[0].set(xlabel=xlabel, ylabel="sharpness after training", title=f"{title}: sharpness (o converged, x not converged)")
+    ax[0].set(
+        xlabel=xlabel,
+        ylabel="sharpness after training",
+        title=f"{title}: sharpness (o converged, x not converged)",
+    )
     ax[0].legend(fontsize=7, loc="upper left")
     ax[0].grid(True, which="major", alpha=0.3)
-    ax[1].set(xlabel=xlabel, ylabel="fraction of seeds diverged", title="probability of divergence", ylim=(-0.03, 1.03))
+    ax[1].set(
+        xlabel=xlabel,
+        ylabel="fraction of seeds diverged",
+        title="probability of divergence",
+        ylim=(-0.03, 1.03),
+    )
     ax[1].legend(fontsize=7)
     ax[1].grid(True, alpha=0.3)
     return fig
 
 
-def plot_depth(dep: dict) -> "Figure":
+def plot_depth(dep: dict) -> Figure:
     fig, ax = figure(6.5, 4.4, 1)
     a = ax[0]
     N = dep["depth"]
     for i, n in enumerate(N):
-        a.plot(np.full(dep["sharpness"].shape[1], n), dep["sharpness"][i], "o", color="C0", ms=4, alpha=0.7)
-    a.plot(N, np.median(dep["sharpness"], axis=1), "-", color="C0", label="minimizer from small init (seeds; median)")
+        a.plot(
+            np.full(dep["sharpness"].shape[1], n),
+            dep["sharpness"][i],
+            "o",
+            color="C0",
+            ms=4,
+            alpha=0.7,
+        )
+    a.plot(
+        N,
+        np.median(dep["sharpness"], axis=1),
+        "-",
+        color="C0",
+        label="minimizer from small init (seeds; median)",
+    )
     a.plot(N, dep["lower"], "k:", label=r"$2Na$ (every minimizer)")
     a.plot(N, dep["upper"], ":", color="0.4", label=r"$8N\Lambda$ (GF, small init)")
-    a.set(xlabel="depth N", ylabel="sharpness", title="(c) sharpness of the minimizer against depth")
+    a.set(
+        xlabel="depth N", ylabel="sharpness", title="(c) sharpness of the minimizer against depth"
+    )
     a.legend(fontsize=8)
     a.grid(True, alpha=0.3)
     return fig
 
 
-def plot_structure(ratio: np.ndarray, align: np.ndarray, scales) -> "Figure":
+def plot_structure(ratio: np.ndarray, align: np.ndarray, scales) -> Figure:
     """``ratio`` (scale, seed, N), ``align`` (scale, seed, N - 1): medians over seeds, per layer."""
     fig, ax = figure(12, 4.2, 2)
     cmap = colormaps["viridis"]
@@ -481,15 +583,25 @@ def plot_structure(ratio: np.ndarray, align: np.ndarray, scales) -> "Figure":
         k = np.arange(1, ratio.shape[-1] + 1)
         ax[0].plot(k, np.nanmedian(ratio[i], axis=0), "o-", color=c, label=f"s = {s:g}")
         ax[1].plot(k[:-1], np.nanmedian(align[i], axis=0), "o-", color=c, label=f"s = {s:g}")
-    ax[0].set(xlabel="layer k", ylabel=r"$\sigma_1(W_k)^2 / \|W_k\|_F^2$", title="(d) GF minimizer: rank-one ratio (median)", ylim=(0, 1.03))
-    ax[1].set(xlabel="k", ylabel=r"$|\langle u_1(W_k), v_1(W_{k+1})\rangle|$", title="alignment of consecutive layers (median)", ylim=(0, 1.03))
+    ax[0].set(
+        xlabel="layer k",
+        ylabel=r"$\sigma_1(W_k)^2 / \|W_k\|_F^2$",
+        title="(d) GF minimizer: rank-one ratio (median)",
+        ylim=(0, 1.03),
+    )
+    ax[1].set(
+        xlabel="k",
+        ylabel=r"$|\langle u_1(W_k), v_1(W_{k+1})\rangle|$",
+        title="alignment of consecutive layers (median)",
+        ylim=(0, 1.03),
+    )
     for a in ax:
         a.legend(fontsize=7)
         a.grid(True, alpha=0.3)
     return fig
 
 
-def plot_gd_vs_gf(gd: dict, gf: dict, etas, lo: float) -> "Figure":
+def plot_gd_vs_gf(gd: dict, gf: dict, etas, lo: float) -> Figure:
     """Each converged GD run's sharpness against that of the gradient-flow minimizer from the same init."""
     fig, ax = figure(6.8, 5.2, 1)
     a = ax[0]
@@ -498,15 +610,28 @@ def plot_gd_vs_gf(gd: dict, gf: dict, etas, lo: float) -> "Figure":
     allv = [g[np.isfinite(g)]]
     for i, eta in enumerate(etas):
         conv = gd["converged"][i] & np.isfinite(g)
-        a.plot(g[conv], gd["sharpness"][i][conv], "o", color=colors[eta], ms=4, alpha=0.75, label=rf"$\eta$ = {eta:g}")
+        a.plot(
+            g[conv],
+            gd["sharpness"][i][conv],
+            "o",
+            color=colors[eta],
+            ms=4,
+            alpha=0.75,
+            label=rf"$\eta$ = {eta:g}",
+        )
         a.axhline(2 / eta, color=colors[eta], ls="--", lw=1.0)
         allv.append(gd["sharpness"][i][conv])
     v = np.concatenate(allv)
     span = [0.8 * min(v.min(), lo), 1.25 * v.max()]
     a.plot(span, span, "k-", lw=0.8, label="GD = GF")
     a.axhline(lo, color="k", ls=":", label=r"$2Na$")
-    a.set(xscale="log", yscale="log", xlabel="sharpness of the gradient-flow minimizer (same init)",
-          ylabel="sharpness after gradient descent", title=r"(e) GD follows GF while GF $< 2/\eta$ (dashed)")
+    a.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sharpness of the gradient-flow minimizer (same init)",
+        ylabel="sharpness after gradient descent",
+        title=r"(e) GD follows GF while GF $< 2/\eta$ (dashed)",
+    )
     a.legend(fontsize=7)
     a.grid(True, which="major", alpha=0.3)
     return fig
@@ -520,18 +645,54 @@ def _rows(family: str, gd: dict, gf: dict, etas, scales, seeds: int):
     for i, eta in enumerate(etas):
         for j, s in enumerate(scales):
             for k in range(seeds):
-                yield (family, float(eta), float(s), k, int(gd["steps"][i]), int(bool(gd["diverged"][i, j, k])),
-                       int(gd["diverged_at"][i, j, k]), int(bool(gd["converged"][i, j, k])), float(gd["final_loss"][i, j, k]),
-                       float(gd["initial_sharpness"][i, j, k]), float(gd["sharpness"][i, j, k]), float(gf["sharpness"][j, k]))
+                yield (
+                    family,
+                    float(eta),
+                    float(s),
+                    k,
+                    int(gd["steps"][i]),
+                    int(bool(gd["diverged"][i, j, k])),
+                    int(gd["diverged_at"][i, j, k]),
+                    int(bool(gd["converged"][i, j, k])),
+                    float(gd["final_loss"][i, j, k]),
+                    float(gd["initial_sharpness"][i, j, k]),
+                    float(gd["sharpness"][i, j, k]),
+                    float(gf["sharpness"][j, k]),
+                )
 
 
-RUNS_HEADER = ("init", "eta", "scale", "seed", "steps", "diverged", "diverged_at", "converged", "final_loss",
-               "initial_sharpness", "sharpness", "gf_sharpness")
-GF_HEADER = ("init", "scale", "seed", "success", "num_steps", "converged", "final_loss", "sharpness", "sharpness_error",
-             "rank_one_ratio_min", "alignment_min")
+RUNS_HEADER = (
+    "init",
+    "eta",
+    "scale",
+    "seed",
+    "steps",
+    "diverged",
+    "diverged_at",
+    "converged",
+    "final_loss",
+    "initial_sharpness",
+    "sharpness",
+    "gf_sharpness",
+)
+GF_HEADER = (
+    "init",
+    "scale",
+    "seed",
+    "success",
+    "num_steps",
+    "converged",
+    "final_loss",
+    "sharpness",
+    "sharpness_error",
+    "rank_one_ratio_min",
+    "alignment_min",
+)
 
 
-def _checks(cfg: Config, etas, lo: float, hi: float, res: dict, rlo: float, dep: dict, ratio, align) -> tuple[list[str], dict]:
+def _checks(
+    cfg: Config, etas, lo: float, hi: float, res: dict, rlo: float, dep: dict, ratio, align
+) -> tuple[list[str], dict]:
     tol = cfg.tolerance
     problems: list[str] = []
     m: dict = {}
@@ -552,35 +713,67 @@ def _checks(cfg: Config, etas, lo: float, hi: float, res: dict, rlo: float, dep:
             "gd_runs": int(gd["diverged"].size),
             "gd_converged": int(gd["converged"].sum()),
             "gd_diverged": int(gd["diverged"].sum()),
-            "gd_max_sharpness_over_2_over_eta": float(np.nanmax([np.nanmax(np.where(gd["converged"][i], gd["sharpness"][i], np.nan) * eta / 2, initial=0.0) for i, eta in enumerate(etas)])),
+            "gd_max_sharpness_over_2_over_eta": float(
+                np.nanmax(
+                    [
+                        np.nanmax(
+                            np.where(gd["converged"][i], gd["sharpness"][i], np.nan) * eta / 2,
+                            initial=0.0,
+                        )
+                        for i, eta in enumerate(etas)
+                    ]
+                )
+            ),
             "gf_converged": int(gf["converged"].sum()),
             "gf_runs": int(gf["converged"].size),
-            "gf_min_sharpness_over_2Na": float(np.nanmin(np.where(gf["converged"], gf["sharpness"], np.nan)) / bound),
+            "gf_min_sharpness_over_2Na": float(
+                np.nanmin(np.where(gf["converged"], gf["sharpness"], np.nan)) / bound
+            ),
         }
         if over:
             problems.append(f"({fam}) converged GD above 2/eta: " + "; ".join(over))
         if under:
             problems.append(f"({fam}) converged GD below 2Na: " + "; ".join(under))
         if converged_below:
-            problems.append(f"({fam}) GD converged although 2/eta < 2Na: " + "; ".join(converged_below))
+            problems.append(
+                f"({fam}) GD converged although 2/eta < 2Na: " + "; ".join(converged_below)
+            )
         # A solve that hit max_steps is too stiff for the explicit solver (sharpness in the thousands at the
         # largest scales): reported, not a failure of the theory. A successful solve must have converged.
         if not gf["converged"][gf["success"]].all():
-            problems.append(f"({fam}) gradient flow did not converge in {int((~gf['converged'] & gf['success']).sum())} runs")
+            problems.append(
+                f"({fam}) gradient flow did not converge in {int((~gf['converged'] & gf['success']).sum())} runs"
+            )
         m[fam]["gf_solver_failures"] = int((~gf["success"]).sum())
         gmin = gf["sharpness"][gf["converged"]]
         if gmin.size and gmin.min() < bound * (1 - tol):
-            problems.append(f"({fam}) a gradient-flow minimizer below 2Na: {gmin.min():.2f} < {bound:.2f}")
+            problems.append(
+                f"({fam}) a gradient-flow minimizer below 2Na: {gmin.min():.2f} < {bound:.2f}"
+            )
     gfs = res["gaussian"]["gf"]["sharpness"][0]
-    m["gaussian"]["gf_smallest_scale_sharpness"] = [float(gfs.min()), float(np.median(gfs)), float(gfs.max())]
+    m["gaussian"]["gf_smallest_scale_sharpness"] = [
+        float(gfs.min()),
+        float(np.median(gfs)),
+        float(gfs.max()),
+    ]
     if not (np.all(gfs >= lo * (1 - tol)) and np.all(gfs <= hi * (1 + tol))):
-        problems.append(f"(e) GF from the smallest scale outside [2Na, 8N Lambda] = [{lo:.2f}, {hi:.1f}]: {gfs.min():.2f}-{gfs.max():.2f}")
+        problems.append(
+            f"(e) GF from the smallest scale outside [2Na, 8N Lambda] = [{lo:.2f}, {hi:.1f}]: {gfs.min():.2f}-{gfs.max():.2f}"
+        )
     dconv = dep["converged"]
     ds = dep["sharpness"]
-    m["depth"] = {"ratio_to_2Na": (ds / dep["lower"][:, None]).tolist(), "converged": int(dconv.sum()), "runs": int(dconv.size)}
+    m["depth"] = {
+        "ratio_to_2Na": (ds / dep["lower"][:, None]).tolist(),
+        "converged": int(dconv.sum()),
+        "runs": int(dconv.size),
+    }
     if not dconv.all():
-        problems.append(f"(c) gradient descent did not converge in {int((~dconv).sum())} depth runs")
-    if np.any(ds < dep["lower"][:, None] * (1 - tol)) or np.any(ds > dep["upper"][:, None] * (1 + tol)):
+        problems.append(
+            f"(c) gradient descent did not converge in {int((~dconv).sum())} depth runs"
+        )
+    if np.any(ds < dep["lower"][:, None] * (1 - tol)) or np.any(
+        ds > dep["upper"][:, None] * (1 + tol)
+    ):
         problems.append("(c) a minimizer outside [2Na, 8N Lambda]")
     r0, a0 = ratio[0], align[0]  # smallest scale: (seed, N), (seed, N - 1)
     m["structure"] = {
@@ -588,13 +781,19 @@ def _checks(cfg: Config, etas, lo: float, hi: float, res: dict, rlo: float, dep:
         "alignment_min_smallest_scale": float(np.nanmin(a0)),
         "rank_one_ratio_min_largest_scale": float(np.nanmin(ratio[-1])),
         "alignment_min_largest_scale": float(np.nanmin(align[-1])),
-        "rank_one_ratio_median_by_scale": np.nanmedian(ratio.reshape(ratio.shape[0], -1), axis=1).tolist(),
-        "alignment_median_by_scale": np.nanmedian(align.reshape(align.shape[0], -1), axis=1).tolist(),
+        "rank_one_ratio_median_by_scale": np.nanmedian(
+            ratio.reshape(ratio.shape[0], -1), axis=1
+        ).tolist(),
+        "alignment_median_by_scale": np.nanmedian(
+            align.reshape(align.shape[0], -1), axis=1
+        ).tolist(),
     }
     med = lambda a: float(np.nanmedian(a))
     if not med(align[0]) > med(align[-1]):
-        problems.append(f"(d) layers not better aligned at the smallest scale than at the largest: "
-                        f"{med(align[0]):.3f} vs {med(align[-1]):.3f}")
+        problems.append(
+            f"(d) layers not better aligned at the smallest scale than at the largest: "
+            f"{med(align[0]):.3f} vs {med(align[-1]):.3f}"
+        )
     return problems, m
 
 
@@ -614,37 +813,69 @@ def _text(s: dict) -> str:
         f"GF: Tsit5 on [0, max({c['gf_t_min']:g}, {c['gf_t_final']:g} (s_min/s)^(N-2))] (residual [0, {c['gf_t_min']:g}]), rtol {c['rtol']:g}",
         "",
     ]
-    for fam, label in (("gaussian", "(a) Gaussian init W_k ~ N(0, s^2) entrywise, widths (d,...,d,1)"),
-                       ("residual", "(b) residual init W_k = I + s/sqrt(Nd) G, fixed unit projection p (untrained)")):
+    for fam, label in (
+        ("gaussian", "(a) Gaussian init W_k ~ N(0, s^2) entrywise, widths (d,...,d,1)"),
+        (
+            "residual",
+            "(b) residual init W_k = I + s/sqrt(Nd) G, fixed unit projection p (untrained)",
+        ),
+    ):
         t = s["tables"][fam]
-        lines += [label, "    median sharpness after GD (diverged fraction); 'GF' = gradient-flow minimizer, median"]
-        lines.append("    " + f"{'s':>6}" + "".join(f"{'eta=' + format(e, 'g'):>17}" for e in c["step_sizes"]) + f"{'GF':>10}")
+        lines += [
+            label,
+            "    median sharpness after GD (diverged fraction); 'GF' = gradient-flow minimizer, median",
+        ]
+        lines.append(
+            "    "
+            + f"{'s':>6}"
+            + "".join(f"{'eta=' + format(e, 'g'):>17}" for e in c["step_sizes"])
+            + f"{'GF':>10}"
+        )
         for j, sc in enumerate(t["scales"]):
-            cells = "".join(f"{_fmt(t['median_sharpness'][i][j]):>10} ({t['diverged_fraction'][i][j]:.2f})" for i in range(len(c["step_sizes"])))
+            cells = "".join(
+                f"{_fmt(t['median_sharpness'][i][j]):>10} ({t['diverged_fraction'][i][j]:.2f})"
+                for i in range(len(c["step_sizes"]))
+            )
             lines.append("    " + f"{sc:>6g}" + cells + f"{t['gf_median'][j]:>10.2f}")
         lines.append("    " + f"{'2/eta':>6}" + "".join(f"{2 / e:>17.1f}" for e in c["step_sizes"]))
         mm = s["measured"][fam]
-        lines += [f"    runs {mm['gd_runs']}: converged {mm['gd_converged']}, diverged {mm['gd_diverged']}; "
-                  f"max (sharpness * eta / 2) over converged runs {mm['gd_max_sharpness_over_2_over_eta']:.4f}; "
-                  f"GF converged {mm['gf_converged']}/{mm['gf_runs']} ({mm['gf_solver_failures']} solves hit max_steps), min GF sharpness / 2Na = {mm['gf_min_sharpness_over_2Na']:.3f}", ""]
+        lines += [
+            f"    runs {mm['gd_runs']}: converged {mm['gd_converged']}, diverged {mm['gd_diverged']}; "
+            f"max (sharpness * eta / 2) over converged runs {mm['gd_max_sharpness_over_2_over_eta']:.4f}; "
+            f"GF converged {mm['gf_converged']}/{mm['gf_runs']} ({mm['gf_solver_failures']} solves hit max_steps), min GF sharpness / 2Na = {mm['gf_min_sharpness_over_2Na']:.3f}",
+            "",
+        ]
     g = s["measured"]["gaussian"]["gf_smallest_scale_sharpness"]
-    lines.append(f"(e) GF from s = {c['scales'][0]:g}: sharpness {g[0]:.2f} / {g[1]:.2f} / {g[2]:.2f} (min/median/max) "
-                 f"in [2Na, 8N Lambda] = [{b['lower']:.2f}, {b['upper']:.1f}]")
+    lines.append(
+        f"(e) GF from s = {c['scales'][0]:g}: sharpness {g[0]:.2f} / {g[1]:.2f} / {g[2]:.2f} (min/median/max) "
+        f"in [2Na, 8N Lambda] = [{b['lower']:.2f}, {b['upper']:.1f}]"
+    )
     d = s["depth"]
-    lines += ["", f"(c) depth: minimizer of GD (eta = {c['depth_eta']:g}, {c['depth_t_final']:g}/eta steps) from Gaussian "
-              f"s = {c['depth_scale']:g}, {c['depth_seeds']} seeds",
-              f"    {'N':>4}{'2Na':>9}{'median S':>10}{'8N Lambda':>11}{'S / 2Na':>9}"]
+    lines += [
+        "",
+        f"(c) depth: minimizer of GD (eta = {c['depth_eta']:g}, {c['depth_t_final']:g}/eta steps) from Gaussian "
+        f"s = {c['depth_scale']:g}, {c['depth_seeds']} seeds",
+        f"    {'N':>4}{'2Na':>9}{'median S':>10}{'8N Lambda':>11}{'S / 2Na':>9}",
+    ]
     for i, N in enumerate(d["depth"]):
-        lines.append(f"    {N:>4}{d['lower'][i]:>9.2f}{d['median_sharpness'][i]:>10.2f}{d['upper'][i]:>11.1f}{d['median_sharpness'][i] / d['lower'][i]:>9.3f}")
+        lines.append(
+            f"    {N:>4}{d['lower'][i]:>9.2f}{d['median_sharpness'][i]:>10.2f}{d['upper'][i]:>11.1f}{d['median_sharpness'][i] / d['lower'][i]:>9.3f}"
+        )
     st = s["measured"]["structure"]
-    lines += ["", "(d) GF minimizers, median over layers and seeds, by scale " + ", ".join(f"{x:g}" for x in c["scales"]),
-              "    rank-one ratio: " + ", ".join(f"{v:.4f}" for v in st["rank_one_ratio_median_by_scale"]),
-              "    alignment:      " + ", ".join(f"{v:.4f}" for v in st["alignment_median_by_scale"]),
-              f"    smallest scale: min rank-one ratio {st['rank_one_ratio_min_smallest_scale']:.4f}, min alignment "
-              f"{st['alignment_min_smallest_scale']:.4f}; largest scale: {st['rank_one_ratio_min_largest_scale']:.4f}, "
-              f"{st['alignment_min_largest_scale']:.4f}",
-              "", "run counts: " + ", ".join(f"{k} {v}" for k, v in s["run_counts"].items()),
-              "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items())]
+    lines += [
+        "",
+        "(d) GF minimizers, median over layers and seeds, by scale "
+        + ", ".join(f"{x:g}" for x in c["scales"]),
+        "    rank-one ratio: "
+        + ", ".join(f"{v:.4f}" for v in st["rank_one_ratio_median_by_scale"]),
+        "    alignment:      " + ", ".join(f"{v:.4f}" for v in st["alignment_median_by_scale"]),
+        f"    smallest scale: min rank-one ratio {st['rank_one_ratio_min_smallest_scale']:.4f}, min alignment "
+        f"{st['alignment_min_smallest_scale']:.4f}; largest scale: {st['rank_one_ratio_min_largest_scale']:.4f}, "
+        f"{st['alignment_min_largest_scale']:.4f}",
+        "",
+        "run counts: " + ", ".join(f"{k} {v}" for k, v in s["run_counts"].items()),
+        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+    ]
     if s["problems"]:
         lines += ["", "!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78]
     return "\n".join(lines) + "\n"
@@ -656,10 +887,22 @@ def _fmt(v: float) -> str:
 
 def _table(gd: dict, gf: dict, scales) -> dict:
     conv = gd["converged"]
-    med = np.array([[np.median(gd["sharpness"][i, j][conv[i, j]]) if conv[i, j].any() else np.nan
-                     for j in range(len(scales))] for i in range(conv.shape[0])])
-    return {"scales": list(scales), "median_sharpness": med, "diverged_fraction": gd["diverged"].mean(axis=2),
-            "converged_fraction": conv.mean(axis=2), "gf_median": np.nanmedian(np.where(gf["converged"], gf["sharpness"], np.nan), axis=1)}
+    med = np.array(
+        [
+            [
+                np.median(gd["sharpness"][i, j][conv[i, j]]) if conv[i, j].any() else np.nan
+                for j in range(len(scales))
+            ]
+            for i in range(conv.shape[0])
+        ]
+    )
+    return {
+        "scales": list(scales),
+        "median_sharpness": med,
+        "diverged_fraction": gd["diverged"].mean(axis=2),
+        "converged_fraction": conv.mean(axis=2),
+        "gf_median": np.nanmedian(np.where(gf["converged"], gf["sharpness"], np.nan), axis=1),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,30 +934,46 @@ def run(
     ploss = Projected(loss, p)
     etas = cfg.step_sizes
     say(f"writing to {out.resolve()}")
-    say(f"n = {cfg.n}, d = {cfg.d}, N = {cfg.depth}: a = {float(consts.a):.4f}, Lambda = {float(consts.Lambda):.4f}, "
-        f"2Na = {lo:.3f}, 8N Lambda = {hi:.2f}, R* = {r_min:.4f}")
+    say(
+        f"n = {cfg.n}, d = {cfg.d}, N = {cfg.depth}: a = {float(consts.a):.4f}, Lambda = {float(consts.Lambda):.4f}, "
+        f"2Na = {lo:.3f}, 8N Lambda = {hi:.2f}, R* = {r_min:.4f}"
+    )
 
     res: dict[str, dict] = {}
-    nets = {"gaussian": gaussian_inits(kg, cfg.d, cfg.depth, cfg.scales, cfg.seeds),
-            "residual": residual_inits(kr, cfg.d, cfg.depth, cfg.residual_scales, cfg.seeds)}
+    nets = {
+        "gaussian": gaussian_inits(kg, cfg.d, cfg.depth, cfg.scales, cfg.seeds),
+        "residual": residual_inits(kr, cfg.d, cfg.depth, cfg.residual_scales, cfg.seeds),
+    }
     losses = {"gaussian": loss, "residual": ploss}
     scales = {"gaussian": cfg.scales, "residual": cfg.residual_scales}
     gf_nets = {}
     for fam in ("gaussian", "residual"):
         n_runs = len(scales[fam]) * cfg.seeds
-        say(f"({'a' if fam == 'gaussian' else 'b'}) {fam} init: gradient descent, {len(etas)} step sizes x {len(scales[fam])} scales "
-            f"x {cfg.seeds} seeds ({n_runs} runs per vmapped call)")
+        say(
+            f"({'a' if fam == 'gaussian' else 'b'}) {fam} init: gradient descent, {len(etas)} step sizes x {len(scales[fam])} scales "
+            f"x {cfg.seeds} seeds ({n_runs} runs per vmapped call)"
+        )
         t0 = time.perf_counter()
         gd = _sweep(losses[fam], nets[fam], cfg, scales[fam], r_min, say)
         timings[f"{fam}_gd"] = time.perf_counter() - t0
-        say(f"(e) {fam} init: gradient flow from the same initializations, one vmapped solve per scale")
+        say(
+            f"(e) {fam} init: gradient flow from the same initializations, one vmapped solve per scale"
+        )
         t0 = time.perf_counter()
-        horizon = (lambda s: gf_horizon(cfg, s, min(cfg.scales))) if fam == "gaussian" else (lambda s: cfg.gf_t_min)
-        gf_nets[fam], gf = _gf_by_scale(losses[fam], nets[fam], cfg, scales[fam], r_min, say, horizon)
+        horizon = (
+            (lambda s: gf_horizon(cfg, s, min(cfg.scales)))
+            if fam == "gaussian"
+            else (lambda s: cfg.gf_t_min)
+        )
+        gf_nets[fam], gf = _gf_by_scale(
+            losses[fam], nets[fam], cfg, scales[fam], r_min, say, horizon
+        )
         timings[f"{fam}_gf"] = time.perf_counter() - t0
         res[fam] = {"gd": gd, "gf": gf}
 
-    say(f"(c) depth sweep N in {cfg.depths}: gradient descent (eta = {cfg.depth_eta:g}) from Gaussian s = {cfg.depth_scale:g}")
+    say(
+        f"(c) depth sweep N in {cfg.depths}: gradient descent (eta = {cfg.depth_eta:g}) from Gaussian s = {cfg.depth_scale:g}"
+    )
     t0 = time.perf_counter()
     dep = _depth_sweep(kdep, loss, cfg, say)
     timings["depth"] = time.perf_counter() - t0
@@ -727,49 +986,134 @@ def run(
     rratio = rratio.reshape(len(cfg.residual_scales), S, -1)
     ralign = ralign.reshape(len(cfg.residual_scales), S, -1)
     # only converged gradient-flow minimizers count (a solve that hit max_steps is NaN here)
-    ok, rok = res["gaussian"]["gf"]["converged"][..., None], res["residual"]["gf"]["converged"][..., None]
+    ok, rok = (
+        res["gaussian"]["gf"]["converged"][..., None],
+        res["residual"]["gf"]["converged"][..., None],
+    )
     ratio, align = np.where(ok, ratio, np.nan), np.where(ok, align, np.nan)
     rratio, ralign = np.where(rok, rratio, np.nan), np.where(rok, ralign, np.nan)
 
     # tables
-    rows = list(_rows("gaussian", res["gaussian"]["gd"], res["gaussian"]["gf"], etas, cfg.scales, S))
-    rows += list(_rows("residual", res["residual"]["gd"], res["residual"]["gf"], etas, cfg.residual_scales, S))
+    rows = list(
+        _rows("gaussian", res["gaussian"]["gd"], res["gaussian"]["gf"], etas, cfg.scales, S)
+    )
+    rows += list(
+        _rows(
+            "residual", res["residual"]["gd"], res["residual"]["gf"], etas, cfg.residual_scales, S
+        )
+    )
     write_csv(out / "runs.csv", RUNS_HEADER, rows)
     gf_rows = []
     for fam, rr, aa in (("gaussian", ratio, align), ("residual", rratio, ralign)):
         gf = res[fam]["gf"]
         for j, sc in enumerate(scales[fam]):
             for k in range(S):
-                gf_rows.append((fam, float(sc), k, int(bool(gf["success"][j, k])), int(gf["num_steps"][j, k]),
-                                int(bool(gf["converged"][j, k])), float(gf["final_loss"][j, k]), float(gf["sharpness"][j, k]),
-                                float(gf["sharpness_error"][j, k]), float(np.min(rr[j, k])), float(np.min(aa[j, k]))))
+                gf_rows.append(
+                    (
+                        fam,
+                        float(sc),
+                        k,
+                        int(bool(gf["success"][j, k])),
+                        int(gf["num_steps"][j, k]),
+                        int(bool(gf["converged"][j, k])),
+                        float(gf["final_loss"][j, k]),
+                        float(gf["sharpness"][j, k]),
+                        float(gf["sharpness_error"][j, k]),
+                        float(np.min(rr[j, k])),
+                        float(np.min(aa[j, k])),
+                    )
+                )
     write_csv(out / "gradient_flow.csv", GF_HEADER, gf_rows)
-    write_csv(out / "depth.csv", ("depth", "seed", "sharpness", "converged", "lower_2Na", "upper_8NLambda"),
-              [(int(N), k, float(dep["sharpness"][i, k]), int(bool(dep["converged"][i, k])), float(dep["lower"][i]), float(dep["upper"][i]))
-               for i, N in enumerate(dep["depth"]) for k in range(cfg.depth_seeds)])
-    arrays = {"inputs": np.asarray(loss.inputs), "targets": np.asarray(loss.targets)[:, 0], "projection": np.asarray(p)[0],
-              "step_sizes": np.asarray(etas), "bounds": np.asarray([lo, hi]), "r_min": r_min,
-              "depths": dep["depth"], "depth_sharpness": dep["sharpness"], "depth_converged": dep["converged"],
-              "depth_bounds": np.stack([dep["lower"], dep["upper"]], axis=1),
-              "gaussian_rank_one_ratio": ratio, "gaussian_alignment": align,
-              "residual_rank_one_ratio": rratio, "residual_alignment": ralign}
+    write_csv(
+        out / "depth.csv",
+        ("depth", "seed", "sharpness", "converged", "lower_2Na", "upper_8NLambda"),
+        [
+            (
+                int(N),
+                k,
+                float(dep["sharpness"][i, k]),
+                int(bool(dep["converged"][i, k])),
+                float(dep["lower"][i]),
+                float(dep["upper"][i]),
+            )
+            for i, N in enumerate(dep["depth"])
+            for k in range(cfg.depth_seeds)
+        ],
+    )
+    arrays = {
+        "inputs": np.asarray(loss.inputs),
+        "targets": np.asarray(loss.targets)[:, 0],
+        "projection": np.asarray(p)[0],
+        "step_sizes": np.asarray(etas),
+        "bounds": np.asarray([lo, hi]),
+        "r_min": r_min,
+        "depths": dep["depth"],
+        "depth_sharpness": dep["sharpness"],
+        "depth_converged": dep["converged"],
+        "depth_bounds": np.stack([dep["lower"], dep["upper"]], axis=1),
+        "gaussian_rank_one_ratio": ratio,
+        "gaussian_alignment": align,
+        "residual_rank_one_ratio": rratio,
+        "residual_alignment": ralign,
+    }
     for fam in ("gaussian", "residual"):
         arrays[f"{fam}_scales"] = np.asarray(scales[fam])
-        for k in ("sharpness", "sharpness_error", "initial_sharpness", "diverged", "diverged_at", "converged", "final_loss",
-                  "loss_history", "steps"):
+        for k in (
+            "sharpness",
+            "sharpness_error",
+            "initial_sharpness",
+            "diverged",
+            "diverged_at",
+            "converged",
+            "final_loss",
+            "loss_history",
+            "steps",
+        ):
             arrays[f"{fam}_gd_{k}"] = res[fam]["gd"][k]
-        for k in ("sharpness", "sharpness_error", "success", "converged", "final_loss", "num_steps", "t_final"):
+        for k in (
+            "sharpness",
+            "sharpness_error",
+            "success",
+            "converged",
+            "final_loss",
+            "num_steps",
+            "t_final",
+        ):
             arrays[f"{fam}_gf_{k}"] = res[fam]["gf"][k]
     np.savez(out / "marion_chizat.npz", **arrays)
 
     # figures
-    save_figure(plot_sweep(res["gaussian"]["gd"], res["gaussian"]["gf"], cfg.scales, etas, lo, hi,
-                           f"(a) Gaussian init, N = {cfg.depth}", r"init scale $s$ (entries $N(0, s^2)$)"), out / "sharpness_gaussian.png")
-    save_figure(plot_sweep(res["residual"]["gd"], res["residual"]["gf"], cfg.residual_scales, etas, lo, hi,
-                           f"(b) residual init, N = {cfg.depth}", r"residual scale $s$ ($W_k = I + s/\sqrt{Nd}\,G$)"), out / "sharpness_residual.png")
+    save_figure(
+        plot_sweep(
+            res["gaussian"]["gd"],
+            res["gaussian"]["gf"],
+            cfg.scales,
+            etas,
+            lo,
+            hi,
+            f"(a) Gaussian init, N = {cfg.depth}",
+            r"init scale $s$ (entries $N(0, s^2)$)",
+        ),
+        out / "sharpness_gaussian.png",
+    )
+    save_figure(
+        plot_sweep(
+            res["residual"]["gd"],
+            res["residual"]["gf"],
+            cfg.residual_scales,
+            etas,
+            lo,
+            hi,
+            f"(b) residual init, N = {cfg.depth}",
+            r"residual scale $s$ ($W_k = I + s/\sqrt{Nd}\,G$)",
+        ),
+        out / "sharpness_residual.png",
+    )
     save_figure(plot_depth(dep), out / "sharpness_depth.png")
     save_figure(plot_structure(ratio, align, cfg.scales), out / "structure.png")
-    save_figure(plot_gd_vs_gf(res["gaussian"]["gd"], res["gaussian"]["gf"], etas, lo), out / "gd_vs_gf.png")
+    save_figure(
+        plot_gd_vs_gf(res["gaussian"]["gd"], res["gaussian"]["gf"], etas, lo), out / "gd_vs_gf.png"
+    )
 
     problems, measured = _checks(cfg, etas, lo, hi, res, lo, dep, ratio, align)
     timings["total"] = time.perf_counter() - t_start
@@ -779,15 +1123,29 @@ def run(
         "problems": problems,
         "seed": seed,
         "config": dataclasses.asdict(cfg),
-        "bounds": {"a": float(consts.a), "Lambda": float(consts.Lambda), "w_norm": float(consts.w_norm),
-                   "lower": lo, "upper": hi, "r_min": r_min},
+        "bounds": {
+            "a": float(consts.a),
+            "Lambda": float(consts.Lambda),
+            "w_norm": float(consts.w_norm),
+            "lower": lo,
+            "upper": hi,
+            "r_min": r_min,
+        },
         "tables": {fam: _table(res[fam]["gd"], res[fam]["gf"], scales[fam]) for fam in res},
-        "depth": {"depth": dep["depth"].tolist(), "lower": dep["lower"].tolist(), "upper": dep["upper"].tolist(),
-                  "median_sharpness": np.median(dep["sharpness"], axis=1).tolist()},
+        "depth": {
+            "depth": dep["depth"].tolist(),
+            "lower": dep["lower"].tolist(),
+            "upper": dep["upper"].tolist(),
+            "median_sharpness": np.median(dep["sharpness"], axis=1).tolist(),
+        },
         "measured": measured,
-        "run_counts": {"gd_gaussian": int(res["gaussian"]["gd"]["diverged"].size), "gd_residual": int(res["residual"]["gd"]["diverged"].size),
-                       "gf_gaussian": int(res["gaussian"]["gf"]["success"].size), "gf_residual": int(res["residual"]["gf"]["success"].size),
-                       "gf_depth": int(dep["converged"].size)},
+        "run_counts": {
+            "gd_gaussian": int(res["gaussian"]["gd"]["diverged"].size),
+            "gd_residual": int(res["residual"]["gd"]["diverged"].size),
+            "gf_gaussian": int(res["gaussian"]["gf"]["success"].size),
+            "gf_residual": int(res["residual"]["gf"]["success"].size),
+            "gf_depth": int(dep["converged"].size),
+        },
         "gd_steps": {f"{e:g}": int(s) for e, s in zip(etas, res["gaussian"]["gd"]["steps"])},
         "timings_s": timings,
     }

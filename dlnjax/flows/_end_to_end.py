@@ -6,9 +6,8 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Inexact
-
 import lineax as lx
+from jaxtyping import Array, Inexact
 
 from .._metric import _apply, _check_matrix, _spectrum, check_depth, end_to_end_multiplier
 from .._network import _ct, _dot
@@ -47,7 +46,9 @@ class EndToEnd(AbstractFlow):
 
     def __init__(self, loss: Callable, depth, kappa: float = 0.0):
         if not callable(loss):
-            raise TypeError(f"EndToEnd: loss must be a callable X -> real scalar; got {type(loss).__name__}.")
+            raise TypeError(
+                f"EndToEnd: loss must be a callable X -> real scalar; got {type(loss).__name__}."
+            )
         self.loss = loss
         self.depth = check_depth(depth, "EndToEnd")
         self.kappa = kappa
@@ -89,15 +90,18 @@ class EndToEnd(AbstractFlow):
         X = jax.lax.stop_gradient(_check_matrix(X, "EndToEnd"))
         _, HX = jax.jvp(self.gradient, (X,), (X,))
         nx = jnp.sum(jnp.abs(X) ** 2)
-        rho = jnp.where(nx > 0, jnp.sum(jnp.real(jnp.conj(X) * HX)) / jnp.where(nx > 0, nx, 1.0), 0.0)
+        rho = jnp.where(
+            nx > 0, jnp.sum(jnp.real(jnp.conj(X) * HX)) / jnp.where(nx > 0, nx, 1.0), 0.0
+        )
         rho = jnp.maximum(rho, 0.0)
         lam, U, mu, V = _spectrum(X)
         a = end_to_end_multiplier(lam[:, None], mu[None, :], self.depth)
         decay = self.kappa if self.depth == math.inf else self.depth * self.kappa
         den = 1.0 + gamma * (rho * a + decay)
         scale = jnp.where(den > 0, 1.0 / jnp.where(den > 0, den, 1.0), 1.0)
-        return lx.FunctionLinearOperator(_SpectralScaling(U, scale.astype(X.real.dtype), V), jax.eval_shape(lambda: X))
-
+        return lx.FunctionLinearOperator(
+            _SpectralScaling(U, scale.astype(X.real.dtype), V), jax.eval_shape(lambda: X)
+        )
 
     def stiff_error_scale(self, X, rtol, atol):
         """State errors in tolerance units for `dlnjax.Stiff`: ``E -> (U^* E V)_ij / (atol + rtol max(sigma_i, sigma_j))``.
@@ -112,7 +116,9 @@ class EndToEnd(AbstractFlow):
         big = jnp.maximum(jnp.sqrt(lam)[:, None], jnp.sqrt(mu)[None, :])
         # the SVD resolves components only to ~ max(d_N, d_0) eps ||X||_2: no tighter tolerance than that
         floor = max(X.shape) * jnp.finfo(X.dtype).eps * jnp.sqrt(jnp.max(lam))
-        return _SpectralScaling(U, (1.0 / (atol + floor + rtol * big)).astype(X.real.dtype), V, back=False)
+        return _SpectralScaling(
+            U, (1.0 / (atol + floor + rtol * big)).astype(X.real.dtype), V, back=False
+        )
 
 
 class _SpectralScaling(eqx.Module):

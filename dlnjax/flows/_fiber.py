@@ -56,9 +56,12 @@ class FiberSchatten(AbstractFlow):
 
     def __check_init__(self):
         if isinstance(self.p, (int, float)) and not (1 < self.p < float("inf")):
-            raise ValueError(f"FiberSchatten: need 1 < p < inf (Theorem 20 of seed 001); got p = {self.p}.")
+            raise ValueError(
+                f"FiberSchatten: need 1 < p < inf (Theorem 20 of seed 001); got p = {self.p}."
+            )
 
     def __call__(self, t, net: DLN, args=None) -> DLN:
         grad = net.replace_arrays(*(_schatten_gradient(a, self.p) for a in net.arrays()))
-        return jax.tree_util.tree_map(jnp.negative, fiber_tangent_projection(net, grad, solver=self.solver))
-
+        return jax.tree_util.tree_map(
+            jnp.negative, fiber_tangent_projection(net, grad, solver=self.solver)
+        )

@@ -46,4 +46,6 @@ class Langevin(AbstractFlow):
         # Noise on the weights only, never on the zero padding of non-uniform widths.
         scale = jax.tree_util.tree_map(lambda m: jnp.sqrt(2.0 / self.beta) * m, net.mask())
         struct = jax.eval_shape(lambda: net)
-        return lx.FunctionLinearOperator(lambda db: jax.tree_util.tree_map(jnp.multiply, scale, db), struct)
+        return lx.FunctionLinearOperator(
+            lambda db: jax.tree_util.tree_map(jnp.multiply, scale, db), struct
+        )

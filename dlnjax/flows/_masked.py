@@ -45,9 +45,13 @@ class Masked(AbstractFlow):
 
     def __check_init__(self):
         if not isinstance(self.mask, DLN):
-            raise ValueError(f"Masked: mask must be a dlnjax.DLN of 0/1 entries; got {type(self.mask).__name__}.")
+            raise ValueError(
+                f"Masked: mask must be a dlnjax.DLN of 0/1 entries; got {type(self.mask).__name__}."
+            )
         if not callable(self.flow):
-            raise ValueError(f"Masked: flow must be a vector field flow(t, net, args); got {type(self.flow).__name__}.")
+            raise ValueError(
+                f"Masked: flow must be a vector field flow(t, net, args); got {type(self.flow).__name__}."
+            )
 
     def __call__(self, t, net: DLN, args=None) -> DLN:
         _check_mask(self.mask, net, "Masked")

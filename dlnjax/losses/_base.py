@@ -17,7 +17,9 @@ def _array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Array:
         x = np.asarray(x)
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if jnp.ndim(x) not in ndims:
-        raise ValueError(f"{what} must have {' or '.join(map(str, ndims))} dimensions; got shape {jnp.shape(x)}.")
+        raise ValueError(
+            f"{what} must have {' or '.join(map(str, ndims))} dimensions; got shape {jnp.shape(x)}."
+        )
     x = jnp.asarray(x, dtype)
     if jnp.issubdtype(x.dtype, jnp.inexact):
         _check_finite(x, what)
@@ -40,12 +42,16 @@ class AbstractLoss(eqx.Module):
 
     def _check(self, X) -> None:
         if jnp.shape(X) != tuple(self.shape):
-            raise ValueError(f"{type(self).__name__}: X must have shape {tuple(self.shape)} (d_N, d_0); got {jnp.shape(X)}.")
+            raise ValueError(
+                f"{type(self).__name__}: X must have shape {tuple(self.shape)} (d_N, d_0); got {jnp.shape(X)}."
+            )
 
     def test_error(self, X) -> Array:
         """``||X - truth||_F / ||truth||_F``: the relative recovery error against the ground truth."""
         if self.truth is None:
-            raise ValueError(f"{type(self).__name__}: test_error needs a ground truth; build the loss with truth=.")
+            raise ValueError(
+                f"{type(self).__name__}: test_error needs a ground truth; build the loss with truth=."
+            )
         self._check(X)
         num = jnp.sqrt(jnp.sum(_sq(X - self.truth)))
         den = jnp.sqrt(jnp.sum(_sq(self.truth)))

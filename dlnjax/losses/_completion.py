@@ -1,12 +1,11 @@
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray
-
-import equinox as eqx
 
 from ._base import AbstractLoss, _array, _sq, _truth
 
@@ -28,7 +27,9 @@ class MatrixCompletion(AbstractLoss):
     def __init__(self, rows, cols, values, shape, *, truth=None):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(f"MatrixCompletion: shape must be two positive sizes (d_N, d_0); got {shape}.")
+            raise ValueError(
+                f"MatrixCompletion: shape must be two positive sizes (d_N, d_0); got {shape}."
+            )
         rows = _array(rows, "MatrixCompletion: rows", 1)
         cols = _array(cols, "MatrixCompletion: cols", 1)
         values = _array(values, "MatrixCompletion: values", 1)
@@ -40,11 +41,15 @@ class MatrixCompletion(AbstractLoss):
             raise ValueError("MatrixCompletion: need at least one observed entry.")
         for name, idx, size in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
             if not jnp.issubdtype(idx.dtype, jnp.integer):
-                raise ValueError(f"MatrixCompletion: {name} must be integer indices; got {idx.dtype}.")
+                raise ValueError(
+                    f"MatrixCompletion: {name} must be integer indices; got {idx.dtype}."
+                )
             if not isinstance(idx, jax.core.Tracer):
                 arr = np.asarray(idx)
                 if arr.min() < 0 or arr.max() >= size:
-                    raise ValueError(f"MatrixCompletion: {name} must lie in [0, {size}); got values in [{arr.min()}, {arr.max()}].")
+                    raise ValueError(
+                        f"MatrixCompletion: {name} must lie in [0, {size}); got values in [{arr.min()}, {arr.max()}]."
+                    )
         self.rows, self.cols, self.values, self._shape = rows, cols, values, shape
         self.truth = _truth(truth, shape, "MatrixCompletion")
 
@@ -67,15 +72,19 @@ class MatrixCompletion(AbstractLoss):
     @classmethod
     def random(
         cls, key: PRNGKeyArray, shape, rank: int, n_observed: int, *, norm: float = 1.0, dtype=None
-    ) -> "MatrixCompletion":
+    ) -> MatrixCompletion:
         """A random rank-``rank`` matrix ``M = U V^T`` (Gaussian factors) scaled to ``||M||_F = norm``, with
         ``n_observed`` distinct entries observed uniformly at random (the setting of Arora, Cohen, Hu & Luo
         2019: 100 x 100, rank 5, 2000 or 5000 entries, ``||M||_F = 1``)."""
         d_out, d_in = (int(s) for s in shape)
         if not 1 <= rank <= min(d_out, d_in):
-            raise ValueError(f"MatrixCompletion.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}.")
+            raise ValueError(
+                f"MatrixCompletion.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}."
+            )
         if not 1 <= n_observed <= d_out * d_in:
-            raise ValueError(f"MatrixCompletion.random: n_observed must lie in [1, {d_out * d_in}]; got {n_observed}.")
+            raise ValueError(
+                f"MatrixCompletion.random: n_observed must lie in [1, {d_out * d_in}]; got {n_observed}."
+            )
         dtype = jnp.result_type(float) if dtype is None else dtype
         ku, kv, ko = jr.split(key, 3)
         M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)

@@ -63,11 +63,15 @@ class Regression(AbstractLoss):
         return sol.T
 
     @classmethod
-    def random(cls, key: PRNGKeyArray, n: int, d_in: int, d_out: int = 1, *, noise: float = 1.0, dtype=None):
+    def random(
+        cls, key: PRNGKeyArray, n: int, d_in: int, d_out: int = 1, *, noise: float = 1.0, dtype=None
+    ):
         """Seed 004's synthetic data: ``x_i ~ N(0, I_{d_in})``, ``y_i = w x_i + noise * eps_i`` with ``w`` Gaussian
         normalized to ``||w||_F = 1`` (published: n = 50, d = 5, noise 1). ``truth = w``."""
         if n < 1 or d_in < 1 or d_out < 1 or not noise >= 0:
-            raise ValueError(f"Regression.random: need n, d_in, d_out >= 1 and noise >= 0; got {n}, {d_in}, {d_out}, {noise}.")
+            raise ValueError(
+                f"Regression.random: need n, d_in, d_out >= 1 and noise >= 0; got {n}, {d_in}, {d_out}, {noise}."
+            )
         dtype = jnp.result_type(float) if dtype is None else dtype
         kx, kw, ke = jr.split(key, 3)
         x = jr.normal(kx, (n, d_in), dtype)

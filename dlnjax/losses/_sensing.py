@@ -40,13 +40,26 @@ class MatrixSensing(AbstractLoss):
         return jnp.mean(_sq(pred - self.values))
 
     @classmethod
-    def random(cls, key: PRNGKeyArray, shape, rank: int, n_measurements: int, *, norm: float = 1.0, dtype=None):
+    def random(
+        cls,
+        key: PRNGKeyArray,
+        shape,
+        rank: int,
+        n_measurements: int,
+        *,
+        norm: float = 1.0,
+        dtype=None,
+    ):
         """Gaussian measurements ``A_i`` (entries N(0, 1)) of a random rank-``rank`` ``M`` with ``||M||_F = norm``."""
         d_out, d_in = (int(s) for s in shape)
         if not 1 <= rank <= min(d_out, d_in):
-            raise ValueError(f"MatrixSensing.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}.")
+            raise ValueError(
+                f"MatrixSensing.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}."
+            )
         if n_measurements < 1:
-            raise ValueError(f"MatrixSensing.random: n_measurements must be positive; got {n_measurements}.")
+            raise ValueError(
+                f"MatrixSensing.random: n_measurements must be positive; got {n_measurements}."
+            )
         dtype = jnp.result_type(float) if dtype is None else dtype
         ku, kv, ka = jr.split(key, 3)
         M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)

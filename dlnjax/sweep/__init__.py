@@ -10,14 +10,28 @@ The command line: ``dlnjax sweep CONFIG --out DIR`` and ``dlnjax plot DIR``.
 """
 
 from ._config import (
-    ConfigError as ConfigError,
     GRID_AXES as GRID_AXES,
-    load_config as load_config,
-    parse_config as parse_config,
+)
+from ._config import (
     QUANTITIES as QUANTITIES,
+)
+from ._config import (
+    ConfigError as ConfigError,
+)
+from ._config import (
     SweepConfig as SweepConfig,
 )
-from ._run import choose_padding as choose_padding, plan as plan, Plan as Plan, provenance as provenance, run as run
+from ._config import (
+    load_config as load_config,
+)
+from ._config import (
+    parse_config as parse_config,
+)
+from ._run import Plan as Plan
+from ._run import choose_padding as choose_padding
+from ._run import plan as plan
+from ._run import provenance as provenance
+from ._run import run as run
 from ._store import load as load
 
 

@@ -61,9 +61,14 @@ def _at_least(n):
 
 
 def _typename(value) -> str:
-    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array", dict: "table"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "boolean",
+        int: "integer",
+        float: "float",
+        str: "string",
+        list: "array",
+        dict: "table",
+    }.get(type(value), type(value).__name__)
 
 
 def _coerce(field: str, kind: str, value):
@@ -88,15 +93,21 @@ def _coerce(field: str, kind: str, value):
         return value
     if kind == "int_list":
         if not isinstance(value, list) or not value:
-            raise ConfigError(field, f"expected a non-empty array of integers, got {_typename(value)} {value!r}")
+            raise ConfigError(
+                field, f"expected a non-empty array of integers, got {_typename(value)} {value!r}"
+            )
         return [_coerce(f"{field}[{i}]", "int", v) for i, v in enumerate(value)]
     if kind == "float_list":
         if not isinstance(value, list) or not value:
-            raise ConfigError(field, f"expected a non-empty array of numbers, got {_typename(value)} {value!r}")
+            raise ConfigError(
+                field, f"expected a non-empty array of numbers, got {_typename(value)} {value!r}"
+            )
         return [_coerce(f"{field}[{i}]", "float", v) for i, v in enumerate(value)]
     if kind == "str_list":
         if not isinstance(value, list) or not value:
-            raise ConfigError(field, f"expected a non-empty array of strings, got {_typename(value)} {value!r}")
+            raise ConfigError(
+                field, f"expected a non-empty array of strings, got {_typename(value)} {value!r}"
+            )
         return [_coerce(f"{field}[{i}]", "str", v) for i, v in enumerate(value)]
     raise AssertionError(kind)
 
@@ -106,7 +117,10 @@ def _section(name: str, table, schema: Mapping[str, _Field]) -> dict:
         raise ConfigError(name, f"expected a table, got {_typename(table)}")
     for key in table:
         if key not in schema:
-            raise ConfigError(f"{name}.{key}" if name else key, f"unknown field; the fields of [{name or 'top level'}] are {sorted(schema)}")
+            raise ConfigError(
+                f"{name}.{key}" if name else key,
+                f"unknown field; the fields of [{name or 'top level'}] are {sorted(schema)}",
+            )
     out = {}
     for key, spec in schema.items():
         where = f"{name}.{key}" if name else key
@@ -178,17 +192,29 @@ _NETWORK = {
     "init": _Field("str", "gaussian", choices=INITS),
     "scale": _Field("float", 0.1, check=_nonnegative),
     "activation": _Field("str", "identity", choices=("identity", "relu", "leaky_relu", "gelu")),
-    "seed": _Field("int", 0, check=_nonnegative),  # the initialization seed when grid.seed is not swept
+    "seed": _Field(
+        "int", 0, check=_nonnegative
+    ),  # the initialization seed when grid.seed is not swept
 }
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-FLOWS = ("gradient", "regularized", "langevin", "fiber_l2", "fiber_schatten", "kirwan_ness", "end_to_end")
+FLOWS = (
+    "gradient",
+    "regularized",
+    "langevin",
+    "fiber_l2",
+    "fiber_schatten",
+    "kirwan_ness",
+    "end_to_end",
+)
 _DYNAMICS = {
     "method": _Field("str", _REQUIRED, choices=("train", "flow")),
     # train
     "optimizer": _Field("str", "sgd", choices=OPTIMIZERS),
     "learning_rate": _Field("float", 0.01, check=_positive),
-    "momentum": _Field("float", 0.9, check=lambda x: None if 0 <= x < 1 else f"must lie in [0, 1); got {x!r}"),
+    "momentum": _Field(
+        "float", 0.9, check=lambda x: None if 0 <= x < 1 else f"must lie in [0, 1); got {x!r}"
+    ),
     "steps": _Field("int", 1000, check=_positive),
     "divergence_threshold": _Field("float", 1e6, check=_positive),
     # flow
@@ -196,7 +222,9 @@ _DYNAMICS = {
     "t1": _Field("float", 10.0, check=_positive),
     "rtol": _Field("float", 1e-6, check=_positive),
     "atol": _Field("float", 1e-8, check=_positive),
-    "dt0": _Field("float", 0.0, check=_nonnegative),  # 0: adaptive (deterministic flows); required for langevin
+    "dt0": _Field(
+        "float", 0.0, check=_nonnegative
+    ),  # 0: adaptive (deterministic flows); required for langevin
     "max_steps": _Field("int", 65536, check=_positive),
     "p": _Field("float", 1.0, check=_positive),  # Schatten exponent
     "progress": _Field("bool", False),
@@ -224,8 +252,12 @@ QUANTITIES = (
 
 _RECORD = {
     "quantities": _Field("str_list", ["loss"], choices=QUANTITIES),
-    "every": _Field("int", 0, check=_nonnegative),  # train: record every this many steps (0: 20 records)
-    "times": _Field("float_list", None, check=_nonnegative),  # flow: save times (default: `saves` points)
+    "every": _Field(
+        "int", 0, check=_nonnegative
+    ),  # train: record every this many steps (0: 20 records)
+    "times": _Field(
+        "float_list", None, check=_nonnegative
+    ),  # flow: save times (default: `saves` points)
     "saves": _Field("int", 21, check=_at_least(2)),
     "sharpness_iterations": _Field("int", 20, check=_positive),
 }
@@ -243,7 +275,11 @@ GRID_AXES = {
 }
 """The axes a grid may sweep, each a non-empty list of values."""
 
-_LOSSLESS_FLOWS = ("fiber_l2", "fiber_schatten", "kirwan_ness")  # flows on the fiber: no loss, X constant
+_LOSSLESS_FLOWS = (
+    "fiber_l2",
+    "fiber_schatten",
+    "kirwan_ness",
+)  # flows on the fiber: no loss, X constant
 _LAYER_QUANTITIES = ("balancedness", "squared_norm", "layer_norms")
 _LOSS_QUANTITIES = ("loss", "objective", "test_error", "grad_norm", "sharpness")
 
@@ -342,21 +378,32 @@ def _check_grid(grid) -> dict:
             raise ConfigError(where, f"unknown grid axis; the axes are {list(GRID_AXES)}")
         if axis == "widths":
             if not isinstance(values, list) or not values:
-                raise ConfigError(where, f"expected a non-empty array of width lists, got {_typename(values)} {values!r}")
+                raise ConfigError(
+                    where,
+                    f"expected a non-empty array of width lists, got {_typename(values)} {values!r}",
+                )
             values = [_coerce(f"{where}[{i}]", "int_list", v) for i, v in enumerate(values)]
             for i, v in enumerate(values):
                 if len(v) < 2 or min(v) < 1:
-                    raise ConfigError(f"{where}[{i}]", f"a widths list needs >= 2 positive entries (d_0, ..., d_N); got {v}")
+                    raise ConfigError(
+                        f"{where}[{i}]",
+                        f"a widths list needs >= 2 positive entries (d_0, ..., d_N); got {v}",
+                    )
         else:
             spec = GRID_AXES[axis]
             if isinstance(values, list) and not values:
                 raise ConfigError(where, "empty list: a grid axis needs at least one value")
-            values = _section("grid", {axis: values}, {axis: dataclasses.replace(spec, default=_REQUIRED)})[axis]
+            values = _section(
+                "grid", {axis: values}, {axis: dataclasses.replace(spec, default=_REQUIRED)}
+            )[axis]
         if len({json.dumps(v) for v in values}) != len(values):
             raise ConfigError(where, f"repeats a value: {values}")
         out[axis] = values
     if "widths" in out and ("depth" in out or "width" in out):
-        raise ConfigError("grid.widths", "cannot be swept together with grid.depth or grid.width (widths fixes both)")
+        raise ConfigError(
+            "grid.widths",
+            "cannot be swept together with grid.depth or grid.width (widths fixes both)",
+        )
     return out
 
 
@@ -370,7 +417,7 @@ def parse_config(data: Mapping, source: str = "") -> SweepConfig:
 
     task = data.get("task")
     if task is None:
-        raise ConfigError("task", "missing (required): the loss, e.g. [task] loss = \"regression\"")
+        raise ConfigError("task", 'missing (required): the loss, e.g. [task] loss = "regression"')
     if not isinstance(task, dict):
         raise ConfigError("task", f"expected a table, got {_typename(task)}")
     if "loss" not in task:
@@ -385,17 +432,23 @@ def parse_config(data: Mapping, source: str = "") -> SweepConfig:
         if len(shape) != 2:
             raise ConfigError("task.shape", f"expected [d_out, d_in]; got {shape}")
         if out["task"]["rank"] > min(shape):
-            raise ConfigError("task.rank", f"must be <= min(shape) = {min(shape)}; got {out['task']['rank']}")
+            raise ConfigError(
+                "task.rank", f"must be <= min(shape) = {min(shape)}; got {out['task']['rank']}"
+            )
     if loss == "matrix_completion" and out["task"]["n_observed"] > shape[0] * shape[1]:
-        raise ConfigError("task.n_observed", f"must be <= {shape[0] * shape[1]} (the number of entries)")
+        raise ConfigError(
+            "task.n_observed", f"must be <= {shape[0] * shape[1]} (the number of entries)"
+        )
 
     out["network"] = _section("network", data.get("network", {}), _NETWORK)
     if "dynamics" not in data:
-        raise ConfigError("dynamics", "missing (required): e.g. [dynamics] method = \"train\"")
+        raise ConfigError("dynamics", 'missing (required): e.g. [dynamics] method = "train"')
     out["dynamics"] = _section("dynamics", data["dynamics"], _DYNAMICS)
     out["record"] = _section("record", data.get("record", {}), _RECORD)
     if "grid" not in data:
-        raise ConfigError("grid", "missing (required): at least one swept axis, e.g. [grid] seed = [0, 1, 2]")
+        raise ConfigError(
+            "grid", "missing (required): at least one swept axis, e.g. [grid] seed = [0, 1, 2]"
+        )
     out["grid"] = _check_grid(data["grid"])
     if not out["grid"]:
         raise ConfigError("grid", "empty: give at least one axis with a non-empty list of values")
@@ -412,9 +465,9 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
     train = cfg.is_train
     for key in raw_dyn:
         if train and key in _FLOW_ONLY:
-            raise ConfigError(f"dynamics.{key}", "is a flow option, but method = \"train\"")
+            raise ConfigError(f"dynamics.{key}", 'is a flow option, but method = "train"')
         if not train and key in _TRAIN_ONLY:
-            raise ConfigError(f"dynamics.{key}", "is a training option, but method = \"flow\"")
+            raise ConfigError(f"dynamics.{key}", 'is a training option, but method = "flow"')
     flow = None if train else dyn["flow"]
     raw_net = raw.get("network", {})
     if "widths" in raw_net and ("depth" in raw_net or "width" in raw_net):
@@ -423,7 +476,7 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
 
     # The axes that make sense for these dynamics.
     if "learning_rate" in grid and not train:
-        raise ConfigError("grid.learning_rate", "sweeps a learning rate, but method = \"flow\"")
+        raise ConfigError("grid.learning_rate", 'sweeps a learning rate, but method = "flow"')
     if "beta" in grid and flow != "langevin":
         raise ConfigError("grid.beta", "beta is the inverse temperature of the langevin flow only")
     if "kappa" in grid and flow in _LOSSLESS_FLOWS:
@@ -437,36 +490,62 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
         if widths in seen:
             continue
         seen.add(widths)
-        where = "grid.widths" if "widths" in grid else ("network.widths" if net["widths"] is not None else "network.depth")
+        where = (
+            "grid.widths"
+            if "widths" in grid
+            else ("network.widths" if net["widths"] is not None else "network.depth")
+        )
         if widths[0] != d_in or widths[-1] != d_out:
-            raise ConfigError(where, f"widths {list(widths)} must start with d_0 = {d_in} and end with d_N = {d_out} (the task's dimensions)")
-        if flow in ("fiber_l2", "fiber_schatten") and min(widths[1:-1] or (math.inf,)) < min(d_in, d_out):
-            raise ConfigError(where, f"the {flow} flow needs every hidden width >= min(d_0, d_N) = {min(d_in, d_out)} (full-rank fibers); got {list(widths)}")
+            raise ConfigError(
+                where,
+                f"widths {list(widths)} must start with d_0 = {d_in} and end with d_N = {d_out} (the task's dimensions)",
+            )
+        if flow in ("fiber_l2", "fiber_schatten") and min(widths[1:-1] or (math.inf,)) < min(
+            d_in, d_out
+        ):
+            raise ConfigError(
+                where,
+                f"the {flow} flow needs every hidden width >= min(d_0, d_N) = {min(d_in, d_out)} (full-rank fibers); got {list(widths)}",
+            )
     inits = grid.get("init", [net["init"]])
     if "residual" in inits:
         for widths in seen:
             if len(set(widths)) != 1:
-                raise ConfigError("network.init" if "init" not in grid else "grid.init", f"residual initialization needs square layers (all widths equal); got {list(widths)}")
+                raise ConfigError(
+                    "network.init" if "init" not in grid else "grid.init",
+                    f"residual initialization needs square layers (all widths equal); got {list(widths)}",
+                )
 
     # Dynamics.
     if train:
         every = rec["every"] or max(1, dyn["steps"] // 20)
         if dyn["steps"] % every:
-            raise ConfigError("record.every", f"must divide dynamics.steps = {dyn['steps']}; got {every}")
+            raise ConfigError(
+                "record.every", f"must divide dynamics.steps = {dyn['steps']}; got {every}"
+            )
         rec["every"] = every
         if rec["times"] is not None:
-            raise ConfigError("record.times", "is for flows; training records every record.every steps")
+            raise ConfigError(
+                "record.times", "is for flows; training records every record.every steps"
+            )
     else:
         if "every" in raw.get("record", {}):
-            raise ConfigError("record.every", "is for training; flows record at record.times (or record.saves)")
+            raise ConfigError(
+                "record.every", "is for training; flows record at record.times (or record.saves)"
+            )
         if rec["times"] is None:
             rec["times"] = [dyn["t1"] * i / (rec["saves"] - 1) for i in range(rec["saves"])]
         else:
             times = rec["times"]
             if len(times) < 2 or any(b <= a for a, b in zip(times, times[1:])):
-                raise ConfigError("record.times", f"need at least two strictly increasing times; got {times}")
+                raise ConfigError(
+                    "record.times", f"need at least two strictly increasing times; got {times}"
+                )
             if "t1" in raw_dyn and times[-1] != dyn["t1"]:
-                raise ConfigError("record.times", f"the last time must equal dynamics.t1 = {dyn['t1']}; got {times[-1]}")
+                raise ConfigError(
+                    "record.times",
+                    f"the last time must equal dynamics.t1 = {dyn['t1']}; got {times[-1]}",
+                )
         dyn["t1"] = rec["times"][-1]
         if flow == "langevin" and dyn["dt0"] <= 0:
             raise ConfigError("dynamics.dt0", "the langevin flow needs a fixed step dt0 > 0")
@@ -482,27 +561,58 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
     linear = net["activation"] == "identity"
     for q in quantities:
         where = "record.quantities"
-        if flow == "end_to_end" and q in _LAYER_QUANTITIES + ("objective", "grad_norm", "sharpness"):
-            raise ConfigError(where, f"{q!r} needs the layers, but the end_to_end flow evolves only the end-to-end matrix")
-        if not linear and q in ("test_error", "effective_rank", "numerical_rank", "singular_values"):
-            raise ConfigError(where, f"{q!r} needs the end-to-end matrix of a linear network; network.activation = {net['activation']!r}")
+        if flow == "end_to_end" and q in _LAYER_QUANTITIES + (
+            "objective",
+            "grad_norm",
+            "sharpness",
+        ):
+            raise ConfigError(
+                where,
+                f"{q!r} needs the layers, but the end_to_end flow evolves only the end-to-end matrix",
+            )
+        if not linear and q in (
+            "test_error",
+            "effective_rank",
+            "numerical_rank",
+            "singular_values",
+        ):
+            raise ConfigError(
+                where,
+                f"{q!r} needs the end-to-end matrix of a linear network; network.activation = {net['activation']!r}",
+            )
     if not linear:
         if flow in _LOSSLESS_FLOWS + ("end_to_end",):
-            raise ConfigError("network.activation", f"the {flow} flow needs a linear network (activation = \"identity\")")
-    if cfg.data["dtype"] == "float32" and not train and flow in _LOSSLESS_FLOWS and dyn["rtol"] < 1e-5:
-        raise ConfigError("dynamics.rtol", f"float32 cannot meet rtol = {dyn['rtol']}; use >= 1e-5 or dtype = \"float64\"")
+            raise ConfigError(
+                "network.activation",
+                f'the {flow} flow needs a linear network (activation = "identity")',
+            )
+    if (
+        cfg.data["dtype"] == "float32"
+        and not train
+        and flow in _LOSSLESS_FLOWS
+        and dyn["rtol"] < 1e-5
+    ):
+        raise ConfigError(
+            "dynamics.rtol",
+            f'float32 cannot meet rtol = {dyn["rtol"]}; use >= 1e-5 or dtype = "float64"',
+        )
 
     # Padding.
     if cfg.data["padding"] == "pad":
         ok, why = padding_possible(cfg)
         if not ok:
-            raise ConfigError("padding", f"\"pad\" is impossible here: {why}; use \"auto\" or \"per-shape\"")
+            raise ConfigError(
+                "padding", f'"pad" is impossible here: {why}; use "auto" or "per-shape"'
+            )
 
 
 def padding_possible(cfg: SweepConfig) -> tuple[bool, str]:
     """Whether the runs of ``cfg`` can share one padded program (frozen identity layers, masked blocks)."""
     if not cfg.is_train and cfg.dynamics["flow"] not in ("gradient", "regularized", "langevin"):
-        return False, f"the {cfg.dynamics['flow']} flow depends on the geometry of the whole network (frozen layers would change it)"
+        return (
+            False,
+            f"the {cfg.dynamics['flow']} flow depends on the geometry of the whole network (frozen layers would change it)",
+        )
     if cfg.network["activation"] != "identity":
         return False, "frozen identity layers change a nonlinear network's function"
     depths = {len(cfg.run_settings(p)["widths"]) - 1 for p in cfg.points()}

@@ -65,7 +65,9 @@ def plot(ds: xr.Dataset, out: Path | str, *, max_lines: int = 200) -> list[Path]
         da = ds[name]
         extra = [d for d in da.dims if d not in grid and d != traj]
         if set(da.dims) - set(extra) != set(grid) | {traj} or len(extra) > 1:
-            logger.debug("plot: %s has dims %s, not (*grid, %s[, extra]); skipped", name, da.dims, traj)
+            logger.debug(
+                "plot: %s has dims %s, not (*grid, %s[, extra]); skipped", name, da.dims, traj
+            )
             continue
         if extra and name not in ("layer_norms", "singular_values"):
             logger.debug("plot: no standard figure for %s (extra dim %s); skipped", name, extra[0])
@@ -84,7 +86,9 @@ def plot(ds: xr.Dataset, out: Path | str, *, max_lines: int = 200) -> list[Path]
             fig = _trajectory_figure(ds, da, grid, swept, traj, max_lines)
             written += _save(fig, out / f"{name}_trajectories")
         elif name == "layer_norms":
-            fig = _layer_norms_figure(ds, _finite(da.isel({traj: -1}).values), grid, swept, extra[0], max_lines)
+            fig = _layer_norms_figure(
+                ds, _finite(da.isel({traj: -1}).values), grid, swept, extra[0], max_lines
+            )
             written += _save(fig, out / "layer_norms_final")
         else:
             fig = _singular_values_figure(ds, da, grid, traj, extra[0])
@@ -117,7 +121,9 @@ def _trajectory_dim(ds: xr.Dataset) -> str:
     if traj is None:
         traj = next((d for d in ("step", "time") if d in ds.dims), None)
     if traj is None or traj not in ds.dims:
-        raise ValueError(f"no trajectory dim ('step' or 'time') among the Dataset's dims {tuple(ds.dims)}")
+        raise ValueError(
+            f"no trajectory dim ('step' or 'time') among the Dataset's dims {tuple(ds.dims)}"
+        )
     return str(traj)
 
 
@@ -137,7 +143,10 @@ def _quantities(ds: xr.Dataset, traj: str) -> list[str]:
 
 def _failures(ds: xr.Dataset, grid: list[str]) -> tuple[np.ndarray | None, str]:
     """A boolean grid array of the runs that diverged (or did not succeed), or None where no run did."""
-    for name, invert, label in (("diverged", False, "fraction diverged"), ("success", True, "fraction failed")):
+    for name, invert, label in (
+        ("diverged", False, "fraction diverged"),
+        ("success", True, "fraction failed"),
+    ):
         if name in ds.data_vars and set(ds[name].dims) == set(grid):
             flags = ds[name].transpose(*grid).values.astype(bool)
             flags = ~flags if invert else flags
@@ -176,7 +185,9 @@ def _run_label(ds: xr.Dataset, grid: list[str], index: tuple[int, ...]) -> str:
     return ", ".join(f"{a}={_fmt(_coord(ds, a)[i])}" for a, i in zip(grid, index)) or "single run"
 
 
-def _runs_of(da: xr.DataArray, grid: list[str], runs: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+def _runs_of(
+    da: xr.DataArray, grid: list[str], runs: np.ndarray
+) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
     """The runs ``runs`` (flat indices into the grid) of ``da``, as floats ``(run, trajectory[, extra])``,
     and their grid indices (one array per axis). Only those runs are read from a lazily loaded ``da``.
     """
@@ -255,7 +266,11 @@ class _Colors:
         cmap = colormaps["viridis"]
         if self.numeric and n > _MAX_LEGEND:  # a colorbar: colors follow the value
             x = coord.astype(float)
-            self.norm = LogNorm(np.nanmin(x), np.nanmax(x)) if _spans(x, 1) else Normalize(np.nanmin(x), np.nanmax(x))
+            self.norm = (
+                LogNorm(np.nanmin(x), np.nanmax(x))
+                if _spans(x, 1)
+                else Normalize(np.nanmin(x), np.nanmax(x))
+            )
             self.colors = [cmap(self.norm(v)) for v in x]
         elif not self.numeric and n <= 10:
             self.colors = [f"C{i}" for i in range(n)]
@@ -305,19 +320,27 @@ def _final_figure(
 ) -> Figure:
     ncols = min(len(swept), 3)
     nrows = math.ceil(len(swept) / ncols)
-    fig, axes = _figure(3.8 * ncols + (0.6 if failed is not None else 0), 3.2 * nrows + 0.4, ncols, nrows)
+    fig, axes = _figure(
+        3.8 * ncols + (0.6 if failed is not None else 0), 3.2 * nrows + 0.4, ncols, nrows
+    )
     for ax in axes[len(swept) :]:
         ax.set_visible(False)
     log_y = _spans(final, 2)
     for ax, axis in zip(axes, swept):
         k = grid.index(axis)
         x = _set_x_axis(ax, ds, axis)
-        per_value = np.moveaxis(final, k, 0).reshape(x.size, -1)  # (value of axis, runs at that value)
+        per_value = np.moveaxis(final, k, 0).reshape(
+            x.size, -1
+        )  # (value of axis, runs at that value)
         xs = np.repeat(x, per_value.shape[1])
-        alpha = float(np.clip(2.0 / math.sqrt(per_value.shape[1]), 0.1, 0.5))  # fainter where runs pile up
+        alpha = float(
+            np.clip(2.0 / math.sqrt(per_value.shape[1]), 0.1, 0.5)
+        )  # fainter where runs pile up
         ax.plot(xs, per_value.ravel(), "o", ms=4, color="C0", alpha=alpha, mec="none")
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns: the median is NaN, not drawn
+            warnings.simplefilter(
+                "ignore", RuntimeWarning
+            )  # all-NaN columns: the median is NaN, not drawn
             median = np.nanmedian(per_value, axis=1)
         ax.plot(x, median, "-o", ms=4, lw=1.5, color="C1")
         if log_y:
@@ -359,7 +382,13 @@ def _trajectory_figure(
     fig, (ax,) = _figure(6.4, 4.2, 1)
     alpha, lw = _line_alpha(chosen.size), _line_width(chosen.size)
     for j, line in enumerate(lines):
-        ax.plot(t, line, lw=lw, alpha=alpha, color=colors(index[grid.index(color_axis)][j] if color_axis else 0))
+        ax.plot(
+            t,
+            line,
+            lw=lw,
+            alpha=alpha,
+            color=colors(index[grid.index(color_axis)][j] if color_axis else 0),
+        )
     if _spans(lines, 2):
         ax.set_yscale("log")
     ax.set_xlabel(traj)
@@ -375,7 +404,12 @@ def _trajectory_figure(
 
 
 def _layer_norms_figure(
-    ds: xr.Dataset, final: np.ndarray, grid: list[str], swept: list[str], layer_dim: str, max_lines: int
+    ds: xr.Dataset,
+    final: np.ndarray,
+    grid: list[str],
+    swept: list[str],
+    layer_dim: str,
+    max_lines: int,
 ) -> Figure:
     layers = _coord(ds, layer_dim)
     x = layers.astype(float) if _is_numeric(layers) else np.arange(layers.size, dtype=float)
@@ -400,14 +434,22 @@ def _layer_norms_figure(
     ax.set_ylabel("layer norm (final)")
     ax.grid(True, alpha=0.3)
     n_runs = flat.shape[0]
-    shown = f"{chosen.size} of {n_runs} runs" if chosen.size < n_runs else f"{n_runs} run" + "s" * (n_runs > 1)
+    shown = (
+        f"{chosen.size} of {n_runs} runs"
+        if chosen.size < n_runs
+        else f"{n_runs} run" + "s" * (n_runs > 1)
+    )
     ax.set_title(f"final layer norms ({shown})", fontsize="medium")
     colors.explain(fig, ax)
     return fig
 
 
-def _singular_values_figure(ds: xr.Dataset, da: xr.DataArray, grid: list[str], traj: str, index_dim: str) -> Figure:
-    alive = np.flatnonzero(np.isfinite(da).any([traj, index_dim]).values.ravel())  # runs with something to draw
+def _singular_values_figure(
+    ds: xr.Dataset, da: xr.DataArray, grid: list[str], traj: str, index_dim: str
+) -> Figure:
+    alive = np.flatnonzero(
+        np.isfinite(da).any([traj, index_dim]).values.ravel()
+    )  # runs with something to draw
     chosen = alive[_evenly(alive.size, _SINGULAR_RUNS)]
     curves, index = _runs_of(da, grid, chosen)  # (run, trajectory, index)
     t = _coord(ds, traj).astype(float)
@@ -421,7 +463,13 @@ def _singular_values_figure(ds: xr.Dataset, da: xr.DataArray, grid: list[str], t
     cmap = colormaps["viridis"]
     for r, ax in enumerate(axes[: chosen.size]):
         for j in range(n_sv):
-            ax.plot(t, curves[r, :, j], lw=1.0, color=cmap(0.9 * j / max(n_sv - 1, 1)), label=f"σ{j + 1}")
+            ax.plot(
+                t,
+                curves[r, :, j],
+                lw=1.0,
+                color=cmap(0.9 * j / max(n_sv - 1, 1)),
+                label=f"σ{j + 1}",
+            )
         if log_y:
             ax.set_yscale("log")
         ax.set_xlabel(traj)
@@ -431,5 +479,7 @@ def _singular_values_figure(ds: xr.Dataset, da: xr.DataArray, grid: list[str], t
     if n_sv <= 10:
         axes[0].legend(fontsize="small", title=index_dim, title_fontsize="small")
     n_runs = math.prod(da.sizes[a] for a in grid)
-    fig.suptitle(f"singular values against {traj} ({chosen.size} of {n_runs} run" + "s" * (n_runs > 1) + ")")
+    fig.suptitle(
+        f"singular values against {traj} ({chosen.size} of {n_runs} run" + "s" * (n_runs > 1) + ")"
+    )
     return fig

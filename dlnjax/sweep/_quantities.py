@@ -32,7 +32,9 @@ from .._network import DLN, balancedness, end_to_end, squared_norm
 __all__ = ["quantity_fns", "quantity_shape"]
 
 
-def quantity_shape(name: str, n_layers: int, n_singular: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def quantity_shape(
+    name: str, n_layers: int, n_singular: int
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """The extra (trailing) dims and sizes of a quantity beyond ``(run, time)``."""
     if name == "layer_norms":
         return ("layer",), (n_layers,)
@@ -42,7 +44,9 @@ def quantity_shape(name: str, n_layers: int, n_singular: int) -> tuple[tuple[str
 
 
 def _nan_pad(v, n):
-    return jnp.concatenate([v, jnp.full((n - v.shape[0],), jnp.nan, v.dtype)]) if v.shape[0] < n else v
+    return (
+        jnp.concatenate([v, jnp.full((n - v.shape[0],), jnp.nan, v.dtype)]) if v.shape[0] < n else v
+    )
 
 
 def quantity_fns(
@@ -89,9 +93,13 @@ def quantity_fns(
         "loss": loss_value,
         "objective": objective,
         "test_error": lambda s: loss.test_error(X_of(s)),
-        "balancedness": (lambda n: balancedness(n)) if live is None else (lambda n: padded_balancedness(n, live)),
+        "balancedness": (lambda n: balancedness(n))
+        if live is None
+        else (lambda n: padded_balancedness(n, live)),
         "squared_norm": sq_norm,
-        "layer_norms": (lambda n: _nan_pad(layer_norms(n), n_layers)) if live is None else (lambda n: _nan_pad(padded_layer_norms(n, live), n_layers)),
+        "layer_norms": (lambda n: _nan_pad(layer_norms(n), n_layers))
+        if live is None
+        else (lambda n: _nan_pad(padded_layer_norms(n, live), n_layers)),
         "grad_norm": grad_norm,
         "sharpness": (lambda n: sharpness(loss, n, iterations=sharpness_iterations))
         if live is None

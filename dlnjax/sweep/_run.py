@@ -139,7 +139,9 @@ def plan(cfg: SweepConfig, n_devices: int = 1) -> Plan:
         for i, s in enumerate(shapes):
             groups.setdefault(s, []).append(i)
         programs = tuple(Program(s, False, tuple(r)) for s, r in groups.items())
-    largest = max(len(p.runs) for p in programs)  # no batch larger than needed: filler runs cost compute
+    largest = max(
+        len(p.runs) for p in programs
+    )  # no batch larger than needed: filler runs cost compute
     bs = int(math.ceil(min(cfg.data["batch_size"], largest) / n_devices) * n_devices)
     return Plan(programs, bs, mode, settings)
 
@@ -154,11 +156,17 @@ def make_loss(task: dict, dtype):
     key = jr.PRNGKey(task["seed"])
     kind = task["loss"]
     if kind == "regression":
-        return _losses.Regression.random(key, task["n"], task["d_in"], task["d_out"], noise=task["noise"], dtype=dtype)
+        return _losses.Regression.random(
+            key, task["n"], task["d_in"], task["d_out"], noise=task["noise"], dtype=dtype
+        )
     if kind == "matrix_completion":
-        return _losses.MatrixCompletion.random(key, task["shape"], task["rank"], task["n_observed"], norm=task["norm"], dtype=dtype)
+        return _losses.MatrixCompletion.random(
+            key, task["shape"], task["rank"], task["n_observed"], norm=task["norm"], dtype=dtype
+        )
     if kind == "matrix_sensing":
-        return _losses.MatrixSensing.random(key, task["shape"], task["rank"], task["n_measurements"], norm=task["norm"], dtype=dtype)
+        return _losses.MatrixSensing.random(
+            key, task["shape"], task["rank"], task["n_measurements"], norm=task["norm"], dtype=dtype
+        )
     if kind == "factorization":
         d_out, d_in = task["shape"]
         ku, kv = jr.split(key)
@@ -185,11 +193,18 @@ def _init(key, scale, *, widths, init, dtype, activation, padded_to) -> tuple[DL
     return pad(net, len(padded_to) - 1, max(padded_to[1:-1]))
 
 
-def _initial_state(settings: dict, shape, padded: bool, dtype, activation) -> tuple[DLN, DLN | None]:
+def _initial_state(
+    settings: dict, shape, padded: bool, dtype, activation
+) -> tuple[DLN, DLN | None]:
     key_init, _ = jr.split(jr.PRNGKey(settings["seed"]))
     return _init(
-        key_init, settings["scale"], widths=settings["widths"], init=settings["init"], dtype=dtype,
-        activation=activation, padded_to=tuple(shape) if padded else None,
+        key_init,
+        settings["scale"],
+        widths=settings["widths"],
+        init=settings["init"],
+        dtype=dtype,
+        activation=activation,
+        padded_to=tuple(shape) if padded else None,
     )
 
 
@@ -227,7 +242,15 @@ def _flow(cfg: SweepConfig, loss, kappa, beta, depth):
     raise AssertionError(name)
 
 
-def _run_one(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, uses_kappa: bool, loss, inputs: dict) -> dict:
+def _run_one(
+    cfg: SweepConfig,
+    n_layers: int,
+    n_singular: int,
+    depth: int,
+    uses_kappa: bool,
+    loss,
+    inputs: dict,
+) -> dict:
     """One run (traced under vmap): the recorded quantities and the run's flags."""
     from .._simulate import simulate
     from .._train import train
@@ -237,13 +260,25 @@ def _run_one(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, uses_
     kappa = inputs["kappa"] if uses_kappa else None
     e2e = not cfg.is_train and dyn["flow"] == "end_to_end"
     fns = quantity_fns(
-        rec["quantities"], loss, kappa=kappa, live=live, n_layers=n_layers,
-        sharpness_iterations=rec["sharpness_iterations"], end_to_end_state=e2e,
+        rec["quantities"],
+        loss,
+        kappa=kappa,
+        live=live,
+        n_layers=n_layers,
+        sharpness_iterations=rec["sharpness_iterations"],
+        end_to_end_state=e2e,
     )
     if cfg.is_train:
         res = train(
-            loss, net0, _optimizer(dyn, inputs["learning_rate"]), dyn["steps"], every=rec["every"], metrics=(),
-            metric_fns=fns, kappa=kappa, divergence_threshold=dyn["divergence_threshold"],
+            loss,
+            net0,
+            _optimizer(dyn, inputs["learning_rate"]),
+            dyn["steps"],
+            every=rec["every"],
+            metrics=(),
+            metric_fns=fns,
+            kappa=kappa,
+            divergence_threshold=dyn["divergence_threshold"],
             **({} if live is None else {"mask": live}),
         )
         out = {q: res.history[q] for q in rec["quantities"]}
@@ -257,15 +292,23 @@ def _run_one(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, uses_
         flow = flows.Masked(flow, live)
     stochastic = dyn["flow"] == "langevin"
     traj = simulate(
-        flow, y0, jnp.asarray(rec["times"], jnp.result_type(float)), rtol=dyn["rtol"], atol=dyn["atol"],
-        dt0=dyn["dt0"] or None, max_steps=dyn["max_steps"], progress=dyn["progress"],
+        flow,
+        y0,
+        jnp.asarray(rec["times"], jnp.result_type(float)),
+        rtol=dyn["rtol"],
+        atol=dyn["atol"],
+        dt0=dyn["dt0"] or None,
+        max_steps=dyn["max_steps"],
+        progress=dyn["progress"],
         key=inputs["noise_key"] if stochastic else None,
     )
     ok = traj.success
     out = {}
     for q, fn in fns.items():
         v = jax.vmap(fn)(traj.ys)
-        out[q] = jnp.where(jnp.isfinite(v), v, jnp.nan)  # a failed solve: NaN from the failure on, success False
+        out[q] = jnp.where(
+            jnp.isfinite(v), v, jnp.nan
+        )  # a failed solve: NaN from the failure on, success False
     out["success"], out["num_steps"] = ok, jnp.asarray(traj.stats["num_steps"], jnp.int32)
     return out
 
@@ -275,7 +318,15 @@ def shared_steps(cfg: SweepConfig) -> bool:
     return not cfg.is_train and cfg.dynamics["flow"] != "langevin" and cfg.dynamics["dt0"] > 0
 
 
-def _run_batch(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, uses_kappa: bool, loss, inputs: dict) -> dict:
+def _run_batch(
+    cfg: SweepConfig,
+    n_layers: int,
+    n_singular: int,
+    depth: int,
+    uses_kappa: bool,
+    loss,
+    inputs: dict,
+) -> dict:
     """One batch: ``vmap`` of `_run_one`, or, when the runs share their steps (`shared_steps`), one solve of
     the whole batch as a single ODE whose vector field is the ``vmap`` of the runs' fields.
 
@@ -305,21 +356,32 @@ def _run_batch(cfg: SweepConfig, n_layers: int, n_singular: int, depth: int, use
 
     y0 = jax.vmap(end_to_end)(inputs["net0"]) if e2e else inputs["net0"]
     traj = simulate(
-        field, y0, jnp.asarray(rec["times"], jnp.result_type(float)), dt0=dyn["dt0"], max_steps=dyn["max_steps"],
+        field,
+        y0,
+        jnp.asarray(rec["times"], jnp.result_type(float)),
+        dt0=dyn["dt0"],
+        max_steps=dyn["max_steps"],
         progress=dyn["progress"],
     )
     ys = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), traj.ys)  # (run, time, ...)
 
     def record(y, p):
         fns = quantity_fns(
-            rec["quantities"], loss, kappa=p["kappa"] if uses_kappa else None, live=p["live"], n_layers=n_layers,
-            sharpness_iterations=rec["sharpness_iterations"], end_to_end_state=e2e,
+            rec["quantities"],
+            loss,
+            kappa=p["kappa"] if uses_kappa else None,
+            live=p["live"],
+            n_layers=n_layers,
+            sharpness_iterations=rec["sharpness_iterations"],
+            end_to_end_state=e2e,
         )
         out = {}
         for q, fn in fns.items():
             v = jax.vmap(fn)(y)
             out[q] = jnp.where(jnp.isfinite(v), v, jnp.nan)
-        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(y)]))
+        finite = jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(y)])
+        )
         # a run that blew up fails alone (the batch's own flag would fail them all); the others are unaffected
         out["success"] = (traj.result == dfx.RESULTS.successful) & finite
         out["num_steps"] = jnp.asarray(traj.stats["num_steps"], jnp.int32)
@@ -338,15 +400,33 @@ def provenance(devices=None) -> dict:
     import importlib.metadata as md
 
     versions = {"python": sys.version.split()[0]}
-    for pkg in ("dlnjax", "jax", "jaxlib", "diffrax", "equinox", "lineax", "optax", "numpy", "xarray", "zarr"):
+    for pkg in (
+        "dlnjax",
+        "jax",
+        "jaxlib",
+        "diffrax",
+        "equinox",
+        "lineax",
+        "optax",
+        "numpy",
+        "xarray",
+        "zarr",
+    ):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             versions[pkg] = "not installed"
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=10
-        ).stdout.strip() or "unknown"
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(__file__).resolve().parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         commit = "unknown"
     devices = jax.devices() if devices is None else devices
@@ -370,7 +450,10 @@ def _dims(cfg: SweepConfig, plan: Plan) -> dict:
     widths = plan.settings[0]["widths"]
     n_singular = min(widths[0], widths[-1])
     if cfg.is_train:
-        traj_dim, traj = "step", np.arange(0, cfg.dynamics["steps"] + 1, cfg.record["every"], dtype=np.int64)
+        traj_dim, traj = (
+            "step",
+            np.arange(0, cfg.dynamics["steps"] + 1, cfg.record["every"], dtype=np.int64),
+        )
     else:
         traj_dim, traj = "time", np.asarray(cfg.record["times"], np.float64)
     return {"n_layers": n_layers, "n_singular": n_singular, "traj_dim": traj_dim, "traj": traj}
@@ -386,7 +469,10 @@ def _template(cfg: SweepConfig, plan: Plan, meta: dict):
     variables = {"grid_index": (("slot",), plan.grid_index)}
     for q in cfg.record["quantities"]:
         extra_dims, extra = quantity_shape(q, dims["n_layers"], dims["n_singular"])
-        variables[q] = (("slot", dims["traj_dim"]) + extra_dims, np.full((n_slots, T) + extra, np.nan, fdtype))
+        variables[q] = (
+            ("slot", dims["traj_dim"]) + extra_dims,
+            np.full((n_slots, T) + extra, np.nan, fdtype),
+        )
     if cfg.is_train:
         variables["diverged"] = (("slot",), np.zeros(n_slots, bool))
         variables["diverged_at"] = (("slot",), np.full(n_slots, -1, np.int32))
@@ -424,7 +510,9 @@ def _first_difference(a, b, prefix="") -> str:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
             if a.get(k, "<absent>") != b.get(k, "<absent>"):
-                return _first_difference(a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}.{k}" if prefix else k)
+                return _first_difference(
+                    a.get(k, "<absent>"), b.get(k, "<absent>"), f"{prefix}.{k}" if prefix else k
+                )
     return f"{prefix}: {a!r} (stored) != {b!r} (given)"
 
 
@@ -455,7 +543,10 @@ def run(
     store = Store(out)
     stored = store.stored_config()
     if stored is not None and stored != cfg.data:
-        raise ConfigError("out", f"{out} already holds a different sweep ({_first_difference(stored, cfg.data)}); use another --out or delete it")
+        raise ConfigError(
+            "out",
+            f"{out} already holds a different sweep ({_first_difference(stored, cfg.data)}); use another --out or delete it",
+        )
 
     devices = list(jax.devices() if devices is None else devices)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
@@ -477,14 +568,24 @@ def run(
 
     dtype = jnp.float32 if cfg.data["dtype"] == "float32" else jnp.float64
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise ConfigError("dtype", "float64 needs jax_enable_x64 (the dlnjax CLI enables it); call jax.config.update(\"jax_enable_x64\", True) first")
+        raise ConfigError(
+            "dtype",
+            'float64 needs jax_enable_x64 (the dlnjax CLI enables it); call jax.config.update("jax_enable_x64", True) first',
+        )
     loss_arrays, loss_static = eqx.partition(make_loss(cfg.task, dtype), eqx.is_array)
     loss_arrays = _to_global(loss_arrays, replicated)
     dims = _dims(cfg, the_plan)
     uses_kappa = "kappa" in cfg.grid or cfg.dynamics["kappa"] > 0
     compiled: dict[int, Callable] = {}
 
-    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), unit="batch", desc=cfg.data["name"], disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(batches),
+        initial=len(batches) - len(todo),
+        unit="batch",
+        desc=cfg.data["name"],
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     n_bad = 0
     try:
         for b in todo:
@@ -492,23 +593,42 @@ def run(
             prog = the_plan.programs[p]
             t0 = time.perf_counter()
             if p not in compiled:
-                batch_fn = partial(_run_batch, cfg, dims["n_layers"], dims["n_singular"], len(prog.shape) - 1, uses_kappa)
-                fn = lambda arrays, inputs, batch_fn=batch_fn: batch_fn(eqx.combine(arrays, loss_static), inputs)
+                batch_fn = partial(
+                    _run_batch,
+                    cfg,
+                    dims["n_layers"],
+                    dims["n_singular"],
+                    len(prog.shape) - 1,
+                    uses_kappa,
+                )
+                fn = lambda arrays, inputs, batch_fn=batch_fn: batch_fn(
+                    eqx.combine(arrays, loss_static), inputs
+                )
                 compiled[p] = jax.jit(fn, in_shardings=(replicated, batched), out_shardings=batched)
             inputs = _batch_inputs(cfg, the_plan, prog, runs, dtype)
             result = _gather(compiled[p](loss_arrays, _to_global(inputs, batched)))
             n = len(runs)
             flag = result.get("diverged", None)
-            n_bad += int(np.sum(flag[:n])) if flag is not None else int(np.sum(~result["success"][:n]))
+            n_bad += (
+                int(np.sum(flag[:n])) if flag is not None else int(np.sum(~result["success"][:n]))
+            )
             data = {k: np.asarray(v) for k, v in result.items()}
             if writer:
-                marker = {"device_kind": meta["device_kind"], "n_devices": len(devices), "seconds": round(time.perf_counter() - t0, 3)}
+                marker = {
+                    "device_kind": meta["device_kind"],
+                    "n_devices": len(devices),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
                 store.write_batch(b, start, start + the_plan.batch_size, data, marker)
             bar.update(1)
     finally:
         bar.close()
     what = "diverged" if cfg.is_train else "failed (solver)"
-    say(f"sweep {cfg.data['name']!r} finished: {out}; {n_bad} run(s) {what} in this session" if todo else f"sweep {cfg.data['name']!r}: nothing to do, all batches were done")
+    say(
+        f"sweep {cfg.data['name']!r} finished: {out}; {n_bad} run(s) {what} in this session"
+        if todo
+        else f"sweep {cfg.data['name']!r}: nothing to do, all batches were done"
+    )
     return load(out)
 
 
@@ -547,7 +667,9 @@ def _batch_inputs(cfg: SweepConfig, the_plan: Plan, prog: Program, runs, dtype) 
         "learning_rate": jnp.asarray([the_plan.settings[i]["learning_rate"] for i in runs], real),
         "kappa": jnp.asarray([the_plan.settings[i]["kappa"] for i in runs], real),
         "beta": jnp.asarray([the_plan.settings[i]["beta"] for i in runs], real),
-        "noise_key": jnp.stack([jr.split(jr.PRNGKey(the_plan.settings[i]["seed"]))[1] for i in runs]),
+        "noise_key": jnp.stack(
+            [jr.split(jr.PRNGKey(the_plan.settings[i]["seed"]))[1] for i in runs]
+        ),
     }
     if prog.padded:
         inputs["live"] = stack(lives)

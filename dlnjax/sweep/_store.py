@@ -68,7 +68,9 @@ class Store:
         _atomic_write(self.dir / "config.toml", config_toml)
         _atomic_write(self.dir / "config.json", config_json)
         encoding = {
-            name: {"chunks": (batch_size,) + tuple(var.shape[1:])} for name, var in template.data_vars.items() if var.dims[:1] == ("slot",)
+            name: {"chunks": (batch_size,) + tuple(var.shape[1:])}
+            for name, var in template.data_vars.items()
+            if var.dims[:1] == ("slot",)
         }
         template.to_zarr(self.zarr, mode="w", encoding=encoding, consolidated=False)
         _atomic_write(self.dir / "READY", "")
@@ -81,11 +83,16 @@ class Store:
         for path in self.batches.glob("*.done"):
             try:
                 out[int(path.stem)] = json.loads(path.read_text() or "{}")
-            except (ValueError, json.JSONDecodeError):  # pragma: no cover - markers are written atomically
+            except (
+                ValueError,
+                json.JSONDecodeError,
+            ):  # pragma: no cover - markers are written atomically
                 continue
         return out
 
-    def write_batch(self, batch: int, start: int, stop: int, data: Mapping[str, np.ndarray], marker: Mapping) -> None:
+    def write_batch(
+        self, batch: int, start: int, stop: int, data: Mapping[str, np.ndarray], marker: Mapping
+    ) -> None:
         """Write the results of slots ``start:stop`` (one batch, one chunk), then mark the batch finished."""
         import xarray as xr
 
@@ -95,7 +102,9 @@ class Store:
             dims = ds[name].dims
             variables[name] = (dims, np.asarray(value, dtype=ds[name].dtype))
         ds.close()
-        xr.Dataset(variables).to_zarr(self.zarr, region={"slot": slice(start, stop)}, mode="r+", consolidated=False)
+        xr.Dataset(variables).to_zarr(
+            self.zarr, region={"slot": slice(start, stop)}, mode="r+", consolidated=False
+        )
         _atomic_write(self.batches / f"{batch:06d}.done", json.dumps(dict(marker), sort_keys=True))
 
 
@@ -114,7 +123,9 @@ def load(directory: str | Path, *, require_complete: bool = False):
 
     store = Store(directory)
     if not store.ready:
-        raise FileNotFoundError(f"dlnjax.load: {store.dir} holds no sweep results (no complete results.zarr).")
+        raise FileNotFoundError(
+            f"dlnjax.load: {store.dir} holds no sweep results (no complete results.zarr)."
+        )
     raw = xr.open_zarr(store.zarr, chunks=None, consolidated=False).load()
     attrs = dict(raw.attrs)
     grid = json.loads(attrs["grid"])  # [[axis, [values...]], ...]
@@ -130,8 +141,12 @@ def load(directory: str | Path, *, require_complete: bool = False):
     order = np.argsort(index[real], kind="stable")
     slots = np.nonzero(real)[0][order]
     n_runs = int(np.prod([len(v) for _, v in grid]))
-    if len(slots) != n_runs or not np.array_equal(index[slots], np.arange(n_runs)):  # pragma: no cover
-        raise ValueError(f"dlnjax.load: {store.zarr} is corrupt (grid_index does not cover the {n_runs} runs).")
+    if len(slots) != n_runs or not np.array_equal(
+        index[slots], np.arange(n_runs)
+    ):  # pragma: no cover
+        raise ValueError(
+            f"dlnjax.load: {store.zarr} is corrupt (grid_index does not cover the {n_runs} runs)."
+        )
     finished = slot_done[slots]
     if not finished.all():
         msg = f"dlnjax.load: the sweep in {store.dir} is unfinished: {int(finished.sum())} of {n_runs} runs are done; rerun `dlnjax sweep` on it to resume."
