@@ -27,7 +27,8 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Inexact, PRNGKeyArray
 
 from ._geometry import network_loss
-from ._network import DLN, _dot, end_to_end
+from ._network import DLN, end_to_end
+from ._numerics import dot, sqabs
 
 __all__ = [
     "sharpness",
@@ -200,7 +201,7 @@ def sharpness(
                 C = jnp.sum(V[:, None, :] * Q[None, :, :], axis=-1)
                 V = V - jnp.sum(C[:, :, None] * Q[None, :, :], axis=1)
             else:
-                V = V - _dot(_dot(V, Q.T), Q)
+                V = V - dot(dot(V, Q.T), Q)
         return V
 
     q0, _ = _safe_normalize(fresh[0], 0.0)
@@ -297,7 +298,7 @@ def regression_constants(loss) -> RegressionConstants:
     w = loss.least_squares()[0]
     w_norm = jnp.linalg.norm(w)
     u = w / jnp.where(w_norm > 0, w_norm, 1.0)
-    a = jnp.real(jnp.vdot(u, _dot(sigma, u)))
+    a = jnp.real(jnp.vdot(u, dot(sigma, u)))
     Lambda = jnp.linalg.eigvalsh(sigma)[-1]
     return RegressionConstants(a=a, Lambda=Lambda, w_norm=w_norm)
 
@@ -375,17 +376,13 @@ def numerical_rank(X: Inexact[Array, "*batch m n"], rtol: float | None = None) -
 # --------------------------------------------------------------------------------------------------
 
 
-def _sqabs(a):
-    return jnp.real(a * jnp.conj(a))
-
-
 def layer_norms(net: DLN) -> Float[Array, "*batch N"]:
     """The squared Frobenius norms ``||W_k||_F^2``, ``k = 1..N`` (seed 002). Batched networks allowed."""
-    norms = [jnp.sum(_sqabs(net.first), axis=(-2, -1))[..., None]]
+    norms = [jnp.sum(sqabs(net.first), axis=(-2, -1))[..., None]]
     if net.depth > 1:
         norms += [
-            jnp.sum(_sqabs(net.inner), axis=(-2, -1)),
-            jnp.sum(_sqabs(net.last), axis=(-2, -1))[..., None],
+            jnp.sum(sqabs(net.inner), axis=(-2, -1)),
+            jnp.sum(sqabs(net.last), axis=(-2, -1))[..., None],
         ]
     return jnp.concatenate(norms, axis=-1)
 
@@ -412,11 +409,11 @@ def neuron_balance(net: DLN) -> Float[Array, "*batch N-1 m"]:
     if net.depth == 1:
         return jnp.zeros(net.first.shape[:-2] + (0, net.widths[1]), jnp.real(net.first).dtype)
     rows = jnp.concatenate(
-        [jnp.sum(_sqabs(net.first), axis=-1)[..., None, :], jnp.sum(_sqabs(net.inner), axis=-1)],
+        [jnp.sum(sqabs(net.first), axis=-1)[..., None, :], jnp.sum(sqabs(net.inner), axis=-1)],
         axis=-2,
     )
     cols = jnp.concatenate(
-        [jnp.sum(_sqabs(net.inner), axis=-2), jnp.sum(_sqabs(net.last), axis=-2)[..., None, :]],
+        [jnp.sum(sqabs(net.inner), axis=-2), jnp.sum(sqabs(net.last), axis=-2)[..., None, :]],
         axis=-2,
     )
     return rows - cols
@@ -476,4 +473,4 @@ def distance_to_minimizer(net: DLN, X_star: Inexact[Array, "dN d0"]) -> Float[Ar
             f"distance_to_minimizer: X_star must have shape {shape} (d_N, d_0); got {X_star.shape}."
         )
     diff = end_to_end(net) - X_star
-    return jnp.sqrt(jnp.sum(_sqabs(diff)))
+    return jnp.sqrt(jnp.sum(sqabs(diff)))

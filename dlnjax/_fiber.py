@@ -47,7 +47,8 @@ from ._geometry import (
     partial_grams,
     partial_products,
 )
-from ._network import DLN, _ct, _dot, require_linear
+from ._network import DLN, require_linear
+from ._numerics import ct, dot, rdot, sq_norm
 
 __all__ = [
     "normal_operator",
@@ -212,20 +213,6 @@ class FiberCG(eqx.Module):
             raise ValueError("FiberCG: max_steps and stabilise_every must be at least 1.")
 
 
-def _rdot(x: Array, y: Array) -> Array:
-    """``Re Tr(x^* y)``."""
-    return jnp.real(jnp.vdot(x.reshape(-1), y.reshape(-1), precision=jax.lax.Precision.HIGHEST))
-
-
-def _sq_norm(x: Array) -> Array:
-    """``||x||^2``; for real ``x`` as a ``1 x n`` by ``n x 1`` product (one kernel; XLA:CPU turns a vector dot into a
-    slower product and reduction)."""
-    if jnp.iscomplexobj(x):
-        return _rdot(x, x)
-    x = x.reshape(1, -1)
-    return jnp.matmul(x, x.T, precision=jax.lax.Precision.HIGHEST)[0, 0]
-
-
 def _products(net: DLN) -> tuple[Array, Array, Array, Array]:
     """``(P_1, P_in, R_in, R_N)``: ``P_k = W_N ... W_{k+1}`` and ``R_k = Q_k^* = W_1^* ... W_{k-1}^*``.
 
@@ -235,8 +222,8 @@ def _products(net: DLN) -> tuple[Array, Array, Array, Array]:
     every product below then has its batched operands in the layout XLA:CPU multiplies fastest (``Q^* Q`` as a
     batched product with a transposed left operand was 2.5x slower than ``R R^*`` at d = 64).
     """
-    p1, p_in = jax.lax.scan(lambda p, w: (_dot(p, w), p), net.last, net.inner, reverse=True)
-    rn, r_in = jax.lax.scan(lambda r, w: (_dot(r, _ct(w)), r), _ct(net.first), net.inner)
+    p1, p_in = jax.lax.scan(lambda p, w: (dot(p, w), p), net.last, net.inner, reverse=True)
+    rn, r_in = jax.lax.scan(lambda r, w: (dot(r, ct(w)), r), ct(net.first), net.inner)
     return p1, p_in, r_in, rn
 
 
@@ -251,16 +238,16 @@ def _operator_data(prods):
     """
     p1, p_in, r_in, rn = prods
     n, dN, d0 = p_in.shape[0], p1.shape[0], rn.shape[0]
-    At = jnp.transpose(_dot(p_in, _ct(p_in)), (1, 2, 0)).reshape(dN, dN * n)
-    Bh = jnp.transpose(_dot(r_in, _ct(r_in)), (1, 0, 2)).reshape(d0, n * d0)
-    return _dot(p1, _ct(p1)), At, Bh, _dot(rn, _ct(rn))
+    At = jnp.transpose(dot(p_in, ct(p_in)), (1, 2, 0)).reshape(dN, dN * n)
+    Bh = jnp.transpose(dot(r_in, ct(r_in)), (1, 0, 2)).reshape(d0, n * d0)
+    return dot(p1, ct(p1)), At, Bh, dot(rn, ct(rn))
 
 
 def _apply_data(op, lam: Array) -> Array:
     A1, At, Bh, BN = op
-    out = _dot(A1, lam) + _dot(lam, BN)
+    out = dot(A1, lam) + dot(lam, BN)
     if At.shape[1]:
-        out = out + _dot(At, _dot(lam, Bh).reshape(At.shape[1], lam.shape[1]))
+        out = out + dot(At, dot(lam, Bh).reshape(At.shape[1], lam.shape[1]))
     return out
 
 
@@ -277,25 +264,21 @@ def _jacobi(op):
     _, u = jnp.linalg.eigh(jnp.sum(A3, axis=-1) + A1 + jnp.eye(dN, dtype=A1.dtype))
     _, v = jnp.linalg.eigh(jnp.sum(B3, axis=1) + BN + jnp.eye(d0, dtype=BN.dtype))
     # u^* and v^* stored: a product with a transposed left operand is slower (XLA:CPU).
-    uh, vh = jax.lax.optimization_barrier((_ct(u), _ct(v)))
+    uh, vh = jax.lax.optimization_barrier((ct(u), ct(v)))
     # diagonals a[i, k] = (u^* A_k u)_ii, b[j, k] = (v^* B_k v)_jj, from (u^* At)[c, i n + k] = (u^* A_k)_{ci}
     # and (v^* Bh)[c, k d_0 + j] = (v^* B_k)_{cj}: one GEMM and one batched matrix-vector product each.
-    a_in = jnp.real(
-        _dot(jnp.swapaxes(u, 0, 1)[:, None, :], _dot(uh, At).reshape(dN, dN, n))[:, 0, :]
-    )
-    b_in = jnp.real(
-        _dot(_dot(vh, Bh).reshape(d0, n, d0), jnp.swapaxes(v, 0, 1)[:, :, None])[:, :, 0]
-    )
-    a1 = jnp.real(jnp.sum(jnp.conj(u) * _dot(A1, u), axis=0))
-    bn = jnp.real(jnp.sum(jnp.conj(v) * _dot(BN, v), axis=0))
-    diag = _dot(a_in, jnp.swapaxes(b_in, 0, 1)) + a1[:, None] + bn[None, :]
+    a_in = jnp.real(dot(jnp.swapaxes(u, 0, 1)[:, None, :], dot(uh, At).reshape(dN, dN, n))[:, 0, :])
+    b_in = jnp.real(dot(dot(vh, Bh).reshape(d0, n, d0), jnp.swapaxes(v, 0, 1)[:, :, None])[:, :, 0])
+    a1 = jnp.real(jnp.sum(jnp.conj(u) * dot(A1, u), axis=0))
+    bn = jnp.real(jnp.sum(jnp.conj(v) * dot(BN, v), axis=0))
+    diag = dot(a_in, jnp.swapaxes(b_in, 0, 1)) + a1[:, None] + bn[None, :]
     inv = jnp.where(diag > 8 * jnp.finfo(diag.dtype).eps * jnp.max(diag), 1.0 / diag, 0.0)
     return u, uh, v, vh, inv
 
 
 def _pre_apply(pre, r: Array) -> Array:
     u, uh, v, vh, inv = pre
-    return _dot(_dot(u, inv * _dot(_dot(uh, r), v)), vh)
+    return dot(dot(u, inv * dot(dot(uh, r), v)), vh)
 
 
 def _pcg(op, b, pre, v2, cfg):
@@ -308,14 +291,14 @@ def _pcg(op, b, pre, v2, cfg):
     pre_mv = lambda r: _pre_apply(pre, r)
 
     def threshold(y):  # squared: the bound on gamma = <r, M^{-1} r> ~ ||dX^*(error)||^2
-        n2 = _rdot(y, b)  # ~ ||Pi_N(V)||^2
+        n2 = rdot(y, b)  # ~ ||Pi_N(V)||^2
         if v2 is None:
             return atol**2 * n2
         return jnp.maximum(
             jnp.minimum(rtol**2 * jnp.minimum(v2 - n2, n2), atol**2 * v2), floor**2 * v2
         )
 
-    bb = _rdot(b, b)
+    bb = rdot(b, b)
     # the rounding level of a computed residual b - L(y): ~ eps ||L|| ||y||, ||L|| from the largest diagonal entry of
     # L in the preconditioner's bases (a lower bound of it, and close to it)
     inv = pre[-1]
@@ -327,17 +310,17 @@ def _pcg(op, b, pre, v2, cfg):
         # ill-conditioned the energy estimate stalls at its rounding floor above the threshold, and the residual
         # rule ends the solve at the accuracy float64 allows. gamma = inf (no residual yet) passes neither.
         y, r, _, g, _ = s
-        res_floor = jnp.maximum(atol**2 * bb, (4 * eps * l_norm) ** 2 * _rdot(y, y))
-        return (g <= threshold(y)) | (jnp.isfinite(g) & (_rdot(r, r) <= res_floor))
+        res_floor = jnp.maximum(atol**2 * bb, (4 * eps * l_norm) ** 2 * rdot(y, y))
+        return (g <= threshold(y)) | (jnp.isfinite(g) & (rdot(r, r) <= res_floor))
 
     def step(s):
         y, r, p, g, k = s
         lp = matvec(p)
-        alpha = g / _rdot(p, lp)
+        alpha = g / rdot(p, lp)
         y = y + alpha * p
         r = r - alpha * lp
         z = pre_mv(r)
-        g_new = _rdot(r, z)
+        g_new = rdot(r, z)
         return y, r, z + (g_new / g) * p, g_new, k + 1
 
     def restart(s):
@@ -345,7 +328,7 @@ def _pcg(op, b, pre, v2, cfg):
         y, _, p, g, k = s
         r = b - matvec(y)
         z = pre_mv(r)
-        return y, r, jnp.where(jnp.isinf(g), z, p), _rdot(r, z), k
+        return y, r, jnp.where(jnp.isinf(g), z, p), rdot(r, z), k
 
     def inner(s):
         k0 = s[-1]
@@ -364,9 +347,9 @@ def _pcg(op, b, pre, v2, cfg):
     # A residual in the directions the preconditioner leaves alone (inv = 0: null directions of L when X is
     # exactly rank-deficient) means an inconsistent, ill-posed system: X only numerically rank-deficient.
     _, uh, v, _, inv = pre
-    rt = _dot(_dot(uh, r), v)
+    rt = dot(dot(uh, r), v)
     null2 = jnp.sum(jnp.where(inv == 0, jnp.abs(rt) ** 2, 0))
-    ok = done(s) & (null2 <= (1e3 * floor) ** 2 * _rdot(b, b)) & jnp.all(jnp.isfinite(y))
+    ok = done(s) & (null2 <= (1e3 * floor) ** 2 * rdot(b, b)) & jnp.all(jnp.isfinite(y))
     return y, k, ok
 
 
@@ -446,7 +429,7 @@ def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
         A, B = grams_from_products(net, P, Q)
         if rhs is None:
             rhs = (
-                net.depth * _dot(P[-1], Q[-1])
+                net.depth * dot(P[-1], Q[-1])
                 if V is None
                 else differential_from_products(net, P, Q, V)
             )
@@ -454,20 +437,18 @@ def _normal_part(net: DLN, V: DLN | None, solver, rhs) -> DLN:
     prods = p1, p_in, r_in, rn = _products(net)
     if rhs is None:
         if V is None:  # V = W: dX(W) = N X, since X is homogeneous of degree N in W
-            rhs = net.depth * _dot(p1, net.first)
+            rhs = net.depth * dot(p1, net.first)
         else:  # dX(V) = sum_k P_k V_k Q_k
-            inner = jnp.sum(_dot(_dot(p_in, V.inner), _ct(r_in)), axis=0)
-            rhs = _dot(p1, V.first) + inner + _dot(V.last, _ct(rn))
+            inner = jnp.sum(dot(dot(p_in, V.inner), ct(r_in)), axis=0)
+            rhs = dot(p1, V.first) + inner + dot(V.last, ct(rn))
     if isinstance(solver, FiberCG):
-        v2 = sum(_sq_norm(x) for x in (net if V is None else V).arrays())
+        v2 = sum(sq_norm(x) for x in (net if V is None else V).arrays())
         lam, _, ok = _fiber_cg(solver, prods, rhs, v2)
         lam = _checked(lam, ok)
     else:
         lam = _checked_lineax(*_lineax_cg(net, _operator_data(prods), rhs, solver))
     # dX^*(lam)_k = P_k^* lam Q_k^*
-    return net.replace_arrays(
-        _dot(_ct(p1), lam), _dot(_dot(_ct(p_in), lam[None]), r_in), _dot(lam, rn)
-    )
+    return net.replace_arrays(dot(ct(p1), lam), dot(dot(ct(p_in), lam[None]), r_in), dot(lam, rn))
 
 
 @eqx.filter_jit

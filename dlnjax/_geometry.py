@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact
 
-from ._network import DLN, _ct, _dot, end_to_end, require_linear
+from ._network import DLN, end_to_end, require_linear
+from ._numerics import ct, dot
 
 __all__ = [
     "product_differential",
@@ -94,11 +95,11 @@ def partial_products(net: DLN) -> tuple[Array, Array]:
         return jnp.zeros((0, dN, dN), net.dtype), jnp.zeros((0, d0, d0), net.dtype)
 
     def back(p, w):  # p = P_k, w = W_k  ->  P_{k-1} = P_k W_k
-        p = _dot(p, w)
+        p = dot(p, w)
         return p, p
 
     def fwd(q, w):  # q = Q_k, w = W_k  ->  Q_{k+1} = W_k Q_k
-        q = _dot(w, q)
+        q = dot(w, q)
         return q, q
 
     _, p_mid = jax.lax.scan(back, net.last, net.inner, reverse=True)  # P_1 .. P_{N-2}
@@ -110,8 +111,8 @@ def grams_from_products(net: DLN, P: Array, Q: Array) -> tuple[Array, Array]:
     """``A_k = P_k P_k^*`` and ``B_k = Q_k^* Q_k`` for ``k = 1..N`` from `partial_products` (see `partial_grams`)."""
     eye_n = jnp.eye(net.widths[-1], dtype=net.dtype)[None]
     eye_0 = jnp.eye(net.widths[0], dtype=net.dtype)[None]
-    A = jnp.concatenate([_dot(P, _ct(P)), eye_n])
-    B = jnp.concatenate([eye_0, _dot(_ct(Q), Q)])
+    A = jnp.concatenate([dot(P, ct(P)), eye_n])
+    B = jnp.concatenate([eye_0, dot(ct(Q), Q)])
     return A, B
 
 
@@ -128,9 +129,9 @@ def adjoint_from_products(net: DLN, P: Array, Q: Array, Z: Array) -> DLN:
     """``dX^*(Z)_k = P_k^* Z Q_k^*`` from `partial_products` (batched matmuls; same as `product_adjoint`)."""
     if net.depth == 1:
         return net.replace_arrays(Z)
-    first = _dot(_ct(P[0]), Z)
-    inner = _dot(_dot(_ct(P[1:]), Z[None]), _ct(Q[:-1]))
-    last = _dot(Z, _ct(Q[-1]))
+    first = dot(ct(P[0]), Z)
+    inner = dot(dot(ct(P[1:]), Z[None]), ct(Q[:-1]))
+    last = dot(Z, ct(Q[-1]))
     return net.replace_arrays(first, inner, last)
 
 
@@ -138,5 +139,5 @@ def differential_from_products(net: DLN, P: Array, Q: Array, V: DLN) -> Array:
     """``dX(V) = sum_k P_k V_k Q_k`` from `partial_products` (batched matmuls; same as `product_differential`)."""
     if net.depth == 1:
         return V.first
-    inner = jnp.sum(_dot(_dot(P[1:], V.inner), Q[:-1]), axis=0)
-    return _dot(P[0], V.first) + inner + _dot(V.last, Q[-1])
+    inner = jnp.sum(dot(dot(P[1:], V.inner), Q[:-1]), axis=0)
+    return dot(P[0], V.first) + inner + dot(V.last, Q[-1])

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Inexact, PRNGKeyArray
 
-from ._network import DLN, _check_finite, _dot
+from ._network import DLN
+from ._numerics import check_finite, dot
 
 __all__ = [
     "gaussian",
@@ -107,7 +108,7 @@ def fiber_center(
     X = jnp.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"fiber_center: X must be a 2-D matrix; got shape {X.shape}.")
-    X = _check_finite(X, "fiber_center: X")
+    X = check_finite(X, "fiber_center: X")
     if not jnp.issubdtype(X.dtype, jnp.inexact):
         X = X.astype(float)
     dN, d0 = X.shape
@@ -175,9 +176,9 @@ def group_action(A: Sequence[Array] | Array, net: DLN) -> DLN:
         raise ValueError(f"group_action: A must have shape {(n - 1, m, m)}; got {A.shape}.")
     A = A.astype(jnp.result_type(A, net.dtype))
     Ainv = jnp.linalg.inv(A)
-    first = _dot(A[0], net.first)
-    inner = _dot(_dot(A[1:], net.inner), Ainv[:-1])
-    last = _dot(net.last, Ainv[-1])
+    first = dot(A[0], net.first)
+    inner = dot(dot(A[1:], net.inner), Ainv[:-1])
+    last = dot(net.last, Ainv[-1])
     return net.replace_arrays(first, inner, last)
 
 

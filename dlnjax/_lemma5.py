@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
-from ._network import DLN, _ct, _dot, moments
+from ._network import DLN, moments
+from ._numerics import ct, dot
 
 __all__ = ["lemma5_operator", "tangent_vector", "fiber_l2_gradient_lemma5"]
 
@@ -29,9 +30,9 @@ def tangent_vector(net: DLN, a: tuple) -> tuple:
     for k in range(n):  # layer W_{k+1}; a[k] is a_{k+1}
         v = jnp.zeros_like(W[k])
         if k < n - 1:
-            v = v + _dot(a[k], W[k])
+            v = v + dot(a[k], W[k])
         if k > 0:
-            v = v - _dot(W[k], a[k - 1])
+            v = v - dot(W[k], a[k - 1])
         out.append(v)
     return tuple(out)
 
@@ -43,11 +44,11 @@ def lemma5_operator(net: DLN, c: tuple) -> tuple:
     out = []
     for k in range(1, n):  # H_k, with W_k = W[k-1], W_{k+1} = W[k]
         wk, wk1 = W[k - 1], W[k]
-        h = _dot(c[k - 1], _dot(wk, _ct(wk))) + _dot(_dot(_ct(wk1), wk1), c[k - 1])
+        h = dot(c[k - 1], dot(wk, ct(wk))) + dot(dot(ct(wk1), wk1), c[k - 1])
         if k > 1:
-            h = h - _dot(_dot(wk, c[k - 2]), _ct(wk))
+            h = h - dot(dot(wk, c[k - 2]), ct(wk))
         if k < n - 1:
-            h = h - _dot(_dot(_ct(wk1), c[k]), wk1)
+            h = h - dot(dot(ct(wk1), c[k]), wk1)
         out.append(h)
     return tuple(out)
 

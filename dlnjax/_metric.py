@@ -52,7 +52,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact, Real
 
-from ._network import DLN, _ct, _dot
+from ._network import DLN
+from ._numerics import ct, dot
 
 __all__ = [
     "end_to_end_operator",
@@ -83,7 +84,7 @@ def check_depth(depth, who: str):
     return n
 
 
-def _check_matrix(X, who: str) -> Array:
+def check_matrix(X, who: str) -> Array:
     if isinstance(X, DLN):
         raise TypeError(
             f"{who}: expected the end-to-end matrix X (a 2-D array), got a DLN; use dlnjax.end_to_end(net)."
@@ -175,7 +176,7 @@ def _keep(a, rcond):
 # --------------------------------------------------------------------------------------------------
 
 
-def _spectrum(X: Array):
+def spectrum(X: Array):
     """``(lam, U, mu, V)`` with ``X X^* = U diag(lam) U^*`` and ``X^* X = V diag(mu) V^*``; ``lam, mu >= 0``.
 
     From one SVD ``X = U diag(sigma) V^*`` (full bases), so that ``lam = sigma^2`` is resolved down to
@@ -196,17 +197,17 @@ def _spectrum(X: Array):
     lam = jnp.concatenate([jnp.zeros(dN - r, sq.dtype), sq])
     mu = jnp.concatenate([jnp.zeros(d0 - r, sq.dtype), sq])
     U = jnp.concatenate([U[:, r:], U[:, :r][:, ::-1]], axis=1)
-    V = _ct(Vh)
+    V = ct(Vh)
     V = jnp.concatenate([V[:, r:], V[:, :r][:, ::-1]], axis=1)
     return lam, U, mu, V
 
 
 def _to_basis(U, Z, V):
-    return _dot(_dot(_ct(U), Z), V)
+    return dot(dot(ct(U), Z), V)
 
 
 def _from_basis(U, Zh, V):
-    return _dot(_dot(U, Zh), _ct(V))
+    return dot(dot(U, Zh), ct(V))
 
 
 def _divided(vals, f, fprime, axis_pair):
@@ -233,9 +234,9 @@ def _divided(vals, f, fprime, axis_pair):
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _apply(X, Z, depth, inverse, rcond):
+def apply_multiplier(X, Z, depth, inverse, rcond):
     """``U (phi ∘ (U^* Z V)) V^*`` with ``phi = a`` (``A_N(X) Z``) or ``phi = 1/a`` (``A_N(X)^+ Z``)."""
-    lam, U, mu, V = _spectrum(X)
+    lam, U, mu, V = spectrum(X)
     a = end_to_end_multiplier(lam[:, None], mu[None, :], depth)
     phi = (
         jnp.where(_keep(a, rcond), 1.0 / jnp.where(_keep(a, rcond), a, 1.0), 0.0) if inverse else a
@@ -243,7 +244,7 @@ def _apply(X, Z, depth, inverse, rcond):
     return _from_basis(U, phi * _to_basis(U, Z, V), V)
 
 
-@_apply.defjvp
+@apply_multiplier.defjvp
 def _apply_jvp(depth, inverse, rcond, primals, tangents):
     # Daleckii–Krein: with Phi(X) Z = sum_m f_m(X X^*) Z g_m(X^* X) and phi(x, y) = sum_m f_m(x) g_m(y),
     #   U^* d[Phi Z] V = phi ∘ dZ^ + sum_k D1[i,k,j] dB^[i,k] Z^[k,j] + sum_k Z^[i,k] dC^[k,j] D2[i,k,j],
@@ -251,14 +252,14 @@ def _apply_jvp(depth, inverse, rcond, primals, tangents):
     # phi in its first / second argument. Exact at repeated eigenvalues, where they become derivatives.
     X, Z = primals
     dX, dZ = tangents
-    lam, U, mu, V = _spectrum(X)
+    lam, U, mu, V = spectrum(X)
     phi, px, py = _multiplier_partials(lam, mu, depth, inverse, rcond)
     Zh = _to_basis(U, Z, V)
     out = _from_basis(U, phi * Zh, V)
-    dB = _dot(dX, _ct(X)) + _dot(X, _ct(dX))
-    dC = _dot(_ct(dX), X) + _dot(_ct(X), dX)
-    dBh = _dot(_dot(_ct(U), dB), U)
-    dCh = _dot(_dot(_ct(V), dC), V)
+    dB = dot(dX, ct(X)) + dot(X, ct(dX))
+    dC = dot(ct(dX), X) + dot(ct(X), dX)
+    dBh = dot(dot(ct(U), dB), U)
+    dCh = dot(dot(ct(V), dC), V)
     D1 = _divided(lam, phi, px, "x")  # (dN, dN, d0)
     D2 = _divided(mu, phi, py, "y")  # (dN, d0, d0)
     hi = jax.lax.Precision.HIGHEST
@@ -275,7 +276,7 @@ def _apply_jvp(depth, inverse, rcond, primals, tangents):
 
 def _prepare(who, X, depth, *Zs):
     depth = check_depth(depth, who)
-    X = _check_matrix(X, who)
+    X = check_matrix(X, who)
     names = ["Z"] if len(Zs) == 1 else [f"Z{k + 1}" for k in range(len(Zs))]
     Zs = [_check_direction(Z, X, who, name) for Z, name in zip(Zs, names)]
     dtype = jnp.result_type(X, *Zs)
@@ -296,7 +297,7 @@ def end_to_end_operator(
     depth, X, (Z,) = _prepare("end_to_end_operator", X, depth, Z)
     if depth == 1:
         return Z
-    return _apply(X, Z, depth, False, None)
+    return apply_multiplier(X, Z, depth, False, None)
 
 
 def end_to_end_operator_inverse(
@@ -313,7 +314,7 @@ def end_to_end_operator_inverse(
     depth, X, (Z,) = _prepare("end_to_end_operator_inverse", X, depth, Z)
     if depth == 1:
         return Z
-    return _apply(X, Z, depth, True, None if rcond is None else float(rcond))
+    return apply_multiplier(X, Z, depth, True, None if rcond is None else float(rcond))
 
 
 def end_to_end_metric(
@@ -331,7 +332,11 @@ def end_to_end_metric(
     returns the pseudo-inverse value (those components ignored; ``rcond`` as in `end_to_end_operator_inverse`).
     """
     depth, X, (Z1, Z2) = _prepare("end_to_end_metric", X, depth, Z1, Z2)
-    W = Z1 if depth == 1 else _apply(X, Z1, depth, True, None if rcond is None else float(rcond))
+    W = (
+        Z1
+        if depth == 1
+        else apply_multiplier(X, Z1, depth, True, None if rcond is None else float(rcond))
+    )
     return jnp.sum(jnp.real(jnp.conj(W) * Z2))
 
 
@@ -351,11 +356,11 @@ def log_volume_density(X: Inexact[Array, "dN d0"], depth) -> Real[Array, ""]:
     Differentiable in ``X`` (also at repeated singular values: it is a symmetric function of the eigenvalues).
     """
     depth = check_depth(depth, "log_volume_density")
-    X = _check_matrix(X, "log_volume_density")
+    X = check_matrix(X, "log_volume_density")
     c = 2.0 if jnp.iscomplexobj(X) else 1.0
     if depth == 1:
         return jnp.zeros((), jnp.finfo(X.dtype).dtype)
-    lam, U, mu, V = _spectrum(X)
+    lam, U, mu, V = spectrum(X)
     lam, mu = _eigenvalues_with_derivative(X, lam, U, mu, V)
     a = end_to_end_multiplier(lam[:, None], mu[None, :], depth)
     return -0.5 * c * jnp.sum(jnp.log(a))
@@ -367,8 +372,8 @@ def _eigenvalues_with_derivative(X, lam, U, mu, V):
     Exact for symmetric functions of the eigenvalues (as the log-density is), also at repeated eigenvalues, where
     differentiating ``eigh`` would not be. Structural zeros keep zero derivative.
     """
-    lam_d = jnp.sum(jnp.abs(_dot(_ct(U), X)) ** 2, axis=1)  # (U^* X X^* U)_ii, U held fixed
-    mu_d = jnp.sum(jnp.abs(_dot(X, V)) ** 2, axis=0)  # (V^* X^* X V)_jj
+    lam_d = jnp.sum(jnp.abs(dot(ct(U), X)) ** 2, axis=1)  # (U^* X X^* U)_ii, U held fixed
+    mu_d = jnp.sum(jnp.abs(dot(X, V)) ** 2, axis=0)  # (V^* X^* X V)_jj
     lam_d = lam_d - jax.lax.stop_gradient(lam_d)  # value 0, derivative d lam_i
     mu_d = mu_d - jax.lax.stop_gradient(mu_d)
     lam_d = jnp.where(lam > 0, lam_d, 0.0)  # zeros (structural or below the floor) stay put

@@ -24,6 +24,7 @@ import numpy as np
 from jaxtyping import Array, Inexact
 
 from ._activations import Activation, as_activation
+from ._numerics import check_finite, ct, dot
 
 __all__ = ["DLN", "end_to_end", "forward", "moments", "balancedness", "squared_norm"]
 
@@ -37,21 +38,6 @@ def _as_layer(w, k: int) -> Array:
             f"got an array with {jnp.ndim(w)} dimensions and shape {jnp.shape(w)}."
         )
     return w
-
-
-def _check_finite(x, what: str):
-    """Raise a clear error if ``x`` (an array or a pytree of them) holds non-finite values.
-
-    Concrete input is checked at once (``ValueError``, no compilation); traced input at run time
-    with ``eqx.error_if`` (an ``EquinoxRuntimeError``).
-    """
-    leaves = jax.tree_util.tree_leaves(x)
-    if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
-        if not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves):
-            raise ValueError(f"{what} holds non-finite values (nan or inf).")
-        return x
-    bad = jnp.any(jnp.stack([~jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
-    return eqx.error_if(x, bad, f"{what} holds non-finite values (nan or inf).")
 
 
 class DLN(eqx.Module):
@@ -109,7 +95,7 @@ class DLN(eqx.Module):
         traced = any(isinstance(w, jax.core.Tracer) for w in layers)
         if not traced:
             for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
-                _check_finite(w, f"DLN: layer W_{k + 1}")
+                check_finite(w, f"DLN: layer W_{k + 1}")
         layers = [jnp.asarray(w, dtype) for w in layers]
         widths = (layers[0].shape[1],) + tuple(w.shape[0] for w in layers)
         self.widths = widths
@@ -128,7 +114,7 @@ class DLN(eqx.Module):
         if (
             traced
         ):  # one run-time check of the stored arrays (not one per layer: deep nets compile fast)
-            arrays = _check_finite(self.arrays(), "DLN: a layer")
+            arrays = check_finite(self.arrays(), "DLN: a layer")
             self.first = arrays[0]
             if n > 1:
                 self.inner, self.last = arrays[1], arrays[2]
@@ -202,45 +188,6 @@ class DLN(eqx.Module):
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self), arrays)
 
 
-_SMALL_K = 8  # largest contraction length written as a multiply-and-sum
-_SMALL_MKN = 4096  # largest m * k * n (per leading index) of the broadcast product
-
-
-def _dot(a, b):
-    """``a @ b`` (``jnp.matmul`` semantics, ``HIGHEST`` precision), real or complex.
-
-    Tiny products (contraction length ``k <= 8``, ``m k n <= 4096``, both operands at least 2-D;
-    chosen by static shape) are written as a broadcast multiply-and-sum
-    ``sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)``: XLA:CPU fuses it into one loop
-    kernel, where a ``dot`` becomes a batched-GEMM call per matrix under ``jax.vmap`` (about 1 us
-    per 5x5 product). Every other shape goes to ``jnp.matmul`` (BLAS-sized blocks; d = 32, 100
-    never take the small path). Both are exact products summed in working precision.
-
-    Measured (jax 0.10.2, loaded 2-core CPU, seed 004's chain d = 5, N = 10, n = 50; vmapped
-    ``dlnjax.train`` GD, us per run-step, medians; matmul -> multiply-and-sum): B = 1: 24 -> 5;
-    B = 20: 34 -> 16 (25 -> 1.4 with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot``);
-    B = 64: 34 -> 37 (33 -> 3.0 with the flag); B = 1000: 23 -> 26..42 (26 -> 2.3 with the flag).
-    By default XLA 0.10 hands the batched elementwise/reduce fusions to YNNPACK, which is slow on
-    these tiny shapes; that flag (set before JAX starts) keeps them in XLA's own fused loops.
-    """
-    if (
-        jnp.ndim(a) >= 2
-        and jnp.ndim(b) >= 2
-        and jnp.shape(a)[-1] <= _SMALL_K
-        and jnp.shape(a)[-2] * jnp.shape(a)[-1] * jnp.shape(b)[-1] <= _SMALL_MKN
-        and jnp.issubdtype(jnp.result_type(a, b), jnp.inexact)
-    ):
-        if jnp.shape(a)[-1] != jnp.shape(b)[-2]:  # the error message of matmul
-            return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
-        return jnp.sum(jnp.asarray(a)[..., :, :, None] * jnp.asarray(b)[..., None, :, :], axis=-2)
-    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
-
-
-def _ct(a):
-    """Conjugate transpose of the last two axes."""
-    return jnp.conj(jnp.swapaxes(a, -1, -2))
-
-
 def require_linear(net: DLN, what: str) -> None:
     """Raise a clear error if ``net`` carries a nonlinear activation (``what`` names the caller)."""
     if not net.activation.is_linear:
@@ -260,10 +207,10 @@ def end_to_end(net: DLN) -> Inexact[Array, "dN d0"]:
         return net.first
 
     def step(y, w):
-        return _dot(w, y), None
+        return dot(w, y), None
 
     y, _ = jax.lax.scan(step, net.first, net.inner)
-    return _dot(net.last, y)
+    return dot(net.last, y)
 
 
 def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
@@ -277,15 +224,15 @@ def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
             f"forward: inputs must have shape (n, d_0) = (n, {net.widths[0]}); got {jnp.shape(inputs)}."
         )
     phi = net.activation
-    h = _dot(inputs, jnp.swapaxes(net.first, -1, -2))
+    h = dot(inputs, jnp.swapaxes(net.first, -1, -2))
     if net.depth == 1:
         return h
 
     def step(h, w):
-        return _dot(phi(h), jnp.swapaxes(w, -1, -2)), None
+        return dot(phi(h), jnp.swapaxes(w, -1, -2)), None
 
     h, _ = jax.lax.scan(step, h, net.inner)
-    return _dot(phi(h), jnp.swapaxes(net.last, -1, -2))
+    return dot(phi(h), jnp.swapaxes(net.last, -1, -2))
 
 
 def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:
@@ -298,8 +245,8 @@ def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:
     if net.depth == 1:
         m = net.widths[1]
         return jnp.zeros((0, m, m), net.dtype)
-    gram = lambda w: _dot(w, _ct(w))
-    cogram = lambda w: _dot(_ct(w), w)
+    gram = lambda w: dot(w, ct(w))
+    cogram = lambda w: dot(ct(w), w)
     left = jnp.concatenate(
         [gram(net.first)[None], gram(net.inner)], axis=0
     )  # W_k W_k^*, k = 1..N-1

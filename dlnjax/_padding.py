@@ -36,7 +36,8 @@ from jaxtyping import Array, Bool, Float
 
 from ._diagnostics import layer_norms
 from ._geometry import network_loss
-from ._network import DLN, _ct, _dot
+from ._network import DLN
+from ._numerics import ct, dot, sqabs
 
 __all__ = [
     "pad",
@@ -213,10 +214,6 @@ def _masked(net: DLN, live: DLN) -> tuple[Array, Array, Array]:
     return tuple(a * m for a, m in zip(net.arrays(), live.arrays()))
 
 
-def _sqabs(a):
-    return jnp.real(a * jnp.conj(a))
-
-
 def _alive(live: DLN) -> Bool[Array, "*batch N"]:
     """Which padded layers are real: those whose ``live`` block has a nonzero entry."""
     any_ = lambda a: jnp.any(a != 0, axis=(-2, -1))
@@ -231,9 +228,9 @@ def padded_squared_norm(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     _check_pair(net, live, "padded_squared_norm")
     first, inner, last = _masked(net, live)
     return (
-        jnp.sum(_sqabs(first), axis=(-2, -1))
-        + jnp.sum(_sqabs(inner), axis=(-3, -2, -1))
-        + jnp.sum(_sqabs(last), axis=(-2, -1))
+        jnp.sum(sqabs(first), axis=(-2, -1))
+        + jnp.sum(sqabs(inner), axis=(-3, -2, -1))
+        + jnp.sum(sqabs(last), axis=(-2, -1))
     )
 
 
@@ -263,8 +260,8 @@ def padded_balancedness(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     """
     _check_pair(net, live, "padded_balancedness")
     first, inner, last = _masked(net, live)
-    gram = lambda w: _dot(w, _ct(w))
-    cogram = lambda w: _dot(_ct(w), w)
+    gram = lambda w: dot(w, ct(w))
+    cogram = lambda w: dot(ct(w), w)
     left = jnp.concatenate(
         [gram(first)[..., None, :, :], gram(inner)], axis=-3
     )  # W_p W_p^*, p = 0..N_max-2
@@ -280,7 +277,7 @@ def padded_balancedness(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     pairs = alive[..., 1:] & (partner >= 0)
     gathered = jnp.take_along_axis(left, jnp.maximum(partner, 0)[..., None, None], axis=-3)
     gaps = jnp.where(pairs[..., None, None], gathered - right, 0.0)
-    g = jnp.sqrt(jnp.sum(_sqabs(gaps), axis=(-3, -2, -1)))
+    g = jnp.sqrt(jnp.sum(sqabs(gaps), axis=(-3, -2, -1)))
     sq = padded_squared_norm(net, live)
     return jnp.where(sq > 0, g / jnp.where(sq > 0, sq, 1.0), 0.0)
 

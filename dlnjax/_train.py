@@ -23,6 +23,7 @@ from jaxtyping import Array, Bool, Int, PyTree
 from ._diagnostics import layer_norms
 from ._geometry import network_loss
 from ._network import DLN, balancedness, end_to_end, squared_norm
+from ._numerics import tree_sq_norm
 
 __all__ = ["TrainResult", "train", "METRICS"]
 
@@ -62,10 +63,6 @@ class TrainResult(eqx.Module):
 
 def _tree_select(pred, on_true, on_false):
     return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
-def _sq_norm_tree(tree) -> Array:
-    return sum(jnp.sum(jnp.real(x * jnp.conj(x))) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _check_args(
@@ -297,7 +294,7 @@ def _train(
                     if user_mask is None
                     else jax.tree_util.tree_map(jnp.multiply, g.arrays(), mask.arrays())
                 )
-                out[name] = jnp.sqrt(_sq_norm_tree(trainable))
+                out[name] = jnp.sqrt(tree_sq_norm(trainable))
             elif name == "layer_norms":
                 out[name] = layer_norms(net)
         for name, fn in metric_fns.items():

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact
 
-from .._metric import _apply, _check_matrix, _spectrum, check_depth, end_to_end_multiplier
-from .._network import _ct, _dot
+from .._metric import apply_multiplier, check_depth, check_matrix, end_to_end_multiplier, spectrum
+from .._numerics import ct, dot
 from ._base import AbstractFlow
 
 
@@ -55,7 +55,7 @@ class EndToEnd(AbstractFlow):
 
     def gradient(self, X: Inexact[Array, "dN d0"]) -> Inexact[Array, "dN d0"]:
         """``grad E(X)`` for the real inner product ``Re Tr(A^* B)``."""
-        X = _check_matrix(X, "EndToEnd")
+        X = check_matrix(X, "EndToEnd")
 
         def objective(x):
             value = self.loss(x)
@@ -68,9 +68,9 @@ class EndToEnd(AbstractFlow):
         return jnp.conj(jax.grad(objective)(X))
 
     def __call__(self, t, X: Inexact[Array, "dN d0"], args=None) -> Inexact[Array, "dN d0"]:
-        X = _check_matrix(X, "EndToEnd")
+        X = check_matrix(X, "EndToEnd")
         g = self.gradient(X).astype(X.dtype)
-        v = -g if self.depth == 1 else -_apply(X, g, self.depth, False, None)
+        v = -g if self.depth == 1 else -apply_multiplier(X, g, self.depth, False, None)
         if isinstance(self.kappa, (int, float)) and self.kappa == 0:
             return v
         decay = self.kappa if self.depth == math.inf else self.depth * self.kappa
@@ -87,14 +87,14 @@ class EndToEnd(AbstractFlow):
         products per application. Exact for ``E = c ||X - M||^2`` and ``N = 1``; for matrix completion
         ``H = (2/|Omega|) P_Omega`` and ``rho`` is the mean of ``H`` on the directions of ``X``.
         """
-        X = jax.lax.stop_gradient(_check_matrix(X, "EndToEnd"))
+        X = jax.lax.stop_gradient(check_matrix(X, "EndToEnd"))
         _, HX = jax.jvp(self.gradient, (X,), (X,))
         nx = jnp.sum(jnp.abs(X) ** 2)
         rho = jnp.where(
             nx > 0, jnp.sum(jnp.real(jnp.conj(X) * HX)) / jnp.where(nx > 0, nx, 1.0), 0.0
         )
         rho = jnp.maximum(rho, 0.0)
-        lam, U, mu, V = _spectrum(X)
+        lam, U, mu, V = spectrum(X)
         a = end_to_end_multiplier(lam[:, None], mu[None, :], self.depth)
         decay = self.kappa if self.depth == math.inf else self.depth * self.kappa
         den = 1.0 + gamma * (rho * a + decay)
@@ -111,8 +111,8 @@ class EndToEnd(AbstractFlow):
         scale ``atol + rtol |X_ij|`` would let it drift by ``rtol ||X||``, and its escape time with it), down to the
         SVD's resolution ``max(d_N, d_0) eps ||X||_2``, which is added to the scale.
         """
-        X = jax.lax.stop_gradient(_check_matrix(X, "EndToEnd"))
-        lam, U, mu, V = _spectrum(X)
+        X = jax.lax.stop_gradient(check_matrix(X, "EndToEnd"))
+        lam, U, mu, V = spectrum(X)
         big = jnp.maximum(jnp.sqrt(lam)[:, None], jnp.sqrt(mu)[None, :])
         # the SVD resolves components only to ~ max(d_N, d_0) eps ||X||_2: no tighter tolerance than that
         floor = max(X.shape) * jnp.finfo(X.dtype).eps * jnp.sqrt(jnp.max(lam))
@@ -130,5 +130,5 @@ class _SpectralScaling(eqx.Module):
     back: bool = eqx.field(static=True, default=True)
 
     def __call__(self, Z):
-        Zh = self.s * _dot(_dot(_ct(self.U), Z), self.V)
-        return _dot(_dot(self.U, Zh), _ct(self.V)) if self.back else Zh
+        Zh = self.s * dot(dot(ct(self.U), Z), self.V)
+        return dot(dot(self.U, Zh), ct(self.V)) if self.back else Zh

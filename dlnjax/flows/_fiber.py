@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import lineax as lx
 
 from .._fiber import fiber_l2_gradient, fiber_tangent_projection
-from .._network import DLN, _dot
+from .._network import DLN
+from .._numerics import dot
 from ._base import AbstractFlow
 
 
@@ -41,7 +42,7 @@ def _schatten_gradient(w, p):
     u, s, vh = jnp.linalg.svd(w, full_matrices=False)
     norm = jnp.sum(s**p, axis=-1, keepdims=True) ** (1.0 / p)
     scale = jnp.where(s > 0, (s / jnp.where(norm > 0, norm, 1.0)) ** (p - 1), 0.0)
-    return _dot(u * scale[..., None, :].astype(u.dtype), vh)
+    return dot(u * scale[..., None, :].astype(u.dtype), vh)
 
 
 class FiberSchatten(AbstractFlow):

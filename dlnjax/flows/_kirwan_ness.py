@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from .._network import DLN, _dot, moments, require_linear
+from .._network import DLN, moments, require_linear
+from .._numerics import dot
 from ._base import AbstractFlow
 
 
@@ -21,7 +22,7 @@ class KirwanNess(AbstractFlow):
             return net.replace_arrays(jnp.zeros_like(net.first))
         require_linear(net, "KirwanNess (a flow on the fibers of X)")
         G = moments(net)  # G_1 .. G_{N-1}
-        v_first = -2 * _dot(G[0], net.first)
-        v_inner = 2 * (_dot(net.inner, G[:-1]) - _dot(G[1:], net.inner))
-        v_last = 2 * _dot(net.last, G[-1])
+        v_first = -2 * dot(G[0], net.first)
+        v_inner = 2 * (dot(net.inner, G[:-1]) - dot(G[1:], net.inner))
+        v_last = 2 * dot(net.last, G[-1])
         return net.replace_arrays(v_first, v_inner, v_last)

@@ -5,14 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from .._network import _check_finite
+from .._numerics import check_finite, sqabs
 
 
-def _sq(x) -> Array:
-    return jnp.real(x * jnp.conj(x))
-
-
-def _array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Array:
+def checked_array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Array:
     if not hasattr(x, "shape"):
         x = np.asarray(x)
     ndims = (ndim,) if isinstance(ndim, int) else ndim
@@ -22,7 +18,7 @@ def _array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Array:
         )
     x = jnp.asarray(x, dtype)
     if jnp.issubdtype(x.dtype, jnp.inexact):
-        _check_finite(x, what)
+        check_finite(x, what)
     return x
 
 
@@ -53,15 +49,15 @@ class AbstractLoss(eqx.Module):
                 f"{type(self).__name__}: test_error needs a ground truth; build the loss with truth=."
             )
         self._check(X)
-        num = jnp.sqrt(jnp.sum(_sq(X - self.truth)))
-        den = jnp.sqrt(jnp.sum(_sq(self.truth)))
+        num = jnp.sqrt(jnp.sum(sqabs(X - self.truth)))
+        den = jnp.sqrt(jnp.sum(sqabs(self.truth)))
         return num / jnp.where(den > 0, den, 1.0)
 
 
-def _truth(truth, shape, what: str):
+def checked_truth(truth, shape, what: str):
     if truth is None:
         return None
-    truth = _array(truth, f"{what}: truth", 2)
+    truth = checked_array(truth, f"{what}: truth", 2)
     if tuple(truth.shape) != tuple(shape):
         raise ValueError(f"{what}: truth must have shape {tuple(shape)}; got {tuple(truth.shape)}.")
     return truth

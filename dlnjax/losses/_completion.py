@@ -7,7 +7,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray
 
-from ._base import AbstractLoss, _array, _sq, _truth
+from .._numerics import sqabs
+from ._base import AbstractLoss, checked_array, checked_truth
 
 
 class MatrixCompletion(AbstractLoss):
@@ -30,9 +31,9 @@ class MatrixCompletion(AbstractLoss):
             raise ValueError(
                 f"MatrixCompletion: shape must be two positive sizes (d_N, d_0); got {shape}."
             )
-        rows = _array(rows, "MatrixCompletion: rows", 1)
-        cols = _array(cols, "MatrixCompletion: cols", 1)
-        values = _array(values, "MatrixCompletion: values", 1)
+        rows = checked_array(rows, "MatrixCompletion: rows", 1)
+        cols = checked_array(cols, "MatrixCompletion: cols", 1)
+        values = checked_array(values, "MatrixCompletion: values", 1)
         if not (rows.shape == cols.shape == values.shape):
             raise ValueError(
                 f"MatrixCompletion: rows, cols and values must have the same length; got {rows.shape}, {cols.shape}, {values.shape}."
@@ -51,7 +52,7 @@ class MatrixCompletion(AbstractLoss):
                         f"MatrixCompletion: {name} must lie in [0, {size}); got values in [{arr.min()}, {arr.max()}]."
                     )
         self.rows, self.cols, self.values, self._shape = rows, cols, values, shape
-        self.truth = _truth(truth, shape, "MatrixCompletion")
+        self.truth = checked_truth(truth, shape, "MatrixCompletion")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -63,7 +64,7 @@ class MatrixCompletion(AbstractLoss):
 
     def __call__(self, X) -> Array:
         self._check(X)
-        return jnp.mean(_sq(X[self.rows, self.cols] - self.values))
+        return jnp.mean(sqabs(X[self.rows, self.cols] - self.values))
 
     def mask(self) -> Array:
         """The 0/1 matrix of observed entries (shape ``(d_N, d_0)``)."""

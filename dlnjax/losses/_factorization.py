@@ -3,7 +3,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from ._base import AbstractLoss, _array, _sq
+from .._numerics import sqabs
+from ._base import AbstractLoss, checked_array
 
 
 class Factorization(AbstractLoss):
@@ -16,7 +17,7 @@ class Factorization(AbstractLoss):
     target: Array
 
     def __init__(self, target):
-        self.target = _array(target, "Factorization: target", 2)
+        self.target = checked_array(target, "Factorization: target", 2)
         self.truth = self.target
 
     @property
@@ -25,4 +26,4 @@ class Factorization(AbstractLoss):
 
     def __call__(self, X) -> Array:
         self._check(X)
-        return 0.5 * jnp.sum(_sq(X - self.target))
+        return 0.5 * jnp.sum(sqabs(X - self.target))

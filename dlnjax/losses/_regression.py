@@ -4,8 +4,9 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
-from .._network import DLN, _dot, forward
-from ._base import AbstractLoss, _array, _sq, _truth
+from .._network import DLN, forward
+from .._numerics import dot, sqabs
+from ._base import AbstractLoss, checked_array, checked_truth
 
 
 class Regression(AbstractLoss):
@@ -21,8 +22,8 @@ class Regression(AbstractLoss):
     targets: Array
 
     def __init__(self, inputs, targets, *, truth=None):
-        inputs = _array(inputs, "Regression: inputs", 2)
-        targets = _array(targets, "Regression: targets", (1, 2))
+        inputs = checked_array(inputs, "Regression: inputs", 2)
+        targets = checked_array(targets, "Regression: targets", (1, 2))
         if targets.ndim == 1:
             targets = targets[:, None]
         if targets.shape[0] != inputs.shape[0] or inputs.shape[0] == 0:
@@ -31,7 +32,7 @@ class Regression(AbstractLoss):
                 f"got {inputs.shape} and {targets.shape}."
             )
         self.inputs, self.targets = inputs, targets
-        self.truth = _truth(truth, self.shape, "Regression")
+        self.truth = checked_truth(truth, self.shape, "Regression")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -39,7 +40,7 @@ class Regression(AbstractLoss):
 
     def __call__(self, X) -> Array:
         self._check(X)
-        return self._mean_error(_dot(self.inputs, X.T))
+        return self._mean_error(dot(self.inputs, X.T))
 
     def network_loss(self, net: DLN) -> Array:
         """``(1/n) sum_i ||f(x_i) - y_i||^2`` for ``f`` the network function, any activation (docs/theory.md §6)."""
@@ -51,11 +52,11 @@ class Regression(AbstractLoss):
         return self._mean_error(forward(net, self.inputs))
 
     def _mean_error(self, pred) -> Array:
-        return jnp.sum(_sq(pred - self.targets)) / self.inputs.shape[0]
+        return jnp.sum(sqabs(pred - self.targets)) / self.inputs.shape[0]
 
     def covariance(self) -> Array:
         """The empirical covariance ``Sigma = X^T X / n`` of the inputs (seed 004's ``Sigma``; shape ``(d_0, d_0)``)."""
-        return _dot(jnp.conj(self.inputs.T), self.inputs) / self.inputs.shape[0]
+        return dot(jnp.conj(self.inputs.T), self.inputs) / self.inputs.shape[0]
 
     def least_squares(self) -> Array:
         """The minimum-norm least-squares end-to-end matrix ``w*`` (shape ``(d_N, d_0)``): ``argmin E``."""

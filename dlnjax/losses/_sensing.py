@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
-from ._base import AbstractLoss, _array, _sq, _truth
+from .._numerics import sqabs
+from ._base import AbstractLoss, checked_array, checked_truth
 
 
 class MatrixSensing(AbstractLoss):
@@ -20,15 +21,15 @@ class MatrixSensing(AbstractLoss):
     values: Array
 
     def __init__(self, measurements, values, *, truth=None):
-        measurements = _array(measurements, "MatrixSensing: measurements", 3)
-        values = _array(values, "MatrixSensing: values", 1)
+        measurements = checked_array(measurements, "MatrixSensing: measurements", 3)
+        values = checked_array(values, "MatrixSensing: values", 1)
         if measurements.shape[0] != values.shape[0] or values.shape[0] == 0:
             raise ValueError(
                 "MatrixSensing: need as many values as measurement matrices (at least one); "
                 f"got measurements {measurements.shape} and values {values.shape}."
             )
         self.measurements, self.values = measurements, values
-        self.truth = _truth(truth, measurements.shape[1:], "MatrixSensing")
+        self.truth = checked_truth(truth, measurements.shape[1:], "MatrixSensing")
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -37,7 +38,7 @@ class MatrixSensing(AbstractLoss):
     def __call__(self, X) -> Array:
         self._check(X)
         pred = jnp.einsum("ijk,jk->i", self.measurements, X, precision="highest")
-        return jnp.mean(_sq(pred - self.values))
+        return jnp.mean(sqabs(pred - self.values))
 
     @classmethod
     def random(
