@@ -1,15 +1,15 @@
 """Process settings that make JAX fast on small CPUs, for applications (the CLI, tests, benchmarks) to opt into.
 
 The library never changes the environment on import; `configure_cpu` is called by the ``dlnjax`` command,
-the test suite and the benchmark scripts, before JAX's backend starts (the first computation). Measured on
-the shared 2-core CPU of ``benchmarks/README.md`` (jax 0.10.2):
+the test suite and the benchmark scripts, before JAX's backend starts (the first computation). The measured
+effect of each setting is on the docs' performance page (docs/performance.md, "Lab notes"):
 
 - ``OPENBLAS_NUM_THREADS=1`` (and MKL/OMP): ``jnp.linalg`` (svd, eigh, lstsq) calls LAPACK through OpenBLAS,
-  whose thread pool fights XLA's: a 100 x 100 SVD took ~500 ms with the pool and ~1.5 ms without.
+  whose thread pool fights XLA's on a small or shared CPU and makes every decomposition many times slower.
 - ``--xla_cpu_experimental_ynn_fusion_type=individual_dot`` (jaxlib 0.10 only, where the option exists; an
   unknown XLA flag aborts the process, so other versions are left alone): XLA 0.10 hands batched elementwise
-  and reduce fusions to YNNPACK, which is slow on the tiny shapes of seed 004 (d = 5); with the flag a vmapped
-  gradient step of a depth-10, width-5 network costs ~1.5-3 us per run instead of ~15-40.
+  and reduce fusions to YNNPACK, which is slow on the tiny shapes of seed 004 (d = 5); the flag keeps them in
+  XLA's own fused loops.
 """
 
 from __future__ import annotations

@@ -25,8 +25,8 @@ raises, naming ``lineax.SVD()`` as the remedy. ``lineax.Cholesky()`` raises at a
 or produces non-finite values, raises an error at run time, also under ``jit``.
 
 The public solves are wrapped in ``equinox.filter_jit`` (as ``lineax.linear_solve`` is): called eagerly they
-run as one compiled program (an eager projection took 7 s of op-by-op compilation at d = 5, 1 s jitted);
-under an outer ``jit`` they are inlined.
+run as one compiled program rather than op by op (timings: docs/performance.md, "Lab notes"); under an outer
+``jit`` they are inlined.
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ class FiberCG(eqx.Module):
     energy-norm error ``<e_k, L e_k> = ||dX^*(e_k)||^2`` of the iterate, which *is* the error of the
     projection ``Pi_N(V) = dX^*(lam)`` (and of ``Pi_T(V) = V - Pi_N(V)``). The estimate is exact up to
     the factor ``1 / lambda_min(M^{-1} L)``: 1 at a balanced point, ``1 + O(||G||)`` near one (where the
-    preconditioner is nearly exact), at most ~1.7 in the cases of ``benchmarks/fiber_gradient.py``. CG stops
+    preconditioner is nearly exact), and small in the cases of ``benchmarks/fiber_gradient.py``. CG stops
     at the first iterate with
 
     ``sqrt(gamma_k) <= max(min(rtol * min(||Pi_T(V)||, ||Pi_N(V)||), atol * ||V||), floor * ||V||)``,
@@ -183,10 +183,8 @@ class FiberCG(eqx.Module):
     implicit differentiation) stops at ``sqrt(gamma_k) <= atol ||dX^*(lam_k)||``.
 
     Why not ``lineax.CG``: its stopping test is on the residual of ``lam`` elementwise, which is not the
-    quantity the fiber flows need; measured in ``benchmarks/fiber_gradient.py`` at ``d = 64``, ``N = 16``
-    near balance, the rule above saves a step or two of ~6 (5 steps against 6-7; docs/theory.md §3, seed 001 eq. (1.17)).
-    One `FiberL2` evaluation there costs 4.9-5.4 `Gradient` evaluations on a 2-core Intel Xeon and 5.3-7.2 on a
-    2-core AMD EPYC (benchmarks/README.md): the issue's target of 5 is not robustly met.
+    quantity the fiber flows need; near balance the rule above saves a step or two (docs/theory.md §3, seed 001
+    eq. (1.17); the measured steps and costs are on the docs' performance page, docs/performance.md).
 
     Every ``stabilise_every`` steps the residual is recomputed from its definition (as in ``lineax.CG``),
     so that the recursively updated one cannot drift. The solve fails (an error at run time, also under
@@ -220,7 +218,7 @@ def _products(net: DLN) -> tuple[Array, Array, Array, Array]:
     ``(N-2, d_0, m)``; ``P_1`` is ``d_N x m``, ``R_N`` is ``d_0 x m`` (``P_N = Q_1 = I``). Two scans, each
     emitting its carry before multiplying, so that no stack is copied afterwards. ``Q_k^*`` rather than ``Q_k``:
     every product below then has its batched operands in the layout XLA:CPU multiplies fastest (``Q^* Q`` as a
-    batched product with a transposed left operand was 2.5x slower than ``R R^*`` at d = 64).
+    batched product with a transposed left operand is slower than ``R R^*``; docs/performance.md).
     """
     p1, p_in = jax.lax.scan(lambda p, w: (dot(p, w), p), net.last, net.inner, reverse=True)
     rn, r_in = jax.lax.scan(lambda r, w: (dot(r, ct(w)), r), ct(net.first), net.inner)
@@ -233,7 +231,7 @@ def _operator_data(prods):
     The middle terms ``k = 2..N-1`` are stacked so that ``sum_k A_k lam B_k = At @ reshape(lam @ Bh)``:
     ``At[a, i n + k] = (A_k)_{ai}`` and ``Bh[c, k d_0 + j] = (B_k)_{cj}`` (``n = N - 2`` terms), and ``lam @ Bh``
     reshaped to ``(d_N n, d_0)`` holds ``lam B_k`` in the rows ``i n + k``: two GEMMs instead of ``2 (N - 2)``
-    small products (measured at d = 64, N = 16: 245 us per application of ``L``, against 300 us batched).
+    small products (faster than the batched form; docs/performance.md).
     The terms ``A_1 lam`` and ``lam B_N`` (``B_1 = A_N = I``) are added on their own.
     """
     p1, p_in, r_in, rn = prods

@@ -22,8 +22,8 @@ Hence ``A_N(X)`` (finite ``N``) is singular exactly when ``ker X`` and ``ker X^*
 infinite depth, ``X`` cannot move in the directions ``u_i v_j^*`` with ``u_i ∈ ker X^*`` or ``v_j ∈ ker X``.
 
 Cost. One SVD of ``X`` per evaluation, whatever ``N``; ``a`` is evaluated in closed form with a Taylor branch
-where its arguments (nearly) coincide. (Single-threaded XLA/BLAS on the 2-core CPU of benchmarks/README.md: a
-64 x 64 SVD takes about 0.5 ms; with Eigen's thread pool on a loaded machine, far longer.)
+where its arguments (nearly) coincide. (The SVD's cost on a small CPU depends on the BLAS threads: see
+docs/performance.md.)
 
 Accuracy. ``lam = sigma^2`` from the SVD carries absolute errors ~ ``eps ||X||_2 sigma``. Singular values below
 ``max(d_N, d_0) eps ||X||_2`` cannot be resolved and are set to exactly 0, like exact zeros, which would otherwise

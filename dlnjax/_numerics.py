@@ -41,16 +41,12 @@ def dot(a, b):
     Tiny products (contraction length ``k <= 8``, ``m k n <= 4096``, both operands at least 2-D;
     chosen by static shape) are written as a broadcast multiply-and-sum
     ``sum(a[..., :, :, None] * b[..., None, :, :], axis=-2)``: XLA:CPU fuses it into one loop
-    kernel, where a ``dot`` becomes a batched-GEMM call per matrix under ``jax.vmap`` (about 1 us
-    per 5x5 product). Every other shape goes to ``jnp.matmul`` (BLAS-sized blocks; d = 32, 100
-    never take the small path). Both are exact products summed in working precision.
+    kernel, where a ``dot`` becomes a batched-GEMM call per matrix under ``jax.vmap``. Every other
+    shape goes to ``jnp.matmul`` (BLAS-sized blocks; d = 32, 100 never take the small path). Both are exact products summed in working precision.
 
-    Measured (jax 0.10.2, loaded 2-core CPU, seed 004's chain d = 5, N = 10, n = 50; vmapped
-    ``dlnjax.train`` GD, us per run-step, medians; matmul -> multiply-and-sum): B = 1: 24 -> 5;
-    B = 20: 34 -> 16 (25 -> 1.4 with ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot``);
-    B = 64: 34 -> 37 (33 -> 3.0 with the flag); B = 1000: 23 -> 26..42 (26 -> 2.3 with the flag).
     By default XLA 0.10 hands the batched elementwise/reduce fusions to YNNPACK, which is slow on
-    these tiny shapes; that flag (set before JAX starts) keeps them in XLA's own fused loops.
+    these tiny shapes; ``XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot`` (set before
+    JAX starts) keeps them in XLA's own fused loops. Measurements: docs/performance.md, "Lab notes".
     """
     if (
         jnp.ndim(a) >= 2

@@ -36,24 +36,22 @@ Default sizes. The published grid of (b) is ``n = 100``, rank 5, 2000 and 5000 e
 scales 1e-3 ... 1e-6. `DEFAULT` keeps the sizes, observation counts and depths but **reduces the scales to
 1e-4 and 1e-6 and stops at ``E <= 1e-4 E(0)``** (the recovery error of the deep runs changes by a few percent
 between ``1e-4 E(0)`` and ``1e-6 E(0)``): the tail of the flow is stiff (small singular values move slowly while
-the large ones limit the explicit step), e.g. one depth-3 run at scale 1e-3 to ``1e-8 E(0)`` took 14 000 Tsit5
-steps, ~7 minutes on the loaded 2-core CPU of this project. ``Config(scales=(1e-3, 1e-4, 1e-5, 1e-6))`` restores
+the large ones limit the explicit step; measured run times: docs/performance.md, "Lab notes").
+``Config(scales=(1e-3, 1e-4, 1e-5, 1e-6))`` restores
 the published grid. `QUICK` (CI) is a small instance of everything.
 
 At ``N = inf`` a small start is slow to leave the origin: in the rescaled time, a singular value grows like
 ``ds/dtau = s^(2 - 2/N) g`` at depth ``N`` (``s^2 g`` at ``N = inf``), so the escape time from ``s_0`` grows like
-``s_0^-(1 - 2/N)``, i.e. ``1/s_0`` at ``N = inf`` against ``s_0^(-1/2)`` at ``N = 4``. Measured (100 x 100, 2000
-observed, scale 1e-4): Tsit5 needs ~33 000 steps (283 s on this project's 2-core CPU) for ``N = inf``, the loss
-still at 0.99998 E(0) at ``t = 9e7`` time units and at 1e-4 E(0) by ``3e10``; hence ``inf_max_steps``
-(131 072) beside ``max_steps`` (8192) for the finite depths. In the default run (2026-12-02) the scale-1e-4 start
-converged in 45 740 steps (recovery error 0.039, effective rank 4.96), but the scale-1e-6 start did **not** reach
-the target within 131 072 steps (the N = inf solve of |Omega| = 2000 took 2300 s). The cause is stiffness, not
-accuracy: once the first singular values have escaped and settled, they limit the explicit step to ``O(1)``
+``s_0^-(1 - 2/N)``, i.e. ``1/s_0`` at ``N = inf`` against ``s_0^(-1/2)`` at ``N = 4``. Hence ``inf_max_steps``
+(131 072) beside ``max_steps`` (8192) for the finite depths: at ``N = inf`` Tsit5 needs tens of thousands of steps
+from scale 1e-4, and from 1e-6 it does not reach the target within ``inf_max_steps`` (the measured step counts and
+run times of the default run are on the docs' performance page, docs/performance.md, "Lab notes"). The cause is
+stiffness, not accuracy: once the first singular values have escaped and settled, they limit the explicit step to ``O(1)``
 (their curvature ``a_inf ~ sigma_1^2``), while the remaining ones still escape on the time scale ``1/s_0``; so the
 step count grows like ``1/s_0`` (``benchmarks/inf_depth_steps.py``, figures in ``benchmarks/README.md``): ~100x
-more steps at 1e-6 than at 1e-4, ~4.6 million Tsit5 steps, ~11 hours for one solve on this CPU. `DEFAULT` therefore runs N = inf only at the scales of ``inf_scales`` (1e-4); the other cells
-of the table read "not run". ``Config(inf_scales=None)`` runs every scale at N = inf (with a larger
-``inf_max_steps``); an implicit solver would need the ``d^2 x d^2`` Jacobian through the SVD at every step.
+more steps at 1e-6 than at 1e-4. `DEFAULT` therefore runs N = inf only at the scales of ``inf_scales`` (1e-4); the
+other cells of the table read "not run". ``Config(inf_scales=None)`` runs every scale at N = inf (with a larger
+``inf_max_steps``); `dlnjax.Stiff` is the implicit alternative (docs/simulate.md).
 
 At ``N = inf`` small singular values matter: ``a_inf(x, y) = (x - y)/ln(x/y)`` vanishes only logarithmically
 as ``y -> 0``; `dlnjax._metric` takes them from an SVD of ``X``, resolved down to ``~ d eps ||X||_2`` (an earlier

@@ -44,9 +44,8 @@ logger = logging.getLogger("dlnjax.sweep")
 
 COMPILE_WORTH = 6e7
 """For ``padding = "auto"``: how much extra padded work one compile saved is worth, in weight-steps (a step of
-every run, times the weights it multiplies). Measured on a 2-core CPU with ``benchmarks/sweep_shapes.py``:
-padding a 9-shape grid broke even at ~4600 steps, a 4-shape grid with widths 4 and 64 at ~390 (see
-`choose_padding`)."""
+every run, times the weights it multiplies), fitted to the break-even points measured with
+``benchmarks/sweep_shapes.py`` (docs/performance.md; see `choose_padding`)."""
 
 
 # --------------------------------------------------------------------------------------------------
