@@ -143,13 +143,13 @@ def make_functions(d: int, N: int, target):
 
     def pcg_steps(
         net,
-    ):  # the library's solve (FiberCG, as in FiberL2), replicated to read the step count
-        from dlnjax._fiber import _fiber_cg, _products
-
-        solver = dlnjax.default_fiber_solver(net.dtype)
+    ):  # the library's solve (FiberCG, as in FiberL2), called directly to read the step count
+        products = dlnjax.FiberProducts(net)
         v2 = sum(jnp.sum(jnp.abs(w) ** 2) for w in net.arrays())
-        _, steps, ok = _fiber_cg(solver, _products(net), net.depth * dlnjax.end_to_end(net), v2)
-        return steps, ok
+        sol = dlnjax.default_fiber_solver(net.dtype).solve(
+            products.normal_operator(), products.differential_of_weights(), v2=v2
+        )
+        return sol.stats["num_steps"], sol.result == dlnjax.FiberResults.successful
 
     def dense_lu(
         net,

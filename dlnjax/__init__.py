@@ -87,6 +87,30 @@ from ._fiber import (
 from ._fiber import (
     solve_normal as solve_normal,
 )
+from ._fiber_operator import (
+    BalancedPreconditioner as BalancedPreconditioner,
+)
+from ._fiber_operator import (
+    FiberProducts as FiberProducts,
+)
+from ._fiber_operator import (
+    NormalOperator as NormalOperator,
+)
+from ._fiber_solvers import (
+    AbstractFiberSolver as AbstractFiberSolver,
+)
+from ._fiber_solvers import (
+    FiberDense as FiberDense,
+)
+from ._fiber_solvers import (
+    FiberLineax as FiberLineax,
+)
+from ._fiber_solvers import (
+    FiberResults as FiberResults,
+)
+from ._fiber_solvers import (
+    FiberSolution as FiberSolution,
+)
 from ._geometry import (
     inner as inner,
 )

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact
 
+from ._fiber_operator import FiberProducts
 from ._network import DLN, end_to_end, require_linear
-from ._numerics import ct, dot
 
 __all__ = [
     "product_differential",
@@ -87,33 +87,14 @@ def partial_products(net: DLN) -> tuple[Array, Array]:
     """The partial products ``P_k = W_N ... W_{k+1}`` for ``k = 1..N-1`` and ``Q_k = W_{k-1} ... W_1`` for ``k = 2..N``.
 
     Stacked: ``P`` has shape ``(N-1, d_N, m)`` and ``Q`` shape ``(N-1, m, d_0)`` (docs/theory.md §1;
-    ``P_N = I`` and ``Q_1 = I`` are left out). Two scans, O(N d^3). Depth one: empty stacks.
+    ``P_N = I`` and ``Q_1 = I`` are left out). Two scans, O(N d^3) (`FiberProducts`, which the fiber solves
+    use, keeps ``Q_k^*``). Depth one: empty stacks.
     """
     require_linear(net, "the fiber geometry (partial_products)")
     if net.depth == 1:
         dN, d0 = net.widths[-1], net.widths[0]
         return jnp.zeros((0, dN, dN), net.dtype), jnp.zeros((0, d0, d0), net.dtype)
-
-    def back(p, w):  # p = P_k, w = W_k  ->  P_{k-1} = P_k W_k
-        p = dot(p, w)
-        return p, p
-
-    def fwd(q, w):  # q = Q_k, w = W_k  ->  Q_{k+1} = W_k Q_k
-        q = dot(w, q)
-        return q, q
-
-    _, p_mid = jax.lax.scan(back, net.last, net.inner, reverse=True)  # P_1 .. P_{N-2}
-    _, q_mid = jax.lax.scan(fwd, net.first, net.inner)  # Q_3 .. Q_N
-    return jnp.concatenate([p_mid, net.last[None]]), jnp.concatenate([net.first[None], q_mid])
-
-
-def grams_from_products(net: DLN, P: Array, Q: Array) -> tuple[Array, Array]:
-    """``A_k = P_k P_k^*`` and ``B_k = Q_k^* Q_k`` for ``k = 1..N`` from `partial_products` (see `partial_grams`)."""
-    eye_n = jnp.eye(net.widths[-1], dtype=net.dtype)[None]
-    eye_0 = jnp.eye(net.widths[0], dtype=net.dtype)[None]
-    A = jnp.concatenate([dot(P, ct(P)), eye_n])
-    B = jnp.concatenate([eye_0, dot(ct(Q), Q)])
-    return A, B
+    return FiberProducts(net).stacks()
 
 
 def partial_grams(net: DLN) -> tuple[Array, Array]:
@@ -122,22 +103,8 @@ def partial_grams(net: DLN) -> tuple[Array, Array]:
     ``P_k = W_N ... W_{k+1}`` and ``Q_k = W_{k-1} ... W_1`` (docs/theory.md §1), so the normal operator of
     the fiber is ``(dX dX^*)(lam) = sum_k A_k lam B_k`` (docs/theory.md §3). Stacked along the leading axis.
     """
-    return grams_from_products(net, *partial_products(net))
-
-
-def adjoint_from_products(net: DLN, P: Array, Q: Array, Z: Array) -> DLN:
-    """``dX^*(Z)_k = P_k^* Z Q_k^*`` from `partial_products` (batched matmuls; same as `product_adjoint`)."""
+    require_linear(net, "the fiber geometry (partial_grams)")
     if net.depth == 1:
-        return net.replace_arrays(Z)
-    first = dot(ct(P[0]), Z)
-    inner = dot(dot(ct(P[1:]), Z[None]), ct(Q[:-1]))
-    last = dot(Z, ct(Q[-1]))
-    return net.replace_arrays(first, inner, last)
-
-
-def differential_from_products(net: DLN, P: Array, Q: Array, V: DLN) -> Array:
-    """``dX(V) = sum_k P_k V_k Q_k`` from `partial_products` (batched matmuls; same as `product_differential`)."""
-    if net.depth == 1:
-        return V.first
-    inner = jnp.sum(dot(dot(P[1:], V.inner), Q[:-1]), axis=0)
-    return dot(P[0], V.first) + inner + dot(V.last, Q[-1])
+        dN, d0 = net.widths[-1], net.widths[0]
+        return jnp.eye(dN, dtype=net.dtype)[None], jnp.eye(d0, dtype=net.dtype)[None]
+    return FiberProducts(net).grams()

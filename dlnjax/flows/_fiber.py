@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
 
+from .._errors import OptionError
 from .._fiber import fiber_l2_gradient, fiber_tangent_projection
+from .._fiber_solvers import AbstractFiberSolver
 from .._network import DLN
 from .._numerics import dot
 from ._base import AbstractFlow
@@ -18,12 +21,18 @@ class FiberL2(AbstractFlow):
     ``||W||^2 = N sum_i sigma_i^(2/N)`` (Theorem 1). Each evaluation solves the normal system of
     docs/theory.md §3 with ``solver`` (see `dlnjax.solve_normal`; default: preconditioned CG). Its
     right-hand side ``dX(W) = N X`` is known in closed form (``X`` is homogeneous of degree N).
+
+    ``throw``: a failed solve raises (``True``, the default), or makes the velocity NaN (``False``), so that
+    `dlnjax.simulate` reports that run with ``Trajectory.success = False`` instead of raising for a whole
+    ``vmap`` batch (see `dlnjax.fiber_tangent_projection`).
     """
 
-    solver: lx.AbstractLinearSolver | None = None
+    solver: AbstractFiberSolver | lx.AbstractLinearSolver | None = None
+    throw: bool = eqx.field(static=True, default=True)
 
     def __call__(self, t, net: DLN, args=None) -> DLN:
-        return jax.tree_util.tree_map(jnp.negative, fiber_l2_gradient(net, solver=self.solver))
+        v = fiber_l2_gradient(net, solver=self.solver, throw=self.throw)
+        return jax.tree_util.tree_map(jnp.negative, v)
 
 
 def schatten_norm(w, p):
@@ -49,20 +58,22 @@ class FiberSchatten(AbstractFlow):
     """The Schatten-p regularizing flow ``dW/dt = -Pi_T(grad sum_k ||W_k||_p)``, ``1 < p < oo``.
 
     The gradient flow of the regularizer (3.8) on the fiber; its minimizers are the balanced points of
-    the fiber (Theorem 20 of seed 001). ``X`` is constant and the regularizer decreases.
+    the fiber (Theorem 20 of seed 001). ``X`` is constant and the regularizer decreases. ``solver``, ``throw``:
+    as for `FiberL2`.
     """
 
     p: float
-    solver: lx.AbstractLinearSolver | None = None
+    solver: AbstractFiberSolver | lx.AbstractLinearSolver | None = None
+    throw: bool = eqx.field(static=True, default=True)
 
     def __check_init__(self):
         if isinstance(self.p, (int, float)) and not (1 < self.p < float("inf")):
-            raise ValueError(
+            raise OptionError(
                 f"FiberSchatten: need 1 < p < inf (Theorem 20 of seed 001); got p = {self.p}."
             )
 
     def __call__(self, t, net: DLN, args=None) -> DLN:
         grad = net.replace_arrays(*(_schatten_gradient(a, self.p) for a in net.arrays()))
         return jax.tree_util.tree_map(
-            jnp.negative, fiber_tangent_projection(net, grad, solver=self.solver)
+            jnp.negative, fiber_tangent_projection(net, grad, solver=self.solver, throw=self.throw)
         )
