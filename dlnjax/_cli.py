@@ -5,6 +5,9 @@
 - ``dlnjax sweep CONFIG --out DIR``: a sweep from a TOML config (`dlnjax.sweep`), resumable;
 - ``dlnjax plot DIR``: the standard figures of a finished sweep, in ``DIR/figures``.
 
+Progress goes to stderr: a bar on a terminal, elsewhere (a log file, CI, Jupyter) a timestamped line every
+few seconds (`dlnjax._progress`), so ``dlnjax reproduce NAME > log 2>&1`` stays a readable log.
+
 Exit codes: 0 success; 2 bad usage, a malformed config or a directory holding another sweep (the
 message names the field). The CLI is an application, so it (and not the library) switches JAX to
 float64 before anything runs.
@@ -57,7 +60,11 @@ def _parser(names: Sequence[str]) -> argparse.ArgumentParser:
         required=True,
         help="the results directory (created; resumed if it holds this sweep)",
     )
-    sw.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sw.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress (a bar on a terminal; elsewhere a line every few seconds)",
+    )
     sw.add_argument(
         "--plot", action="store_true", help="draw the standard figures when done (as `dlnjax plot`)"
     )

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Bool, PRNGKeyArray, PyTree, Real
 
+from ._progress import diffrax_meter
 from ._stiff import Stiff, rms_norm
 
 __all__ = ["Trajectory", "simulate"]
@@ -74,7 +75,8 @@ def simulate(
     ``diffrax.Tsit5()`` with a PID controller at ``rtol``/``atol`` (ignored when ``dt0`` is given
     with a non-adaptive ``stepsize_controller``). ``adjoint`` defaults to Diffrax's
     ``RecursiveCheckpointAdjoint`` so ``jax.grad`` works through the solve; ``progress=True``
-    shows a progress bar (``diffrax.TqdmProgressMeter``).
+    shows a progress bar on a terminal (``diffrax.TqdmProgressMeter``), elsewhere (a log, CI,
+    Jupyter) a timestamped line every few seconds (`dlnjax._progress.diffrax_meter`).
 
     Stochastic flows (those with a ``diffusion`` method, e.g. `dlnjax.flows.Langevin`) are
     integrated as Ito SDEs driven by a ``diffrax.VirtualBrownianTree`` drawn from ``key``
@@ -189,7 +191,7 @@ def simulate(
                 "(e.g. complex loss data); use the default RecursiveCheckpointAdjoint()."
             )
         ts = _nondifferentiable_ts(ts)
-    meter = dfx.TqdmProgressMeter() if progress else dfx.NoProgressMeter()
+    meter = diffrax_meter() if progress else dfx.NoProgressMeter()  # a bar on a terminal, else lines
     sol = _diffeqsolve(
         terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter
     )

@@ -3,6 +3,8 @@
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import equinox as eqx
@@ -63,16 +65,44 @@ def test_registry_drives_the_cli(monkeypatch):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    """One ``dlnjax reproduce lindsey-menon --quick`` into the default directory, from a fresh cwd."""
+    """``dlnjax reproduce lindsey-menon --quick > log 2>&1`` into the default directory, from a fresh cwd: a
+    process of its own whose stdout and stderr are one file, as in CI or ``make run > log``. Returns the
+    exit code, the output directory and the log."""
     cwd = tmp_path_factory.mktemp("cwd")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(cwd)
-        code = main(["reproduce", "lindsey-menon", "--quick"])
-    return code, cwd / "results" / "lindsey-menon"
+    log = cwd / "log"
+    with open(log, "wb") as f:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dlnjax._cli", "reproduce", "lindsey-menon", "--quick"],
+            cwd=cwd,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+        )
+    return proc.returncode, cwd / "results" / "lindsey-menon", log
+
+
+def test_quick_run_log_is_short_plain_lines(quick_run):
+    """Redirected output is a log, not a terminal: no carriage-return redraws of progress bars, a few kilobytes
+    of whole lines (the stages with their elapsed time, then the summary)."""
+    code, out, log = quick_run
+    data = log.read_bytes()
+    assert code == 0, data.decode(errors="replace")[-3000:]
+    assert b"\r" not in data and b"\x1b" not in data  # no bar redraws, no terminal escapes
+    assert 1_000 < len(data) < 8_000
+    text = data.decode()
+    assert text.endswith("\n")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) < 250
+    assert (
+        "%|" not in text and "%/s" not in text
+    )  # no tqdm fragments (Diffrax's meter draws "12.00%|...")
+    stages = [line for line in lines if line.startswith("[lindsey-menon ")]
+    assert len(stages) >= 10 and "finished in" in stages[-1] and ": OK;" in stages[-1]
+    assert (out / "summary.txt").read_text() in text  # the summary, echoed whole
 
 
 def test_quick_run_writes_figures_data_and_summary(quick_run):
-    code, out = quick_run
+    code, out, _ = quick_run
     assert code == 0
     for name in FIGURES:
         data = (out / name).read_bytes()
@@ -115,7 +145,7 @@ def test_quick_run_writes_figures_data_and_summary(quick_run):
 
 
 def test_quick_run_measures_the_theorems(quick_run):
-    code, out = quick_run
+    code, out, _ = quick_run
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "OK" and s["problems"] == []
     assert all(s["success"].values()) and len(s["success"]) == 4

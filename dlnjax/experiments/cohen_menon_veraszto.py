@@ -81,7 +81,7 @@ import dlnjax
 from dlnjax._metric import log_volume_density
 from dlnjax.flows._end_to_end import EndToEnd
 
-from ._common import figure, prepare, save_figure, write_csv, write_summary
+from ._common import figure, pick_config, save_figure, start, write_csv
 
 __all__ = [
     "Config",
@@ -517,84 +517,100 @@ def completion(key, cfg: Config, say=print) -> dict:
     out["nuclear"] = []
     out["truth"] = []
     out["observations"] = []
-    trends = {}
-    log_density_paths = {}
+    out["trends"] = {}
+    out["log_density_paths"] = {}
     keys = jr.split(kp, nO)
     for i, m in enumerate(cfg.observed):
         loss = dlnjax.losses.MatrixCompletion.random(keys[i], (cfg.n, cfg.n), cfg.rank, m)
         l0 = float(loss(jnp.zeros(loss.shape)))
-        target = cfg.loss_target * l0
-        out["loss_at_zero"][i], out["targets"][i] = l0, target
+        out["loss_at_zero"][i], out["targets"][i] = l0, cfg.loss_target * l0
         out["truth"].append(np.asarray(loss.truth))
         out["observations"].append(
             (np.asarray(loss.rows), np.asarray(loss.cols), np.asarray(loss.values))
         )
-        t0 = time.perf_counter()
-        nn = nuclear_norm_completion(loss, None, cfg.nn_max_iter, cfg.nn_tol)
-        Xn = np.asarray(nn["X"])
-        cert = nuclear_norm_certificate(Xn, nn["Y"], loss.rows, loss.cols, loss.values)
-        nuc = {
-            "X": Xn,
-            "test_error": float(loss.test_error(nn["X"])),
-            "effective_rank": float(dlnjax.effective_rank(nn["X"])),
-            "rank": int(nn["rank"]),
-            "iterations": int(nn["iterations"]),
-            "converged": bool(nn["converged"]),
-            "Y": np.asarray(nn["Y"]),
-            **{f"certificate_{k}": v for k, v in cert.items()},
-            "time_s": time.perf_counter() - t0,
-        }
-        out["nuclear"].append(nuc)
-        say(
-            f"(b) |Omega| = {m}: nuclear norm error {nuc['test_error']:.3e}, rank {nuc['rank']}, {nuc['iterations']} iterations, "
-            f"duality gap {cert['relative_gap']:.1e}, residual {cert['relative_residual']:.1e} ({nuc['time_s']:.1f} s)"
-        )
+        out["nuclear"].append(_nuclear_baseline(loss, cfg, m, say))
         ts = save_times(cfg, time_unit(loss))
         out["ts"] = np.asarray(ts)
         for j, depth in enumerate(cfg.depths):
-            t0 = time.perf_counter()
-            steps_cap = cfg.inf_max_steps if depth == INF else cfg.max_steps
-            sel = _selected_scales(cfg, depth)
-            out["run"][i, j] = sel
-            if not sel.any():
-                say(f"(b) |Omega| = {m}, N = {depth_label(depth)}: not run (inf_scales)")
-                continue
-            traj = solve(loss, depth, X0s[sel], ts, target, cfg.rtol, cfg.atol, steps_cap)
-            diag = {k: np.asarray(v) for k, v in path_diagnostics(loss, depth, traj.ys).items()}
-            stop = np.array([_converged_index(row, target) for row in diag["loss"]])
-            at = (np.arange(int(sel.sum())), stop)
-            ok = np.asarray(traj.success) & (diag["loss"][at] <= target)
-            out["success"][i, j, sel] = ok
-            out["steps"][i, j, sel] = np.asarray(traj.stats["num_steps"])
-            out["test_error"][i, j, sel] = diag["test_error"][at]
-            out["effective_rank"][i, j, sel] = diag["effective_rank"][at]
-            out["final_loss"][i, j, sel] = diag["loss"][at]
-            out["sigma_limit"][i, j, sel] = diag["singular_values"][at]
-            out["limits"][i, j, sel] = np.asarray(traj.ys)[at]
-            out["convergence_time"][i, j, sel] = np.where(ok, np.asarray(ts)[stop], np.nan)
-            out["log_density_start"][i, j, sel] = diag["log_density"][:, 0]
-            out["log_density_end"][i, j, sel] = diag["log_density"][at]
-            if depth != 1:
-                trends[(m, depth_label(depth))] = volume_trend(diag["log_density"], stop)
-                log_density_paths[(m, depth_label(depth))] = (
-                    diag["log_density"],
-                    diag["loss"],
-                    stop,
-                )
-            say(
-                f"(b) |Omega| = {m}, N = {depth_label(depth)}: errors {np.array2string(out['test_error'][i, j], precision=3)}, "
-                f"effective ranks {np.array2string(out['effective_rank'][i, j], precision=2)}, steps {out['steps'][i, j]}, "
-                f"{int(ok.sum())}/{int(sel.sum())} converged ({time.perf_counter() - t0:.1f} s)"
-                + (
-                    ""
-                    if sel.all()
-                    else f"; scales {', '.join(f'{x:g}' for x in scales[~sel])} not run (inf_scales)"
-                )
-            )
+            _completion_runs(out, (i, j), loss, cfg, depth, X0s, ts, say)
     out["scales"] = scales
-    out["trends"] = trends
-    out["log_density_paths"] = log_density_paths
     return out
+
+
+def _nuclear_baseline(loss, cfg: Config, m: int, say) -> dict:
+    """The minimum-nuclear-norm completion of ``loss`` (`nuclear_norm_completion`) with its certificate."""
+    t0 = time.perf_counter()
+    nn = nuclear_norm_completion(loss, None, cfg.nn_max_iter, cfg.nn_tol)
+    Xn = np.asarray(nn["X"])
+    cert = nuclear_norm_certificate(Xn, nn["Y"], loss.rows, loss.cols, loss.values)
+    nuc = {
+        "X": Xn,
+        "test_error": float(loss.test_error(nn["X"])),
+        "effective_rank": float(dlnjax.effective_rank(nn["X"])),
+        "rank": int(nn["rank"]),
+        "iterations": int(nn["iterations"]),
+        "converged": bool(nn["converged"]),
+        "Y": np.asarray(nn["Y"]),
+        **{f"certificate_{k}": v for k, v in cert.items()},
+        "time_s": time.perf_counter() - t0,
+    }
+    say(
+        f"(b) |Omega| = {m}: nuclear norm error {nuc['test_error']:.3e}, rank {nuc['rank']}, {nuc['iterations']} iterations, "
+        f"duality gap {cert['relative_gap']:.1e}, residual {cert['relative_residual']:.1e} ({nuc['time_s']:.1f} s)"
+    )
+    return nuc
+
+
+def _completion_runs(
+    out: dict, ij: tuple[int, int], loss, cfg: Config, depth, X0s, ts, say
+) -> None:
+    """The flow at one depth from every selected scale (`_selected_scales`), one vmapped solve; fills
+    row ``ij = (observed, depth)`` of the arrays of ``out`` and its volume trend."""
+    i, j = ij
+    m, target = (
+        cfg.observed[i],
+        cfg.loss_target * float(out["loss_at_zero"][i]),
+    )  # a Python float, as l0
+    scales = np.asarray(cfg.scales, float)
+    t0 = time.perf_counter()
+    steps_cap = cfg.inf_max_steps if depth == INF else cfg.max_steps
+    sel = _selected_scales(cfg, depth)
+    out["run"][i, j] = sel
+    if not sel.any():
+        say(f"(b) |Omega| = {m}, N = {depth_label(depth)}: not run (inf_scales)")
+        return
+    traj = solve(loss, depth, X0s[sel], ts, target, cfg.rtol, cfg.atol, steps_cap)
+    diag = {k: np.asarray(v) for k, v in path_diagnostics(loss, depth, traj.ys).items()}
+    stop = np.array([_converged_index(row, target) for row in diag["loss"]])
+    at = (np.arange(int(sel.sum())), stop)
+    ok = np.asarray(traj.success) & (diag["loss"][at] <= target)
+    out["success"][i, j, sel] = ok
+    out["steps"][i, j, sel] = np.asarray(traj.stats["num_steps"])
+    out["test_error"][i, j, sel] = diag["test_error"][at]
+    out["effective_rank"][i, j, sel] = diag["effective_rank"][at]
+    out["final_loss"][i, j, sel] = diag["loss"][at]
+    out["sigma_limit"][i, j, sel] = diag["singular_values"][at]
+    out["limits"][i, j, sel] = np.asarray(traj.ys)[at]
+    out["convergence_time"][i, j, sel] = np.where(ok, np.asarray(ts)[stop], np.nan)
+    out["log_density_start"][i, j, sel] = diag["log_density"][:, 0]
+    out["log_density_end"][i, j, sel] = diag["log_density"][at]
+    if depth != 1:
+        out["trends"][(m, depth_label(depth))] = volume_trend(diag["log_density"], stop)
+        out["log_density_paths"][(m, depth_label(depth))] = (
+            diag["log_density"],
+            diag["loss"],
+            stop,
+        )
+    say(
+        f"(b) |Omega| = {m}, N = {depth_label(depth)}: errors {np.array2string(out['test_error'][i, j], precision=3)}, "
+        f"effective ranks {np.array2string(out['effective_rank'][i, j], precision=2)}, steps {out['steps'][i, j]}, "
+        f"{int(ok.sum())}/{int(sel.sum())} converged ({time.perf_counter() - t0:.1f} s)"
+        + (
+            ""
+            if sel.all()
+            else f"; scales {', '.join(f'{x:g}' for x in scales[~sel])} not run (inf_scales)"
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -743,11 +759,10 @@ def _fmt(v, f=".3g"):
 
 
 def _text(s: dict, cfg: Config) -> str:
-    lines = []
     bang = (
         ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""] if s["problems"] else []
     )
-    lines += bang
+    lines = list(bang)
     lines += [
         "dlnjax reproduce cohen-menon-veraszto: deep linear networks for matrix completion (Cohen, Menon & Veraszto, seed 003)",
         f"status: {s['status']}",
@@ -755,39 +770,58 @@ def _text(s: dict, cfg: Config) -> str:
         "      (the end-to-end matrix of the balanced network fiber_center(X0, N)); stopped at E <= target; Tsit5/PID "
         f"rtol {cfg.rtol:g} atol {cfg.atol:g}, float64, seed {s['seed']}",
         "",
+    ]
+    lines += _toy_lines(s["toy"], cfg)
+    lines += _completion_lines(s["completion"], cfg)
+    lines += _volume_lines(s["volume"])
+    lines += [
+        "    " + s["volume_verdict"],
+        "",
+        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+    ]
+    if s["problems"]:
+        lines += [""] + bang[:-1]
+    return "\n".join(lines) + "\n"
+
+
+def _toy_lines(toy: dict, cfg: Config) -> list[str]:
+    """(a) in the summary: median distance to the rank-one minimizers by scale and depth."""
+    lines = [
         f"(a) 2x2, X_11 = X_22 = 1 observed, {cfg.toy_starts} directions per scale, target E <= {cfg.toy_target:g} E(0).",
         "    distance of the limit to the rank-one minimizers: median |ab - 1| (median sigma_min) over the starts",
-        "    " + f"{'scale':>10}" + "".join(f"{'N = ' + d:>22}" for d in s["toy"]["depths"]),
+        "    " + f"{'scale':>10}" + "".join(f"{'N = ' + d:>22}" for d in toy["depths"]),
     ]
-    for k, sc in enumerate(s["toy"]["scales"]):
+    for k, sc in enumerate(toy["scales"]):
         cells = "".join(
-            f"{_fmt(s['toy']['ab_distance_median'][j][k], '.2e') + ' (' + _fmt(s['toy']['sigma_min_median'][j][k], '.1e') + ')':>22}"
-            for j in range(len(s["toy"]["depths"]))
+            f"{_fmt(toy['ab_distance_median'][j][k], '.2e') + ' (' + _fmt(toy['sigma_min_median'][j][k], '.1e') + ')':>22}"
+            for j in range(len(toy["depths"]))
         )
         lines.append(f"    {sc:>10g}{cells}")
-    lines += [
-        f"    converged: {s['toy']['converged']} of {s['toy']['runs']} runs",
-        "",
-        *(
-            [
-                "    (published grid: scales 1e-3 ... 1e-6; this run uses "
-                + ", ".join(f"{x:g}" for x in cfg.scales)
-                + " to keep the stiff tails affordable"
-                + (
-                    ""
-                    if cfg.inf_scales is None
-                    else "; N = inf at " + ", ".join(f"{x:g}" for x in cfg.inf_scales) + " only"
-                )
-                + ", see the module docstring)"
-            ]
-            if cfg.n == 100
-            else []
-        ),
+    lines += [f"    converged: {toy['converged']} of {toy['runs']} runs", ""]
+    return lines
+
+
+def _completion_lines(comp: dict, cfg: Config) -> list[str]:
+    """(b) in the summary: the nuclear-norm baseline and the recovery error of every run."""
+    lines = []
+    if cfg.n == 100:
+        lines.append(
+            "    (published grid: scales 1e-3 ... 1e-6; this run uses "
+            + ", ".join(f"{x:g}" for x in cfg.scales)
+            + " to keep the stiff tails affordable"
+            + (
+                ""
+                if cfg.inf_scales is None
+                else "; N = inf at " + ", ".join(f"{x:g}" for x in cfg.inf_scales) + " only"
+            )
+            + ", see the module docstring)"
+        )
+    lines.append(
         f"(b) {cfg.n}x{cfg.n}, rank {cfg.rank}, ||M||_F = 1, target E <= {cfg.loss_target:g} E(0); "
-        "recovery error ||X - M||_F/||M||_F [effective rank]",
-    ]
+        "recovery error ||X - M||_F/||M||_F [effective rank]"
+    )
     for i, m in enumerate(cfg.observed):
-        nn = s["completion"]["nuclear"][i]
+        nn = comp["nuclear"][i]
         lines.append(
             f"  |Omega| = {m}:   min nuclear norm: {nn['test_error']:.3e} [{nn['effective_rank']:.2f}], rank {nn['rank']}, "
             f"{nn['iterations']} ADMM iterations, duality gap {nn['certificate_relative_gap']:.1e}, residual {nn['certificate_relative_residual']:.1e}"
@@ -796,7 +830,7 @@ def _text(s: dict, cfg: Config) -> str:
             "    " + f"{'N':>5}" + "".join(f"{'scale ' + format(sc, 'g'):>24}" for sc in cfg.scales)
         )
         for j, d in enumerate(cfg.depths):
-            row = s["completion"]["table"][i][j]
+            row = comp["table"][i][j]
             cells = "".join(
                 (
                     f"{'not run':>24}"
@@ -809,9 +843,16 @@ def _text(s: dict, cfg: Config) -> str:
     lines += [
         "    (! = did not reach the target; not run: N = inf is run only at the scales of inf_scales, see the module docstring)",
         "",
-        "(c) log volume density log rho_N(X(t)) along the trajectories (N >= 2), start to limit:",
     ]
-    for name, st in s["volume"].items():
+    return lines
+
+
+def _volume_lines(volume: dict) -> list[str]:
+    """(c) in the summary: how ``log rho_N`` changes along the trajectories of each group of runs."""
+    lines = [
+        "(c) log volume density log rho_N(X(t)) along the trajectories (N >= 2), start to limit:"
+    ]
+    for name, st in volume.items():
         if not st.get("n"):
             lines.append(
                 f"    {name}: no finite trajectory ({st.get('n_nonfinite', 0)} non-finite)"
@@ -824,14 +865,7 @@ def _text(s: dict, cfg: Config) -> str:
             f"(median rise {st['late_rise_median']:.3g})"
             + (f"; {st['n_nonfinite']} non-finite" if st["n_nonfinite"] else "")
         )
-    lines += [
-        "    " + s["volume_verdict"],
-        "",
-        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
-    ]
-    if s["problems"]:
-        lines += [""] + bang[:-1]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _volume_verdict(vol: dict) -> str:
@@ -858,18 +892,28 @@ def run(
     observations (relative residual <= 1e-6) and is certified optimal (duality gap <= 1e-5); in (a), at the
     smallest scale every depth N >= 2 ends closer to ab = 1 than N = 1 does.
     """
-    cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    out, say = prepare("cohen-menon-veraszto", out, log)
-    timings = {}
-    t_all = time.perf_counter()
+    cfg = pick_config(config, quick, DEFAULT, QUICK)
+    session = start("cohen-menon-veraszto", out, seed, log)
     ka, kb = jr.split(jr.PRNGKey(seed))
-    problems: list[str] = []
+    with session.timed("toy"):
+        t = toy(ka, cfg, session.say)
+    _write_toy(session.out, cfg, t)
+    with session.timed("completion"):
+        c = completion(kb, cfg, session.say)
+    _write_completion(session.out, cfg, c)
+    vol = _volume(t, c)
+    _write_volume(session.out, cfg, t, c, vol)
+    problems = _toy_problems(t) + _completion_problems(cfg, c)
+    config_ = {
+        k: ([depth_label(x) for x in v] if k in ("toy_depths", "depths") else v)
+        for k, v in dataclasses.asdict(cfg).items()
+    }
+    results = _results(cfg, t, c, vol)
+    return session.finish(problems, config_, results, lambda s: _text(s, cfg))
 
-    # (a)
-    t0 = time.perf_counter()
-    t = toy(ka, cfg, say)
-    timings["toy"] = time.perf_counter() - t0
-    labels = [depth_label(d) for d in t["depths"]]
+
+def _write_toy(out: Path, cfg: Config, t: dict) -> None:
+    """(a): ``toy.npz``, ``toy.csv`` (one row per depth, scale and start), ``toy_paths.png``, ``toy_distance.png``."""
     np.savez(
         out / "toy.npz",
         depths=np.asarray(t["depths"], float),
@@ -888,7 +932,7 @@ def run(
         stop=t["stop"],
     )
     rows = []
-    for j, d in enumerate(labels):
+    for j, d in enumerate(depth_label(x) for x in t["depths"]):
         for k, sc in enumerate(t["scales"]):
             for q in range(cfg.toy_starts):
                 L = t["limits"][j, k, q]
@@ -910,28 +954,56 @@ def run(
                         float(t["log_density"][j, k, q, t["stop"][j, k, q]]),
                     ]
                 )
-    write_csv(
-        out / "toy.csv",
-        [
-            "depth",
-            "scale",
-            "start",
-            "X11",
-            "X12",
-            "X21",
-            "X22",
-            "ab_distance",
-            "abs_det",
-            "sigma_min",
-            "converged",
-            "steps",
-            "log_density_start",
-            "log_density_end",
-        ],
-        rows,
-    )
+    write_csv(out / "toy.csv", TOY_HEADER, rows)
     save_figure(plot_toy_paths(t, cfg), out / "toy_paths.png")
     save_figure(plot_toy_distance(t), out / "toy_distance.png")
+
+
+TOY_HEADER = (
+    "depth",
+    "scale",
+    "start",
+    "X11",
+    "X12",
+    "X21",
+    "X22",
+    "ab_distance",
+    "abs_det",
+    "sigma_min",
+    "converged",
+    "steps",
+    "log_density_start",
+    "log_density_end",
+)
+COMPLETION_HEADER = (
+    "observed",
+    "depth",
+    "scale",
+    "test_error",
+    "effective_rank",
+    "converged",
+    "steps",
+    "final_loss",
+    "convergence_time",
+    "log_density_start",
+    "log_density_end",
+)
+VOLUME_HEADER = (
+    "runs",
+    "n",
+    "n_nonfinite",
+    "fraction_increasing",
+    "fraction_decreasing",
+    "fraction_end_above_start",
+    "change_median",
+    "fraction_rising_after_minimum",
+    "late_rise_median",
+)
+
+
+def _toy_problems(t: dict) -> list[str]:
+    """(a): every 2x2 run reached its target; at the smallest scale every N >= 2 ends closer to ab = 1 than N = 1."""
+    problems = []
     if not t["success"].all():
         problems.append(
             f"(a) {int((~t['success']).sum())} of {t['success'].size} 2x2 runs did not reach the target"
@@ -942,15 +1014,13 @@ def run(
         for j, d in enumerate(t["depths"]):
             if d != 1 and not np.median(t["ab_distance"][j, -1]) < shallow:
                 problems.append(
-                    f"(a) N = {labels[j]} at scale {t['scales'][-1]:g} is not closer to ab = 1 than N = 1"
+                    f"(a) N = {depth_label(d)} at scale {t['scales'][-1]:g} is not closer to ab = 1 than N = 1"
                 )
+    return problems
 
-    # (b)
-    t0 = time.perf_counter()
-    c = completion(kb, cfg, say)
-    timings["completion"] = time.perf_counter() - t0
-    dl = [depth_label(d) for d in cfg.depths]
-    nO, nD, nS = c["test_error"].shape
+
+def _write_completion(out: Path, cfg: Config, c: dict) -> None:
+    """(b): ``completion.npz`` (with the data and the nuclear-norm baseline), ``completion.csv``, ``completion.png``."""
     np.savez(
         out / "completion.npz",
         observed=np.asarray(cfg.observed),
@@ -978,6 +1048,7 @@ def run(
         **{f"cols_{m}": o[1] for m, o in zip(cfg.observed, c["observations"])},
         **{f"values_{m}": o[2] for m, o in zip(cfg.observed, c["observations"])},
     )
+    nan = float("nan")
     rows = []
     for i, m in enumerate(cfg.observed):
         nn = c["nuclear"][i]
@@ -990,13 +1061,10 @@ def run(
                 nn["effective_rank"],
                 nn["converged"],
                 nn["iterations"],
-                float("nan"),
-                float("nan"),
-                float("nan"),
-                float("nan"),
             ]
+            + [nan] * 4
         )
-        for j, d in enumerate(dl):
+        for j, d in enumerate(depth_label(x) for x in cfg.depths):
             for k, sc in enumerate(c["scales"]):
                 rows.append(
                     [
@@ -1013,24 +1081,14 @@ def run(
                         float(c["log_density_end"][i, j, k]),
                     ]
                 )
-    write_csv(
-        out / "completion.csv",
-        [
-            "observed",
-            "depth",
-            "scale",
-            "test_error",
-            "effective_rank",
-            "converged",
-            "steps",
-            "final_loss",
-            "convergence_time",
-            "log_density_start",
-            "log_density_end",
-        ],
-        rows,
-    )
+    write_csv(out / "completion.csv", COMPLETION_HEADER, rows)
     save_figure(plot_completion(c, cfg), out / "completion.png")
+
+
+def _completion_problems(cfg: Config, c: dict) -> list[str]:
+    """(b): the nuclear-norm solver converged, meets the observations, is certified optimal; every run
+    that was run reached its target."""
+    problems = []
     for i, m in enumerate(cfg.observed):
         nn = c["nuclear"][i]
         if not nn["converged"]:
@@ -1045,66 +1103,72 @@ def run(
             problems.append(
                 f"(b) |Omega| = {m}: nuclear-norm duality gap {nn['certificate_relative_gap']:.1e}"
             )
-        for j, d in enumerate(dl):
+        for j, d in enumerate(depth_label(x) for x in cfg.depths):
             for k, sc in enumerate(c["scales"]):
                 if c["run"][i, j, k] and not c["success"][i, j, k]:
                     problems.append(
                         f"(b) |Omega| = {m}, N = {d}, scale {sc:g}: did not reach the target in {cfg.inf_max_steps if d == 'inf' else cfg.max_steps} steps"
                     )
+    return problems
 
-    # (c)
+
+def _volume(t: dict, c: dict) -> dict:
+    """(c): the `_trend_stats` of ``log rho_N`` along the trajectories of (a) (per depth) and (b) (per run group)."""
     vol = {}
     for j, d in enumerate(t["depths"]):
         if d != 1:
             S = t["log_density"].shape
-            vol[f"(a) 2x2, N = {labels[j]}"] = _trend_stats(
+            vol[f"(a) 2x2, N = {depth_label(d)}"] = _trend_stats(
                 volume_trend(t["log_density"][j].reshape(-1, S[-1]), t["stop"][j].ravel())
             )
     for (m, d), rows_ in c["trends"].items():
         vol[f"(b) |Omega| = {m}, N = {d}"] = _trend_stats(rows_)
+    return vol
+
+
+def _write_volume(out: Path, cfg: Config, t: dict, c: dict, vol: dict) -> None:
+    """(c): ``volume.csv`` (one row per group of runs) and ``volume.png``."""
+    nan = float("nan")
     vrows = [
         [
             name,
             st.get("n", 0),
             st.get("n_nonfinite", 0),
-            st.get("fraction_increasing", float("nan")),
-            st.get("fraction_decreasing", float("nan")),
-            st.get("fraction_end_above_start", float("nan")),
-            st.get("change_median", float("nan")),
-            st.get("fraction_rising_after_minimum", float("nan")),
-            st.get("late_rise_median", float("nan")),
+            st.get("fraction_increasing", nan),
+            st.get("fraction_decreasing", nan),
+            st.get("fraction_end_above_start", nan),
+            st.get("change_median", nan),
+            st.get("fraction_rising_after_minimum", nan),
+            st.get("late_rise_median", nan),
         ]
         for name, st in vol.items()
     ]
-    write_csv(
-        out / "volume.csv",
-        [
-            "runs",
-            "n",
-            "n_nonfinite",
-            "fraction_increasing",
-            "fraction_decreasing",
-            "fraction_end_above_start",
-            "change_median",
-            "fraction_rising_after_minimum",
-            "late_rise_median",
-        ],
-        vrows,
-    )
+    write_csv(out / "volume.csv", VOLUME_HEADER, vrows)
     save_figure(plot_volume(t, c, cfg), out / "volume.png")
-    timings["total"] = time.perf_counter() - t_all
 
-    summary = {
-        "experiment": "cohen-menon-veraszto",
-        "status": "OK" if not problems else "FAILED",
-        "problems": problems,
-        "seed": seed,
-        "config": {
-            k: ([depth_label(x) for x in v] if k in ("toy_depths", "depths") else v)
-            for k, v in dataclasses.asdict(cfg).items()
-        },
+
+def _results(cfg: Config, t: dict, c: dict, vol: dict) -> dict:
+    """The summary's measurements of (a), (b), (c)."""
+    nO, nD, nS = c["test_error"].shape
+    table = [
+        [
+            [
+                {
+                    "test_error": float(c["test_error"][i, j, k]),
+                    "effective_rank": float(c["effective_rank"][i, j, k]),
+                    "converged": bool(c["success"][i, j, k]),
+                    "run": bool(c["run"][i, j, k]),
+                    "steps": int(c["steps"][i, j, k]),
+                }
+                for k in range(nS)
+            ]
+            for j in range(nD)
+        ]
+        for i in range(nO)
+    ]
+    return {
         "toy": {
-            "depths": labels,
+            "depths": [depth_label(d) for d in t["depths"]],
             "scales": [float(s) for s in t["scales"]],
             "ab_distance_median": np.median(t["ab_distance"], axis=2).tolist(),
             "sigma_min_median": np.median(t["sigma_min"], axis=2).tolist(),
@@ -1114,33 +1178,14 @@ def run(
         },
         "completion": {
             "observed": list(cfg.observed),
-            "depths": dl,
+            "depths": [depth_label(d) for d in cfg.depths],
             "scales": [float(s) for s in c["scales"]],
             "loss_at_zero": c["loss_at_zero"].tolist(),
             "nuclear": [
                 {k: v for k, v in nn.items() if k not in ("X", "Y")} for nn in c["nuclear"]
             ],
-            "table": [
-                [
-                    [
-                        {
-                            "test_error": float(c["test_error"][i, j, k]),
-                            "effective_rank": float(c["effective_rank"][i, j, k]),
-                            "converged": bool(c["success"][i, j, k]),
-                            "run": bool(c["run"][i, j, k]),
-                            "steps": int(c["steps"][i, j, k]),
-                        }
-                        for k in range(nS)
-                    ]
-                    for j in range(nD)
-                ]
-                for i in range(nO)
-            ],
+            "table": table,
         },
         "volume": vol,
-        "timings_s": timings,
+        "volume_verdict": _volume_verdict(vol),
     }
-    summary["volume_verdict"] = _volume_verdict(vol)
-    write_summary(out, summary, _text(summary, cfg))
-    say(f"finished in {timings['total']:.1f} s: {summary['status']}; results in {out}")
-    return 0 if not problems else 1

@@ -25,7 +25,6 @@ Three measurements:
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,7 +38,7 @@ import optax
 import dlnjax
 from dlnjax.flows import Gradient
 
-from ._common import figure, prepare, save_figure, write_csv, write_summary
+from ._common import figure, pick_config, save_figure, start, write_csv
 
 __all__ = [
     "Config",
@@ -340,20 +339,34 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Run (a)-(c), write into ``out``, return 0 (or 1 if a measured fact fails; the summary says which)."""
-    cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    out, say = prepare("du-hu-lee", out, log)
-    timings: dict[str, float] = {}
+    cfg = pick_config(config, quick, DEFAULT, QUICK)
+    session = start("du-hu-lee", out, seed, log)
     kd, kn, kf = jr.split(jr.PRNGKey(seed), 3)
     loss = dlnjax.losses.Regression.random(kd, cfg.n, cfg.d_in, cfg.d_out, noise=cfg.noise)
-    widths = _widths(cfg)
-    base = dlnjax.gaussian(kn, widths, cfg.init_std)
+    base = dlnjax.gaussian(kn, _widths(cfg), cfg.init_std)
+    with session.timed("conservation"):
+        cons = {}
+        for name in ACTIVATIONS:
+            session.say(f"(a) gradient flow, {name}")
+            cons[name] = conservation(loss, base.with_activation(name), cfg)
+    _write_conservation(session.out, cons)
+    with session.timed("drift"):
+        drifts = {}
+        for name in ACTIVATIONS:
+            session.say(f"(b) gradient descent at {len(cfg.step_sizes)} step sizes, {name}")
+            drifts[name] = drift(loss, base.with_activation(name), cfg.step_sizes, cfg.drift_time)
+    _write_drift(session.out, drifts)
+    with session.timed("factorization", "(c) asymmetric rank-one factorization"):
+        fact = factorization(kf, cfg)
+    _write_factorization(session.out, fact)
+    _write_arrays_and_figures(session.out, cons, drifts, fact, cfg)
+    problems = _problems(cons, drifts, fact)
+    results = _results(cfg, cons, drifts, fact)
+    return session.finish(problems, dataclasses.asdict(cfg), results, _text, total=False)
 
-    cons, drifts = {}, {}
-    t0 = time.perf_counter()
-    for name in ACTIVATIONS:
-        say(f"(a) gradient flow, {name}")
-        cons[name] = conservation(loss, base.with_activation(name), cfg)
-    timings["conservation"] = time.perf_counter() - t0
+
+def _write_conservation(out: Path, cons: dict) -> None:
+    """``conservation.csv``: the loss and the largest change of the conserved quantities at every save."""
     write_csv(
         out / "conservation.csv",
         ["activation", "t", "loss", "max_abs_change_layers", "max_abs_change_neurons"],
@@ -369,11 +382,10 @@ def run(
             for i, t in enumerate(c["ts"])
         ],
     )
-    t0 = time.perf_counter()
-    for name in ACTIVATIONS:
-        say(f"(b) gradient descent at {len(cfg.step_sizes)} step sizes, {name}")
-        drifts[name] = drift(loss, base.with_activation(name), cfg.step_sizes, cfg.drift_time)
-    timings["drift"] = time.perf_counter() - t0
+
+
+def _write_drift(out: Path, drifts: dict) -> None:
+    """``drift.csv``: the mean drift per step at every step size."""
     write_csv(
         out / "drift.csv",
         ["activation", "eta", "mean_drift_per_step"],
@@ -383,15 +395,19 @@ def run(
             for e, v in zip(d["etas"], d["per_step"])
         ],
     )
-    t0 = time.perf_counter()
-    say("(c) asymmetric rank-one factorization")
-    fact = factorization(kf, cfg)
-    timings["factorization"] = time.perf_counter() - t0
+
+
+def _write_factorization(out: Path, fact: dict) -> None:
+    """``factorization.csv``: the relative error at every step."""
     write_csv(
         out / "factorization.csv",
         ["step", "relative_error"],
         zip(fact["steps"].tolist(), fact["error"].tolist()),
     )
+
+
+def _write_arrays_and_figures(out: Path, cons: dict, drifts: dict, fact: dict, cfg: Config) -> None:
+    """``du_hu_lee.npz`` (every array of (a)-(c)) and the three figures."""
     np.savez(
         out / "du_hu_lee.npz",
         **{
@@ -412,6 +428,9 @@ def run(
     save_figure(plot_drift(drifts), out / "drift.png")
     save_figure(plot_factorization(fact, cfg), out / "factorization.png")
 
+
+def _problems(cons: dict, drifts: dict, fact: dict) -> list[str]:
+    """The failed checks of (a) conservation, (b) the ``eta^2`` drift, (c) linear convergence."""
     problems = []
     for name, c in cons.items():
         if not c["success"]:
@@ -444,13 +463,13 @@ def run(
         problems.append(
             f"(c) no linear convergence: final error {fact['final_error']:.1e}, R^2 {fact['r2']:.3f}"
         )
-    summary = {
-        "experiment": "du-hu-lee",
-        "status": "OK" if not problems else "FAILED",
-        "problems": problems,
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
-        "widths": list(widths),
+    return problems
+
+
+def _results(cfg: Config, cons: dict, drifts: dict, fact: dict) -> dict:
+    """The summary's measurements (plain numbers)."""
+    return {
+        "widths": list(_widths(cfg)),
         "conservation": {
             n: {
                 "loss_initial": float(c["loss"][0]),
@@ -473,8 +492,4 @@ def run(
             for n, d in drifts.items()
         },
         "factorization": {k: v for k, v in fact.items() if not isinstance(v, np.ndarray)},
-        "timings_s": timings,
     }
-    write_summary(out, summary, _text(summary))
-    say(f"{summary['status']}; results in {out}")
-    return 0 if not problems else 1

@@ -37,7 +37,7 @@ import dlnjax
 from dlnjax._fast_slow import fast_slow_diagnostic
 from dlnjax.flows import Regularized
 
-from ._common import figure, prepare, write_summary
+from ._common import Session, figure, pick_config, start
 
 __all__ = [
     "Config",
@@ -386,38 +386,54 @@ def run(
     kappa, start, time), ``fast_slow_curves.csv`` (one row per kappa, start and time), ``fast_slow_table.csv``
     (one row per kappa) and ``summary.txt`` / ``summary.json``. ``config`` overrides ``quick``.
     """
-    cfg = config if config is not None else (QUICK if quick else DEFAULT)
+    cfg = pick_config(config, quick, DEFAULT, QUICK)
     if any(not k > 0 for k in cfg.kappas):
         raise ValueError(f"fast_slow: every kappa must be positive; got {cfg.kappas}.")
-    out, say = prepare("fast-slow", out, log)
-    t_start = time.perf_counter()
+    session = start("fast-slow", out, seed, log)
     ky, ks = jr.split(jr.PRNGKey(seed))
     Y = target_matrix(ky, cfg.d, cfg.sigma_max, cfg.sigma_min)
     starts = starts_like(ks, Y, cfg.depth, cfg.n_starts, cfg.init_scale)
     results, table, success = {}, [], {}
     for kappa in cfg.kappas:
-        ts = save_times(cfg, kappa)
-        t0 = time.perf_counter()
-        diag, xi, xg, xgc, ok, steps = _solve_all(
-            Y, jnp.asarray(kappa), starts, ts, cfg.rtol, cfg.atol
-        )
-        jax.block_until_ready(diag.x)
-        success[f"{kappa:g}"] = bool(np.all(np.asarray(ok)))
-        m = measure_kappa(np.asarray(ts), kappa, np.asarray(Y), diag, xi, xg, xgc)
-        m["scalars"]["num_steps_max"] = int(np.max(np.asarray(steps)))
-        results[kappa] = {"ts": np.asarray(ts), "diag": diag, "m": m}
-        table.append(m["scalars"])
-        sc = m["scalars"]
-        say(
-            f"kappa = {kappa:g}: {time.perf_counter() - t0:.1f} s, t_bal*2kappa = {np.mean(sc['balance_time_times_2kappa']):.6f}, "
-            f"two-stage max err {sc['two_stage_err_max']:.3f}, learning-first max err {sc['learning_first_err_max']:.2e}"
-        )
+        results[kappa], success[f"{kappa:g}"] = _solve_kappa(session, cfg, Y, starts, kappa)
+        table.append(results[kappa]["m"]["scalars"])
+    _write_figures(session.out, cfg, results, table)
+    _write_curves(session.out, cfg, Y, results)
+    _write_table(session.out, table)
+    problems = [f"solve failed at kappa = {k}" for k, v in success.items() if not v]
+    problems += [
+        f"G law broken at kappa = {r['kappa']:g} by {r['g_law_residual_max']:.1e}"
+        for r in table
+        if not r["g_law_residual_max"] < 1e-6
+    ]
+    body = {"table": table, "reading": _reading(table), "success": success}
+    return session.finish(problems, dataclasses.asdict(cfg), body, _summary_text)
 
-    fig = _fig_balance(results, cfg)
-    fig.savefig(out / "balancing.png", dpi=110)
+
+def _solve_kappa(session: Session, cfg: Config, Y, starts, kappa: float) -> tuple[dict, bool]:
+    """Every start at one ``kappa`` and its `measure_kappa`; returns ``{"ts", "diag", "m"}`` and the success."""
+    ts = save_times(cfg, kappa)
+    t0 = time.perf_counter()
+    diag, xi, xg, xgc, ok, steps = _solve_all(Y, jnp.asarray(kappa), starts, ts, cfg.rtol, cfg.atol)
+    jax.block_until_ready(diag.x)
+    m = measure_kappa(np.asarray(ts), kappa, np.asarray(Y), diag, xi, xg, xgc)
+    m["scalars"]["num_steps_max"] = int(np.max(np.asarray(steps)))
+    sc = m["scalars"]
+    session.say(
+        f"kappa = {kappa:g}: {time.perf_counter() - t0:.1f} s, t_bal*2kappa = {np.mean(sc['balance_time_times_2kappa']):.6f}, "
+        f"two-stage max err {sc['two_stage_err_max']:.3f}, learning-first max err {sc['learning_first_err_max']:.2e}"
+    )
+    return {"ts": np.asarray(ts), "diag": diag, "m": m}, bool(np.all(np.asarray(ok)))
+
+
+def _write_figures(out: Path, cfg: Config, results: dict, table: list) -> None:
+    _fig_balance(results, cfg).savefig(out / "balancing.png", dpi=110)
     _fig_speeds(results).savefig(out / "speeds.png", dpi=110)
     _fig_errors(results, table).savefig(out / "prediction_error.png", dpi=110)
 
+
+def _write_curves(out: Path, cfg: Config, Y, results: dict) -> None:
+    """``fast_slow.npz`` (axes kappa, start, time) and ``fast_slow_curves.csv`` (one row per kappa, start, time)."""
     arrays = {"kappas": np.array(cfg.kappas), "Y": np.asarray(Y)}
     for name in ("tangent_norm", "normal_norm", "g_norm", "balancedness", "loss", "squared_norm"):
         arrays[name] = np.stack([np.asarray(getattr(r["diag"], name)) for r in results.values()])
@@ -444,6 +460,10 @@ def run(
                         [f"{kappa:g}", i, f"{t:.17g}"]
                         + [f"{arrays[c][a, i, j]:.17g}" for c in cols]
                     )
+
+
+def _write_table(out: Path, table: list) -> None:
+    """``fast_slow_table.csv``: one row per kappa."""
     keys = (
         "kappa",
         "g_law_residual_max",
@@ -467,14 +487,11 @@ def run(
                 ]
             )
 
-    problems = [f"solve failed at kappa = {k}" for k, v in success.items() if not v]
-    problems += [
-        f"G law broken at kappa = {r['kappa']:g} by {r['g_law_residual_max']:.1e}"
-        for r in table
-        if not r["g_law_residual_max"] < 1e-6
-    ]
+
+def _reading(table: list) -> str:
+    """What the table says, at the smallest kappa, in one paragraph."""
     small = table[0]
-    reading = (
+    return (
         f"||G|| falls by e at t = 1/(2 kappa) for every kappa (the exact law). For small kappa the learning comes first: "
         f"at kappa = {small['kappa']:g}, {100 * np.min(small['fraction_learned_by_balance_time']):.2f}% of the loss decrease is done by the "
         f"balance time. The §4 two-stage picture (balance, then learn) misses X(t) during learning by up to "
@@ -482,18 +499,3 @@ def run(
         f"but after 1/(2 kappa) it holds to {small['two_stage_err_after_balance_time_max']:.1e}; "
         f"learning first then balancing predicts X(t) to ~{small['learning_first_err_max_over_kappa']:.2f} kappa ||Y|| at all times."
     )
-    timings = {"total": time.perf_counter() - t_start}
-    summary = {
-        "experiment": "fast-slow",
-        "status": "OK" if not problems else "FAILED",
-        "problems": problems,
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
-        "table": table,
-        "reading": reading,
-        "success": success,
-        "timings_s": timings,
-    }
-    write_summary(out, summary, _summary_text(summary))
-    say(f"finished in {timings['total']:.1f} s: {summary['status']}; results in {out}")
-    return 0 if not problems else 1

@@ -52,7 +52,7 @@ import optax
 import dlnjax
 from dlnjax.flows import Regularized
 
-from ._common import figure, prepare, save_figure, write_csv, write_summary
+from ._common import Session, figure, pick_config, save_figure, start, write_csv
 
 __all__ = [
     "Config",
@@ -377,20 +377,56 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> int:
     """Run both searches, write into ``out``, return 0 (or 1 if a check fails; the summary says which)."""
-    cfg = config if config is not None else (QUICK if quick else DEFAULT)
+    cfg = pick_config(config, quick, DEFAULT, QUICK)
     nested = _nested(cfg)
     if cfg.budget not in [k * k for k, _ in nested]:
         raise ValueError(
             f"init-scale-tuning: budget {cfg.budget} must be the size of a nested grid: {[k * k for k, _ in nested]}."
         )
-    out, say = prepare("init-scale-tuning", out, log)
-    timings: dict[str, float] = {}
+    session = start("init-scale-tuning", out, seed, log)
     loss, base = problem(jr.PRNGKey(seed), cfg)
+    grid = _grid_stage(session, loss, base, cfg)
+    path = _descent_stage(session, loss, base, cfg)
+    with session.timed(
+        "checks", "checks: finite differences at the start, adaptive solves at the best points"
+    ):
+        c = _compare(loss, base, cfg, grid, path, nested)
+    _write_arrays(session.out, grid, path, c, loss, base)
+    session.say("figures")
+    _write_figures(session.out, cfg, grid, path, c)
+    results = _results(cfg, grid, path, c)
+    return session.finish(
+        _problems(cfg, grid, path, c), dataclasses.asdict(cfg), results, _text, total=False
+    )
 
-    t0 = time.perf_counter()
-    say(f"grid search: {(2**cfg.levels + 1) ** 2} forward solves (vmapped)")
-    grid = grid_search(loss, base, cfg)
-    timings["grid search (with compiling)"] = time.perf_counter() - t0
+
+def _grid_stage(session: Session, loss, base, cfg: Config) -> dict:
+    """`grid_search` (timed with its compilation), written to ``grid.csv``."""
+    with session.timed(
+        "grid search (with compiling)",
+        f"grid search: {(2**cfg.levels + 1) ** 2} forward solves (vmapped)",
+    ):
+        grid = grid_search(loss, base, cfg)
+    _write_grid(session.out, grid)
+    return grid
+
+
+def _descent_stage(session: Session, loss, base, cfg: Config) -> dict:
+    """`gradient_descent` (timed with its compilation) and its best test error so far, written to ``path.csv``."""
+    with session.timed(
+        "gradient descent (with compiling)",
+        f"gradient descent: {cfg.budget} value-and-gradient solves",
+    ):
+        path = gradient_descent(loss, base, cfg, session.say)
+    path["best_so_far"] = np.minimum.accumulate(
+        np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf)
+    )
+    _write_path(session.out, path, cfg)
+    return path
+
+
+def _write_grid(out: Path, grid: dict) -> None:
+    """``grid.csv``: every point of the finest grid."""
     ls, lk = grid["log_scales"], grid["log_kappas"]
     write_csv(
         out / "grid.csv",
@@ -410,16 +446,9 @@ def run(
         ],
     )
 
-    t0 = time.perf_counter()
-    say(f"gradient descent: {cfg.budget} value-and-gradient solves")
-    path = gradient_descent(loss, base, cfg, say)
-    timings["gradient descent (with compiling)"] = time.perf_counter() - t0
-    best_i = int(
-        np.nanargmin(np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf))
-    )
-    best_so_far = np.minimum.accumulate(
-        np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf)
-    )
+
+def _write_path(out: Path, path: dict, cfg: Config) -> None:
+    """``path.csv``: every value-and-gradient solve of gradient descent."""
     write_csv(
         out / "path.csv",
         [
@@ -443,7 +472,7 @@ def run(
                 float(path["train_loss"][i]),
                 float(path["grad"][i, 0]),
                 float(path["grad"][i, 1]),
-                float(best_so_far[i]),
+                float(path["best_so_far"][i]),
                 float(path["elapsed"][i]),
                 int(path["success"][i]),
             )
@@ -451,47 +480,61 @@ def run(
         ],
     )
 
-    t0 = time.perf_counter()
-    say("checks: finite differences at the start, adaptive solves at the best points")
-    fd, sec_fwd = _finite_differences(path["theta"][0], loss, base, cfg)
-    sec_vg = (
+
+def _compare(loss, base, cfg: Config, grid: dict, path: dict, nested) -> dict:
+    """The searches at matched cost (solves, time; ``budget_rows``) and what the checks need: the gradient
+    by finite differences at the start, adaptive solves at the best points (``discretization``)."""
+    ls, lk = grid["log_scales"], grid["log_kappas"]
+    c: dict = {
+        "best_i": int(
+            np.nanargmin(np.where(np.isfinite(path["test_error"]), path["test_error"], np.inf))
+        )
+    }
+    c["fd"], c["sec_fwd"] = _finite_differences(path["theta"][0], loss, base, cfg)
+    c["sec_vg"] = (
         float(np.mean(np.diff(path["elapsed"]))) if cfg.budget > 1 else float(path["elapsed"][0])
     )
-    per_point = grid["seconds"] / grid["test_error"].size
-
-    # the searches at matched cost
     matched_stride = next(s for k, s in nested if k * k == cfg.budget)
-    gi, gj, g_err = _grid_best(grid, matched_stride)
-    fi, fj, f_err = _grid_best(grid, 1)
-    gd_seconds = float(path["elapsed"][-1])
-    affordable = gd_seconds / sec_fwd  # forward solves in gradient descent's wall time
-    time_k, time_stride = max(((k, s) for k, s in nested if k * k <= affordable), default=nested[0])
-    ti, tj, t_err = _grid_best(grid, time_stride)
-    budget_rows = [
-        ("gradient descent", i + 1, float(best_so_far[i]), float(path["elapsed"][i]))
+    c["matched"], c["finest"] = _grid_best(grid, matched_stride), _grid_best(grid, 1)
+    c["gd_seconds"] = float(path["elapsed"][-1])
+    c["affordable"] = c["gd_seconds"] / c["sec_fwd"]  # forward solves in gradient descent's time
+    c["time_k"], time_stride = max(
+        ((k, s) for k, s in nested if k * k <= c["affordable"]), default=nested[0]
+    )
+    c["time_matched"] = _grid_best(grid, time_stride)
+    c["budget_rows"] = [
+        ("gradient descent", i + 1, float(path["best_so_far"][i]), float(path["elapsed"][i]))
         for i in range(cfg.budget)
     ]
-    budget_rows += [("grid", k * k, _grid_best(grid, s)[2], k * k * sec_fwd) for k, s in nested]
-    write_csv(out / "budget.csv", ["method", "solves", "best_test_error", "seconds"], budget_rows)
-
-    best_theta = path["theta"][best_i]
-    pts = jnp.asarray(np.array([best_theta, [ls[gi], lk[gj]], [ls[fi], lk[fj]]]))
-    adaptive, (_, adaptive_ok) = jax.block_until_ready(_adaptive_batch(pts, loss, base, cfg))
-    constant = [float(path["test_error"][best_i]), g_err, f_err]
-    discretization = {
-        name: abs(float(a) - c) / c
-        for name, a, c in zip(
+    c["budget_rows"] += [
+        ("grid", k * k, _grid_best(grid, s)[2], k * k * c["sec_fwd"]) for k, s in nested
+    ]
+    (gi, gj, g_err), (fi, fj, f_err) = c["matched"], c["finest"]
+    c["best_theta"] = path["theta"][c["best_i"]]
+    pts = jnp.asarray(np.array([c["best_theta"], [ls[gi], lk[gj]], [ls[fi], lk[fj]]]))
+    adaptive, (_, c["adaptive_ok"]) = jax.block_until_ready(_adaptive_batch(pts, loss, base, cfg))
+    constant = [float(path["test_error"][c["best_i"]]), g_err, f_err]
+    c["discretization"] = {
+        name: abs(float(a) - v) / v
+        for name, a, v in zip(
             ("gradient descent's best", "matched grid's best", "finest grid's best"),
             np.asarray(adaptive),
             constant,
         )
     }
-    timings["checks"] = time.perf_counter() - t0
+    return c
 
+
+def _write_arrays(out: Path, grid: dict, path: dict, c: dict, loss, base) -> None:
+    """``budget.csv`` (best test error against solves and time, both searches) and ``init_scale_tuning.npz``
+    (the grid, the path, the finite differences and the problem data)."""
+    write_csv(
+        out / "budget.csv", ["method", "solves", "best_test_error", "seconds"], c["budget_rows"]
+    )
     np.savez(
         out / "init_scale_tuning.npz",
-        log_scales=ls,
-        log_kappas=lk,
+        log_scales=grid["log_scales"],
+        log_kappas=grid["log_kappas"],
         grid_test_error=grid["test_error"],
         grid_train_loss=grid["train_loss"],
         grid_success=grid["success"],
@@ -501,8 +544,8 @@ def run(
         path_grad=path["grad"],
         path_elapsed=path["elapsed"],
         final_theta=path["theta"][-1],
-        best_theta=best_theta,
-        fd_gradient=fd,
+        best_theta=c["best_theta"],
+        fd_gradient=c["fd"],
         rows=np.asarray(loss.rows),
         cols=np.asarray(loss.cols),
         values=np.asarray(loss.values),
@@ -510,49 +553,79 @@ def run(
         base_layers=np.stack([np.asarray(w) for w in base.layers]),
     )
 
-    def result(method, solves, seconds, theta, err):
-        return {
-            "method": method,
-            "solves": int(solves),
-            "seconds": float(seconds),
-            "scale": float(np.exp(theta[0])),
-            "kappa": float(np.exp(theta[1])),
-            "log_scale": float(theta[0]),
-            "log_kappa": float(theta[1]),
-            "test_error": float(err),
-        }
 
+def _write_figures(out: Path, cfg: Config, grid: dict, path: dict, c: dict) -> None:
+    """``landscape.png`` (with the best points of both searches) and ``convergence.png``."""
+    ls, lk = grid["log_scales"], grid["log_kappas"]
+    (gi, gj, _), (fi, fj, _) = c["matched"], c["finest"]
     k_m = int(round(math.sqrt(cfg.budget)))
-    results = [
-        result(
-            "gradient descent, best point",
-            cfg.budget,
-            gd_seconds,
-            best_theta,
-            path["test_error"][best_i],
+    best_marks = [
+        ("gradient descent's best", np.exp(c["best_theta"]), "*", "tab:red"),
+        (f"grid {k_m}x{k_m} best", np.exp([ls[gi], lk[gj]]), "D", "tab:orange"),
+        (f"grid {ls.size}x{lk.size} best", np.exp([ls[fi], lk[fj]]), "X", "white"),
+    ]
+    save_figure(plot_landscape(grid, path, best_marks), out / "landscape.png")
+    save_figure(plot_convergence(c["budget_rows"]), out / "convergence.png")
+
+
+def _result(method: str, solves, seconds, theta, err) -> dict:
+    return {
+        "method": method,
+        "solves": int(solves),
+        "seconds": float(seconds),
+        "scale": float(np.exp(theta[0])),
+        "kappa": float(np.exp(theta[1])),
+        "log_scale": float(theta[0]),
+        "log_kappa": float(theta[1]),
+        "test_error": float(err),
+    }
+
+
+def _gradient_checks(path: dict, c: dict) -> dict:
+    """The gradient at the start and at the best point, their norm ratio and the finite-difference error."""
+    g0, gb = path["grad"][0], path["grad"][c["best_i"]]
+    return {
+        "start": g0,
+        "best": gb,
+        "ratio": float(np.linalg.norm(gb) / np.linalg.norm(g0)),
+        "fd": c["fd"],
+        "fd_error": float(np.max(np.abs(g0 - c["fd"])) / np.max(np.abs(c["fd"]))),
+    }
+
+
+def _results(cfg: Config, grid: dict, path: dict, c: dict) -> dict:
+    """The summary's measurements: the five result rows, the gaps between the searches, the costs."""
+    ls, lk = grid["log_scales"], grid["log_kappas"]
+    (gi, gj, g_err), (fi, fj, f_err) = c["matched"], c["finest"]
+    ti, tj, t_err = c["time_matched"]
+    k_m, time_k, sec_fwd = int(round(math.sqrt(cfg.budget))), c["time_k"], c["sec_fwd"]
+    gd_best = float(path["test_error"][c["best_i"]])
+    rows = [
+        _result(
+            "gradient descent, best point", cfg.budget, c["gd_seconds"], c["best_theta"], gd_best
         ),
-        result(
+        _result(
             "gradient descent, last point",
             cfg.budget,
-            gd_seconds,
+            c["gd_seconds"],
             path["theta"][-1],
             path["test_error"][-1],
         ),
-        result(
+        _result(
             f"grid {k_m}x{k_m} (solve-matched)",
             k_m * k_m,
             k_m * k_m * sec_fwd,
             (ls[gi], lk[gj]),
             g_err,
         ),
-        result(
+        _result(
             f"grid {time_k}x{time_k} (time-matched{', capped' if time_k == ls.size else ''})",
             time_k * time_k,
             time_k * time_k * sec_fwd,
             (ls[ti], lk[tj]),
             t_err,
         ),
-        result(
+        _result(
             f"grid {ls.size}x{lk.size} (finest)",
             ls.size * lk.size,
             ls.size * lk.size * sec_fwd,
@@ -560,23 +633,35 @@ def run(
             f_err,
         ),
     ]
-    gd_best = float(path["test_error"][best_i])
-    g0, gb = path["grad"][0], path["grad"][best_i]
-    ratio = float(np.linalg.norm(gb) / np.linalg.norm(g0))
-    fd_error = float(np.max(np.abs(g0 - fd)) / np.max(np.abs(fd)))
+    return {
+        "widths": list(_widths(cfg)),
+        "results": rows,
+        "start_test_error": float(path["test_error"][0]),
+        "gradient": _gradient_checks(path, c),
+        "gap_matched": gd_best / g_err - 1,
+        "gap_time_matched": gd_best / t_err - 1,
+        "gap_finest": gd_best / f_err - 1,
+        "finest_solves": int(ls.size * lk.size),
+        "affordable_forward_solves": c["affordable"],
+        "seconds_forward": sec_fwd,
+        "seconds_value_and_grad": c["sec_vg"],
+        "cost_ratio": c["sec_vg"] / sec_fwd,
+        "seconds_grid_per_point": grid["seconds"] / grid["test_error"].size,
+        "discretization": c["discretization"],
+    }
 
-    say("figures")
-    best_marks = [
-        ("gradient descent's best", np.exp(best_theta), "*", "tab:red"),
-        (f"grid {k_m}x{k_m} best", np.exp([ls[gi], lk[gj]]), "D", "tab:orange"),
-        (f"grid {ls.size}x{lk.size} best", np.exp([ls[fi], lk[fj]]), "X", "white"),
-    ]
-    save_figure(plot_landscape(grid, path, best_marks), out / "landscape.png")
-    save_figure(plot_convergence(budget_rows), out / "convergence.png")
 
+def _problems(cfg: Config, grid: dict, path: dict, c: dict) -> list[str]:
+    """The failed checks: a solve, gradient descent's progress and its gap to the grid, the gradient's
+    drop and its agreement with finite differences, the discretization error."""
+    gd_best, g_err = float(path["test_error"][c["best_i"]]), c["matched"][2]
+    grad = _gradient_checks(path, c)
+    ratio, fd_error, discretization = grad["ratio"], grad["fd_error"], c["discretization"]
     problems = []
     if not (
-        grid["success"].all() and path["success"].all() and bool(np.all(np.asarray(adaptive_ok)))
+        grid["success"].all()
+        and path["success"].all()
+        and bool(np.all(np.asarray(c["adaptive_ok"])))
     ):
         problems.append("a solve failed")
     if not gd_best < float(path["test_error"][0]):
@@ -597,28 +682,4 @@ def run(
         problems.append(
             f"the constant-step test errors differ from adaptive solves by {max(discretization.values()):.1e}"
         )
-    summary = {
-        "experiment": "init-scale-tuning",
-        "status": "OK" if not problems else "FAILED",
-        "problems": problems,
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
-        "widths": list(_widths(cfg)),
-        "results": results,
-        "start_test_error": float(path["test_error"][0]),
-        "gradient": {"start": g0, "best": gb, "ratio": ratio, "fd": fd, "fd_error": fd_error},
-        "gap_matched": gd_best / g_err - 1,
-        "gap_time_matched": gd_best / t_err - 1,
-        "gap_finest": gd_best / f_err - 1,
-        "finest_solves": int(ls.size * lk.size),
-        "affordable_forward_solves": affordable,
-        "seconds_forward": sec_fwd,
-        "seconds_value_and_grad": sec_vg,
-        "cost_ratio": sec_vg / sec_fwd,
-        "seconds_grid_per_point": per_point,
-        "discretization": discretization,
-        "timings_s": timings,
-    }
-    write_summary(out, summary, _text(summary))
-    say(f"{summary['status']}; results in {out}")
-    return 0 if not problems else 1
+    return problems

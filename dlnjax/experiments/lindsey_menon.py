@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from matplotlib.figure import Figure
 import dlnjax
 from dlnjax.flows import FiberL2, KirwanNess
 
-from ._common import figure, require_x64, save_figure
+from ._common import Session, figure, pick_config, save_figure, start
 
 __all__ = [
     "Config",
@@ -321,12 +319,19 @@ def plot_hyperbola(
     and the trajectories of both flows along the fiber ``w_2 w_1 = x`` (markers at equal time
     steps), with ``|G(t)| / |G(0)|`` (``G = w_1^2 - w_2^2``) beside it."""
     fig, axes = figure(13, 6, 2)
-    ax = axes[0]
     trajs = {
         name: (np.asarray(t.ys.first[:, :, 0, 0]), np.asarray(t.ys.last[:, :, 0, 0]))
         for name, t in results.items()
     }
     lim = 1.15 * max(max(np.abs(w1).max(), np.abs(w2).max()) for w1, w2 in trajs.values())
+    _draw_fibers(axes[0], x, lim)
+    _draw_hyperbola_paths(axes[0], trajs, float(next(iter(curves_.values())).ts[1]), lim)
+    _draw_hyperbola_decay(axes[1], x, curves_)
+    return fig
+
+
+def _draw_fibers(ax, x: float, lim: float) -> None:
+    """The fibers ``w_2 w_1 = c`` around ``x``, the level sets of ``G``, the balanced variety and points."""
     grid = np.linspace(-lim, lim, 401)
     a, b = np.meshgrid(grid, grid)
     levels = [
@@ -362,7 +367,10 @@ def plot_hyperbola(
     )
     ax.plot([], [], "k", lw=1.8, label=rf"fiber $w_2 w_1 = {x:g}$")
     ax.plot([], [], color="0.55", ls="--", label=rf"fiber $w_2 w_1 = {-x:g}$")
-    dt = float(next(iter(curves_.values())).ts[1])
+
+
+def _draw_hyperbola_paths(ax, trajs: dict, dt: float, lim: float) -> None:
+    """The saved points ``(w_1(t), w_2(t))`` of each flow (every ``dt``), the starts, and the axes' frame."""
     for name, (w1, w2) in trajs.items():
         marker = "o" if name == "fiber_l2" else "x"
         for i in range(w1.shape[0]):
@@ -392,7 +400,10 @@ def plot_hyperbola(
     ax.set_ylabel("$w_2$")
     ax.set_title(r"Figure 1.1 of seed 001: $d = 1$, $N = 2$, fiber $w_2 w_1 = x$")
     ax.legend(loc="lower right", fontsize=8)
-    ax = axes[1]
+
+
+def _draw_hyperbola_decay(ax, x: float, curves_: dict[str, Curves]) -> None:
+    """``|G(t)| / |G(0)|`` of both flows against Theorem 2 and the Kirwan-Ness bound."""
     for name, c in curves_.items():
         for row in c.g_rel:
             ax.semilogy(
@@ -412,7 +423,6 @@ def plot_hyperbola(
     ax.set_title(r"$|G(t)| / |G(0)|$, $G = w_1^2 - w_2^2$")
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -507,6 +517,38 @@ def _save_curves(out: Path, name: str, c: Curves, extra: dict):
                 )
 
 
+def _save_hyperbola(out: Path, cfg: Config, ts: np.ndarray, htrajs: dict) -> None:
+    """``figure_1_1.npz`` (the paths ``w_1(t)``, ``w_2(t)`` of each flow) and ``figure_1_1_curves.csv``."""
+    hdata = {}
+    for name, t in htrajs.items():
+        hdata[f"{name}_w1"] = np.asarray(t.ys.first[:, :, 0, 0])
+        hdata[f"{name}_w2"] = np.asarray(t.ys.last[:, :, 0, 0])
+    np.savez(
+        out / "figure_1_1.npz",
+        ts=ts,
+        x=cfg.x,
+        w1_starts=np.asarray(cfg.hyperbola_w1),
+        **hdata,
+    )
+    with open(out / "figure_1_1_curves.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["flow", "start", "t", "w1", "w2", "G"])
+        for name in htrajs:
+            w1, w2 = hdata[f"{name}_w1"], hdata[f"{name}_w2"]
+            for i in range(w1.shape[0]):
+                for j, t in enumerate(ts):
+                    w.writerow(
+                        [
+                            name,
+                            i,
+                            f"{t:.6g}",
+                            f"{w1[i, j]:.17g}",
+                            f"{w2[i, j]:.17g}",
+                            f"{w1[i, j] ** 2 - w2[i, j] ** 2:.17g}",
+                        ]
+                    )
+
+
 def _summary_text(s: dict) -> str:
     ok = s["status"] == "OK"
     m, h = s["measured"], s["figure_1_1"]["measured"]
@@ -576,118 +618,100 @@ def run(
     ``summary.txt`` and ``summary.json``. Each file is written as soon as it is complete.
     Returns 0, or 1 if a solve failed or an exact invariant (``X`` constant, Theorem 2, the
     Kirwan-Ness flow decreasing ``1/2 ||G||^2``) is violated beyond round-off; the summary then
-    says so in capitals. ``config`` overrides ``quick``.
+    says so in capitals. ``config`` overrides ``quick``; ``progress`` shows Diffrax's progress for
+    the Figure 1.1 solves (a bar on a terminal, lines in a log: `dlnjax._progress`).
     """
-    require_x64("lindsey-menon")
-    cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    say = (
-        log
-        if log is not None
-        else (
-            lambda msg: print(
-                f"[lindsey-menon {time.perf_counter() - t_start:6.1f}s] {msg}", flush=True
-            )
-        )
-    )
-    timings: dict[str, float] = {}
-    success: dict[str, bool] = {}
-    steps: dict[str, dict] = {}
-
-    say(f"writing to {out.resolve()}")
-    say(
+    cfg = pick_config(config, quick, DEFAULT, QUICK)
+    session = start("lindsey-menon", out, seed, log)
+    session.say(
         f"fiber of a {cfg.d}x{cfg.d} matrix X at depth N = {cfg.depth}; {cfg.n_starts} random starts (seed {seed})"
     )
+    X, starts, minimum = _fiber(cfg, seed)
+    ts = save_times(cfg)
+    results, success, steps = {}, {}, {}
+    for name, flow in FLOWS.items():
+        results[name], success[name], steps[name] = _fiber_flow(
+            session, cfg, name, flow, X, starts, minimum, ts
+        )
+    session.say("figures (a) moment decay and (b) Theorem-1 norm")
+    save_figure(plot_moment_decay(results), session.out / "moment_decay.png")
+    save_figure(plot_norm_approach(results, minimum), session.out / "theorem1_norm.png")
+    measured = measure(results, minimum)
+    hmeasured, hsuccess, hsteps = _figure_1_1(session, cfg, ts, progress)
+    success.update(hsuccess)
+    steps.update(hsteps)
+    body = {
+        "theorem1_minimum": minimum,
+        "singular_values": [float(s) for s in np.linalg.svd(np.asarray(X), compute_uv=False)],
+        "measured": measured,
+        "figure_1_1": {"x": cfg.x, "w1_starts": list(cfg.hyperbola_w1), "measured": hmeasured},
+        "success": success,
+        "steps": steps,
+    }
+    problems = _problems(success, measured, hmeasured)
+    return session.finish(problems, dataclasses.asdict(cfg), body, _summary_text)
+
+
+def _fiber(cfg: Config, seed: int) -> tuple[jax.Array, dlnjax.DLN, float]:
+    """The matrix ``X`` of the seed, the batch of starts on its fiber, and the Theorem-1 minimum."""
     kx, ks = jr.split(jr.PRNGKey(seed))
     X = fiber_matrix(kx, cfg.d, cfg.sigma_max, cfg.sigma_min)
     starts = fiber_starts(ks, X, cfg.depth, cfg.n_starts, cfg.spread)
-    minimum = theorem1_minimum(X, cfg.depth)
-    ts = save_times(cfg)
+    return X, starts, theorem1_minimum(X, cfg.depth)
 
-    results: dict[str, Curves] = {}
-    for name, flow in FLOWS.items():
-        say(
-            f"{_LABELS[name]}: integrating {cfg.n_starts} starts on t in [0, {cfg.t_final}] (vmap; compiling first)..."
-        )
-        t0 = time.perf_counter()
+
+def _fiber_flow(
+    session: Session, cfg: Config, name: str, flow, X, starts, minimum: float, ts
+) -> tuple[Curves, bool, dict]:
+    """One flow from every start of the fiber (timed as ``name``): its curves, written to ``name.npz`` and
+    ``name_curves.csv``; returns the curves, whether every solve succeeded and the step counts."""
+    with session.timed(
+        name,
+        f"{_LABELS[name]}: integrating {cfg.n_starts} starts on t in [0, {cfg.t_final}] (vmap; compiling first)...",
+    ):
         traj = solve_batch(flow, starts, ts, cfg.rtol, cfg.atol)
         jax.block_until_ready(traj.ys)
-        timings[name] = time.perf_counter() - t0
-        success[name] = bool(np.all(np.asarray(traj.success)))
-        steps[name] = _steps(traj)
-        results[name] = c = curves(traj, X)
-        final = jax.tree_util.tree_map(lambda y: np.asarray(y[:, -1]), traj.ys)
-        _save_curves(
-            out,
-            name,
-            c,
-            {
-                "X": np.asarray(X),
-                "theorem1_minimum": minimum,
-                "success": np.asarray(traj.success),
-                "num_steps": np.asarray(traj.stats["num_steps"]),
-                "final_layers": np.asarray(jnp.stack(final.layers, axis=1)),
-            },
-        )
-        say(
-            f"  done in {timings[name]:.1f} s: success {success[name]}, steps {steps[name]['min']}-{steps[name]['max']}, "
-            f"max X drift {c.x_drift.max():.1e}, max ||G(T)||/||G(0)|| {c.g_rel[:, -1].max():.1e}"
-        )
+    ok, steps = bool(np.all(np.asarray(traj.success))), _steps(traj)
+    c = curves(traj, X)
+    final = jax.tree_util.tree_map(lambda y: np.asarray(y[:, -1]), traj.ys)
+    extra = {
+        "X": np.asarray(X),
+        "theorem1_minimum": minimum,
+        "success": np.asarray(traj.success),
+        "num_steps": np.asarray(traj.stats["num_steps"]),
+        "final_layers": np.asarray(jnp.stack(final.layers, axis=1)),
+    }
+    _save_curves(session.out, name, c, extra)
+    session.say(
+        f"  done in {session.timings[name]:.1f} s: success {ok}, steps {steps['min']}-{steps['max']}, "
+        f"max X drift {c.x_drift.max():.1e}, max ||G(T)||/||G(0)|| {c.g_rel[:, -1].max():.1e}"
+    )
+    return c, ok, steps
 
-    say("figures (a) moment decay and (b) Theorem-1 norm")
-    save_figure(plot_moment_decay(results), out / "moment_decay.png")
-    save_figure(plot_norm_approach(results, minimum), out / "theorem1_norm.png")
-    measured = measure(results, minimum)
 
-    say(
+def _figure_1_1(session: Session, cfg: Config, ts, progress: bool) -> tuple[dict, dict, dict]:
+    """(c) both flows on the hyperbola (timed as ``figure_1_1``), written to ``figure_1_1.npz``, ``.csv``
+    and ``.png``; returns the `measure` of their curves, the success flags and the step counts."""
+    session.say(
         f"Figure 1.1: d = 1, N = 2, fiber w2 w1 = {cfg.x:g}, {len(cfg.hyperbola_w1)} starts per flow"
     )
-    t0 = time.perf_counter()
-    hstarts = hyperbola_starts(cfg.x, cfg.hyperbola_w1)
-    X1 = jnp.full((1, 1), cfg.x)
     htrajs: dict[str, dlnjax.Trajectory] = {}
     hcurves: dict[str, Curves] = {}
-    for name, flow in FLOWS.items():
-        say(f"  {_LABELS[name]}")
-        htrajs[name] = solve_hyperbola(flow, hstarts, ts, cfg.rtol, cfg.atol, progress=progress)
-        hcurves[name] = curves(htrajs[name], X1)
-        success[f"figure_1_1_{name}"] = bool(np.all(np.asarray(htrajs[name].success)))
-        steps[f"figure_1_1_{name}"] = _steps(htrajs[name])
-    timings["figure_1_1"] = time.perf_counter() - t0
-    hdata = {}
-    for name, t in htrajs.items():
-        hdata[f"{name}_w1"] = np.asarray(t.ys.first[:, :, 0, 0])
-        hdata[f"{name}_w2"] = np.asarray(t.ys.last[:, :, 0, 0])
-    np.savez(
-        out / "figure_1_1.npz",
-        ts=np.asarray(ts),
-        x=cfg.x,
-        w1_starts=np.asarray(cfg.hyperbola_w1),
-        **hdata,
-    )
-    with open(out / "figure_1_1_curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["flow", "start", "t", "w1", "w2", "G"])
-        for name in htrajs:
-            w1, w2 = hdata[f"{name}_w1"], hdata[f"{name}_w2"]
-            for i in range(w1.shape[0]):
-                for j, t in enumerate(np.asarray(ts)):
-                    w.writerow(
-                        [
-                            name,
-                            i,
-                            f"{t:.6g}",
-                            f"{w1[i, j]:.17g}",
-                            f"{w2[i, j]:.17g}",
-                            f"{w1[i, j] ** 2 - w2[i, j] ** 2:.17g}",
-                        ]
-                    )
-    save_figure(plot_hyperbola(cfg.x, htrajs, hcurves), out / "figure_1_1.png")
-    hmeasured = measure(hcurves, 2 * abs(cfg.x))
-    timings["total"] = time.perf_counter() - t_start
+    with session.timed("figure_1_1"):
+        hstarts = hyperbola_starts(cfg.x, cfg.hyperbola_w1)
+        for name, flow in FLOWS.items():
+            session.say(f"  {_LABELS[name]}")
+            htrajs[name] = solve_hyperbola(flow, hstarts, ts, cfg.rtol, cfg.atol, progress=progress)
+            hcurves[name] = curves(htrajs[name], jnp.full((1, 1), cfg.x))
+    _save_hyperbola(session.out, cfg, np.asarray(ts), htrajs)
+    save_figure(plot_hyperbola(cfg.x, htrajs, hcurves), session.out / "figure_1_1.png")
+    success = {f"figure_1_1_{n}": bool(np.all(np.asarray(t.success))) for n, t in htrajs.items()}
+    steps = {f"figure_1_1_{n}": _steps(t) for n, t in htrajs.items()}
+    return measure(hcurves, 2 * abs(cfg.x)), success, steps
 
+
+def _problems(success: dict, measured: dict, hmeasured: dict) -> list[str]:
+    """The failed checks: a solve, the monotone ``1/2 ||G||^2`` of Kirwan-Ness, ``X`` constant, Theorem 2."""
     problems = [f"solve {k} did not succeed" for k, v in success.items() if not v]
     if not measured["kirwan_ness_half_g_sq_monotone"]:
         problems.append("1/2 ||G||^2 increased under Kirwan-Ness")
@@ -697,25 +721,4 @@ def run(
                 problems.append(f"{where}{name}: X drifted by {v:.1e}")
         if not m["g_law_max"] < 1e-6:
             problems.append(f"{where}FiberL2 breaks Theorem 2 by {m['g_law_max']:.1e}")
-    summary = {
-        "experiment": "lindsey-menon",
-        "status": "OK" if not problems else "FAILED",
-        "problems": problems,
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
-        "theorem1_minimum": minimum,
-        "singular_values": [float(s) for s in np.linalg.svd(np.asarray(X), compute_uv=False)],
-        "measured": measured,
-        "figure_1_1": {"x": cfg.x, "w1_starts": list(cfg.hyperbola_w1), "measured": hmeasured},
-        "success": success,
-        "steps": steps,
-        "timings_s": timings,
-        "device": str(jax.devices()[0]),
-        "jax_version": jax.__version__,
-    }
-    text = _summary_text(summary)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / "summary.txt").write_text(text)
-    print(text, end="", flush=True)
-    say(f"finished in {timings['total']:.1f} s: {summary['status']}; results in {out}")
-    return 0 if not problems else 1
+    return problems

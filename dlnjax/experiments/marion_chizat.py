@@ -84,7 +84,7 @@ from dlnjax import (
 )
 from dlnjax.flows import Gradient
 
-from ._common import figure, prepare, save_figure, write_csv, write_summary
+from ._common import Session, figure, pick_config, save_figure, start, write_csv
 
 __all__ = [
     "Config",
@@ -690,66 +690,77 @@ GF_HEADER = (
 )
 
 
-def _checks(
-    cfg: Config, etas, lo: float, hi: float, res: dict, rlo: float, dep: dict, ratio, align
+def _check_family(
+    cfg: Config, fam: str, gd: dict, gf: dict, bound: float
 ) -> tuple[list[str], dict]:
+    """(a)/(b) for one init family: converged GD between ``2Na`` and ``2/eta``, no convergence when
+    ``2/eta < 2Na``, converged gradient flow above ``2Na``; and the measured ratios."""
+    tol, etas = cfg.tolerance, cfg.step_sizes
+    problems: list[str] = []
+    over, under, converged_below = [], [], []
+    for i, eta in enumerate(etas):
+        conv = gd["converged"][i]
+        s = gd["sharpness"][i][conv]
+        if s.size and s.max() > (2 / eta) * (1 + tol):
+            over.append(f"eta {eta:g}: {s.max():.2f} > 2/eta = {2 / eta:.2f}")
+        if s.size and s.min() < bound * (1 - tol):
+            under.append(f"eta {eta:g}: {s.min():.2f} < 2Na = {bound:.2f}")
+        if 2 / eta < bound and conv.any():
+            converged_below.append(f"eta {eta:g}: {int(conv.sum())} runs")
+    m = {
+        "gd_runs": int(gd["diverged"].size),
+        "gd_converged": int(gd["converged"].sum()),
+        "gd_diverged": int(gd["diverged"].sum()),
+        "gd_max_sharpness_over_2_over_eta": float(
+            np.nanmax(
+                [
+                    np.nanmax(
+                        np.where(gd["converged"][i], gd["sharpness"][i], np.nan) * eta / 2,
+                        initial=0.0,
+                    )
+                    for i, eta in enumerate(etas)
+                ]
+            )
+        ),
+        "gf_converged": int(gf["converged"].sum()),
+        "gf_runs": int(gf["converged"].size),
+        "gf_min_sharpness_over_2Na": float(
+            np.nanmin(np.where(gf["converged"], gf["sharpness"], np.nan)) / bound
+        ),
+    }
+    if over:
+        problems.append(f"({fam}) converged GD above 2/eta: " + "; ".join(over))
+    if under:
+        problems.append(f"({fam}) converged GD below 2Na: " + "; ".join(under))
+    if converged_below:
+        problems.append(f"({fam}) GD converged although 2/eta < 2Na: " + "; ".join(converged_below))
+    # A solve that hit max_steps is too stiff for the explicit solver (sharpness in the thousands at the
+    # largest scales): reported, not a failure of the theory. A successful solve must have converged.
+    if not gf["converged"][gf["success"]].all():
+        problems.append(
+            f"({fam}) gradient flow did not converge in {int((~gf['converged'] & gf['success']).sum())} runs"
+        )
+    m["gf_solver_failures"] = int((~gf["success"]).sum())
+    gmin = gf["sharpness"][gf["converged"]]
+    if gmin.size and gmin.min() < bound * (1 - tol):
+        problems.append(
+            f"({fam}) a gradient-flow minimizer below 2Na: {gmin.min():.2f} < {bound:.2f}"
+        )
+    return problems, m
+
+
+def _checks(
+    cfg: Config, lo: float, hi: float, res: dict, dep: dict, ratio, align
+) -> tuple[list[str], dict]:
+    """Every check of (a)-(e) (``problems``) and the measured numbers of the summary (``measured``).
+
+    The residual network's lower bound is the same ``2Na`` (module docstring, (b))."""
     tol = cfg.tolerance
     problems: list[str] = []
     m: dict = {}
     for fam in ("gaussian", "residual"):
-        gd, gf = res[fam]["gd"], res[fam]["gf"]
-        bound = lo if fam == "gaussian" else rlo
-        over, under, converged_below = [], [], []
-        for i, eta in enumerate(etas):
-            conv = gd["converged"][i]
-            s = gd["sharpness"][i][conv]
-            if s.size and s.max() > (2 / eta) * (1 + tol):
-                over.append(f"eta {eta:g}: {s.max():.2f} > 2/eta = {2 / eta:.2f}")
-            if s.size and s.min() < bound * (1 - tol):
-                under.append(f"eta {eta:g}: {s.min():.2f} < 2Na = {bound:.2f}")
-            if 2 / eta < bound and conv.any():
-                converged_below.append(f"eta {eta:g}: {int(conv.sum())} runs")
-        m[fam] = {
-            "gd_runs": int(gd["diverged"].size),
-            "gd_converged": int(gd["converged"].sum()),
-            "gd_diverged": int(gd["diverged"].sum()),
-            "gd_max_sharpness_over_2_over_eta": float(
-                np.nanmax(
-                    [
-                        np.nanmax(
-                            np.where(gd["converged"][i], gd["sharpness"][i], np.nan) * eta / 2,
-                            initial=0.0,
-                        )
-                        for i, eta in enumerate(etas)
-                    ]
-                )
-            ),
-            "gf_converged": int(gf["converged"].sum()),
-            "gf_runs": int(gf["converged"].size),
-            "gf_min_sharpness_over_2Na": float(
-                np.nanmin(np.where(gf["converged"], gf["sharpness"], np.nan)) / bound
-            ),
-        }
-        if over:
-            problems.append(f"({fam}) converged GD above 2/eta: " + "; ".join(over))
-        if under:
-            problems.append(f"({fam}) converged GD below 2Na: " + "; ".join(under))
-        if converged_below:
-            problems.append(
-                f"({fam}) GD converged although 2/eta < 2Na: " + "; ".join(converged_below)
-            )
-        # A solve that hit max_steps is too stiff for the explicit solver (sharpness in the thousands at the
-        # largest scales): reported, not a failure of the theory. A successful solve must have converged.
-        if not gf["converged"][gf["success"]].all():
-            problems.append(
-                f"({fam}) gradient flow did not converge in {int((~gf['converged'] & gf['success']).sum())} runs"
-            )
-        m[fam]["gf_solver_failures"] = int((~gf["success"]).sum())
-        gmin = gf["sharpness"][gf["converged"]]
-        if gmin.size and gmin.min() < bound * (1 - tol):
-            problems.append(
-                f"({fam}) a gradient-flow minimizer below 2Na: {gmin.min():.2f} < {bound:.2f}"
-            )
+        p, m[fam] = _check_family(cfg, fam, res[fam]["gd"], res[fam]["gf"], lo)
+        problems += p
     gfs = res["gaussian"]["gf"]["sharpness"][0]
     m["gaussian"]["gf_smallest_scale_sharpness"] = [
         float(gfs.min()),
@@ -820,31 +831,7 @@ def _text(s: dict) -> str:
             "(b) residual init W_k = I + s/sqrt(Nd) G, fixed unit projection p (untrained)",
         ),
     ):
-        t = s["tables"][fam]
-        lines += [
-            label,
-            "    median sharpness after GD (diverged fraction); 'GF' = gradient-flow minimizer, median",
-        ]
-        lines.append(
-            "    "
-            + f"{'s':>6}"
-            + "".join(f"{'eta=' + format(e, 'g'):>17}" for e in c["step_sizes"])
-            + f"{'GF':>10}"
-        )
-        for j, sc in enumerate(t["scales"]):
-            cells = "".join(
-                f"{_fmt(t['median_sharpness'][i][j]):>10} ({t['diverged_fraction'][i][j]:.2f})"
-                for i in range(len(c["step_sizes"]))
-            )
-            lines.append("    " + f"{sc:>6g}" + cells + f"{t['gf_median'][j]:>10.2f}")
-        lines.append("    " + f"{'2/eta':>6}" + "".join(f"{2 / e:>17.1f}" for e in c["step_sizes"]))
-        mm = s["measured"][fam]
-        lines += [
-            f"    runs {mm['gd_runs']}: converged {mm['gd_converged']}, diverged {mm['gd_diverged']}; "
-            f"max (sharpness * eta / 2) over converged runs {mm['gd_max_sharpness_over_2_over_eta']:.4f}; "
-            f"GF converged {mm['gf_converged']}/{mm['gf_runs']} ({mm['gf_solver_failures']} solves hit max_steps), min GF sharpness / 2Na = {mm['gf_min_sharpness_over_2Na']:.3f}",
-            "",
-        ]
+        lines += _family_lines(s["tables"][fam], s["measured"][fam], c["step_sizes"], label)
     g = s["measured"]["gaussian"]["gf_smallest_scale_sharpness"]
     lines.append(
         f"(e) GF from s = {c['scales'][0]:g}: sharpness {g[0]:.2f} / {g[1]:.2f} / {g[2]:.2f} (min/median/max) "
@@ -879,6 +866,34 @@ def _text(s: dict) -> str:
     if s["problems"]:
         lines += ["", "!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78]
     return "\n".join(lines) + "\n"
+
+
+def _family_lines(t: dict, mm: dict, step_sizes, label: str) -> list[str]:
+    """The table of (a) or (b) in the summary: median sharpness (diverged fraction) by scale and step size."""
+    lines = [
+        label,
+        "    median sharpness after GD (diverged fraction); 'GF' = gradient-flow minimizer, median",
+    ]
+    lines.append(
+        "    "
+        + f"{'s':>6}"
+        + "".join(f"{'eta=' + format(e, 'g'):>17}" for e in step_sizes)
+        + f"{'GF':>10}"
+    )
+    for j, sc in enumerate(t["scales"]):
+        cells = "".join(
+            f"{_fmt(t['median_sharpness'][i][j]):>10} ({t['diverged_fraction'][i][j]:.2f})"
+            for i in range(len(step_sizes))
+        )
+        lines.append("    " + f"{sc:>6g}" + cells + f"{t['gf_median'][j]:>10.2f}")
+    lines.append("    " + f"{'2/eta':>6}" + "".join(f"{2 / e:>17.1f}" for e in step_sizes))
+    lines += [
+        f"    runs {mm['gd_runs']}: converged {mm['gd_converged']}, diverged {mm['gd_diverged']}; "
+        f"max (sharpness * eta / 2) over converged runs {mm['gd_max_sharpness_over_2_over_eta']:.4f}; "
+        f"GF converged {mm['gf_converged']}/{mm['gf_runs']} ({mm['gf_solver_failures']} solves hit max_steps), min GF sharpness / 2Na = {mm['gf_min_sharpness_over_2Na']:.3f}",
+        "",
+    ]
+    return lines
 
 
 def _fmt(v: float) -> str:
@@ -921,79 +936,98 @@ def run(
 
     ``config`` overrides ``quick``.
     """
-    cfg = config if config is not None else (QUICK if quick else DEFAULT)
-    out, say = prepare("marion-chizat", out, log)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
+    cfg = pick_config(config, quick, DEFAULT, QUICK)
+    session = start("marion-chizat", out, seed, log)
     kd, kg, kr, kp, kdep = jr.split(jr.PRNGKey(seed), 5)
+    prob = _problem(session, cfg, kd, kp)
+    nets = {
+        "gaussian": gaussian_inits(kg, cfg.d, cfg.depth, cfg.scales, cfg.seeds),
+        "residual": residual_inits(kr, cfg.d, cfg.depth, cfg.residual_scales, cfg.seeds),
+    }
+    res, gf_nets = {}, {}
+    for fam in FAMILIES:
+        res[fam], gf_nets[fam] = _family(session, cfg, fam, prob, nets[fam])
+    with session.timed(
+        "depth",
+        f"(c) depth sweep N in {cfg.depths}: gradient descent (eta = {cfg.depth_eta:g}) from Gaussian s = {cfg.depth_scale:g}",
+    ):
+        dep = _depth_sweep(kdep, prob["loss"], cfg, session.say)
+    st = _structures(cfg, res, gf_nets)
+    _write_tables(session.out, cfg, res, dep, st)
+    _write_arrays(session.out, cfg, prob, res, dep, st)
+    _write_figures(session.out, cfg, prob, res, dep, st)
+    problems, measured = _checks(cfg, prob["lo"], prob["hi"], res, dep, *st["gaussian"])
+    results = _results(cfg, prob, res, dep, measured)
+    return session.finish(problems, dataclasses.asdict(cfg), results, _text)
+
+
+FAMILIES = ("gaussian", "residual")
+
+
+def _problem(session: Session, cfg: Config, kd, kp) -> dict:
+    """The data and its constants: ``loss``, ``r_min`` (``R*``), the bounds ``lo = 2Na``, ``hi = 8N Lambda``,
+    ``consts`` (`dlnjax.regression_constants`), the projection ``p`` and ``ploss`` (`Projected`)."""
     loss = regression(kd, cfg)
     r_min = float(loss(loss.least_squares()))
     lo, hi = bounds(loss, cfg.depth)
     consts = regression_constants(loss)
     p = projection(kp, cfg.d)
-    ploss = Projected(loss, p)
-    etas = cfg.step_sizes
-    say(f"writing to {out.resolve()}")
-    say(
+    session.say(
         f"n = {cfg.n}, d = {cfg.d}, N = {cfg.depth}: a = {float(consts.a):.4f}, Lambda = {float(consts.Lambda):.4f}, "
         f"2Na = {lo:.3f}, 8N Lambda = {hi:.2f}, R* = {r_min:.4f}"
     )
-
-    res: dict[str, dict] = {}
-    nets = {
-        "gaussian": gaussian_inits(kg, cfg.d, cfg.depth, cfg.scales, cfg.seeds),
-        "residual": residual_inits(kr, cfg.d, cfg.depth, cfg.residual_scales, cfg.seeds),
+    return {
+        "loss": loss,
+        "r_min": r_min,
+        "lo": lo,
+        "hi": hi,
+        "consts": consts,
+        "p": p,
+        "ploss": Projected(loss, p),
     }
-    losses = {"gaussian": loss, "residual": ploss}
-    scales = {"gaussian": cfg.scales, "residual": cfg.residual_scales}
-    gf_nets = {}
-    for fam in ("gaussian", "residual"):
-        n_runs = len(scales[fam]) * cfg.seeds
-        say(
-            f"({'a' if fam == 'gaussian' else 'b'}) {fam} init: gradient descent, {len(etas)} step sizes x {len(scales[fam])} scales "
-            f"x {cfg.seeds} seeds ({n_runs} runs per vmapped call)"
-        )
-        t0 = time.perf_counter()
-        gd = _sweep(losses[fam], nets[fam], cfg, scales[fam], r_min, say)
-        timings[f"{fam}_gd"] = time.perf_counter() - t0
-        say(
-            f"(e) {fam} init: gradient flow from the same initializations, one vmapped solve per scale"
-        )
-        t0 = time.perf_counter()
-        horizon = (
-            (lambda s: gf_horizon(cfg, s, min(cfg.scales)))
-            if fam == "gaussian"
-            else (lambda s: cfg.gf_t_min)
-        )
-        gf_nets[fam], gf = _gf_by_scale(
-            losses[fam], nets[fam], cfg, scales[fam], r_min, say, horizon
-        )
-        timings[f"{fam}_gf"] = time.perf_counter() - t0
-        res[fam] = {"gd": gd, "gf": gf}
 
-    say(
-        f"(c) depth sweep N in {cfg.depths}: gradient descent (eta = {cfg.depth_eta:g}) from Gaussian s = {cfg.depth_scale:g}"
+
+def _family(session: Session, cfg: Config, fam: str, prob: dict, nets) -> tuple[dict, object]:
+    """(a) or (b): gradient descent at every step size, then (e) gradient flow, from the same ``nets``
+    (timed as ``{fam}_gd`` and ``{fam}_gf``). Returns ``{"gd", "gf"}`` and the gradient-flow minimizers."""
+    loss = prob["loss"] if fam == "gaussian" else prob["ploss"]
+    scales = cfg.scales if fam == "gaussian" else cfg.residual_scales
+    with session.timed(
+        f"{fam}_gd",
+        f"({'a' if fam == 'gaussian' else 'b'}) {fam} init: gradient descent, {len(cfg.step_sizes)} step sizes x "
+        f"{len(scales)} scales x {cfg.seeds} seeds ({len(scales) * cfg.seeds} runs per vmapped call)",
+    ):
+        gd = _sweep(loss, nets, cfg, scales, prob["r_min"], session.say)
+    horizon = (
+        (lambda s: gf_horizon(cfg, s, min(cfg.scales)))
+        if fam == "gaussian"
+        else (lambda s: cfg.gf_t_min)
     )
-    t0 = time.perf_counter()
-    dep = _depth_sweep(kdep, loss, cfg, say)
-    timings["depth"] = time.perf_counter() - t0
+    with session.timed(
+        f"{fam}_gf",
+        f"(e) {fam} init: gradient flow from the same initializations, one vmapped solve per scale",
+    ):
+        gf_nets, gf = _gf_by_scale(loss, nets, cfg, scales, prob["r_min"], session.say, horizon)
+    return {"gd": gd, "gf": gf}, gf_nets
 
-    ratio, align = structure(gf_nets["gaussian"])
-    S = cfg.seeds
-    ratio = ratio.reshape(len(cfg.scales), S, -1)
-    align = align.reshape(len(cfg.scales), S, -1)
-    rratio, ralign = structure(gf_nets["residual"])
-    rratio = rratio.reshape(len(cfg.residual_scales), S, -1)
-    ralign = ralign.reshape(len(cfg.residual_scales), S, -1)
-    # only converged gradient-flow minimizers count (a solve that hit max_steps is NaN here)
-    ok, rok = (
-        res["gaussian"]["gf"]["converged"][..., None],
-        res["residual"]["gf"]["converged"][..., None],
-    )
-    ratio, align = np.where(ok, ratio, np.nan), np.where(ok, align, np.nan)
-    rratio, ralign = np.where(rok, rratio, np.nan), np.where(rok, ralign, np.nan)
 
-    # tables
+def _structures(cfg: Config, res: dict, gf_nets: dict) -> dict:
+    """(d) the rank-one ratios and alignments of the converged gradient-flow minimizers, per family
+    (axes scale, seed, layer; NaN where the solve did not converge)."""
+    out = {}
+    for fam, scales in (("gaussian", cfg.scales), ("residual", cfg.residual_scales)):
+        ratio, align = structure(gf_nets[fam])
+        ratio = ratio.reshape(len(scales), cfg.seeds, -1)
+        align = align.reshape(len(scales), cfg.seeds, -1)
+        # only converged gradient-flow minimizers count (a solve that hit max_steps is NaN here)
+        ok = res[fam]["gf"]["converged"][..., None]
+        out[fam] = (np.where(ok, ratio, np.nan), np.where(ok, align, np.nan))
+    return out
+
+
+def _write_tables(out: Path, cfg: Config, res: dict, dep: dict, st: dict) -> None:
+    """``runs.csv`` (one row per gradient-descent run), ``gradient_flow.csv``, ``depth.csv``."""
+    etas, S = cfg.step_sizes, cfg.seeds
     rows = list(
         _rows("gaussian", res["gaussian"]["gd"], res["gaussian"]["gf"], etas, cfg.scales, S)
     )
@@ -1004,9 +1038,9 @@ def run(
     )
     write_csv(out / "runs.csv", RUNS_HEADER, rows)
     gf_rows = []
-    for fam, rr, aa in (("gaussian", ratio, align), ("residual", rratio, ralign)):
-        gf = res[fam]["gf"]
-        for j, sc in enumerate(scales[fam]):
+    for fam, scales in (("gaussian", cfg.scales), ("residual", cfg.residual_scales)):
+        gf, (rr, aa) = res[fam]["gf"], st[fam]
+        for j, sc in enumerate(scales):
             for k in range(S):
                 gf_rows.append(
                     (
@@ -1040,53 +1074,65 @@ def run(
             for k in range(cfg.depth_seeds)
         ],
     )
+
+
+_GD_ARRAYS = (
+    "sharpness",
+    "sharpness_error",
+    "initial_sharpness",
+    "diverged",
+    "diverged_at",
+    "converged",
+    "final_loss",
+    "loss_history",
+    "steps",
+)
+_GF_ARRAYS = (
+    "sharpness",
+    "sharpness_error",
+    "success",
+    "converged",
+    "final_loss",
+    "num_steps",
+    "t_final",
+)
+
+
+def _write_arrays(out: Path, cfg: Config, prob: dict, res: dict, dep: dict, st: dict) -> None:
+    """``marion_chizat.npz``: the data, the bounds, and every array of (a)-(e)."""
     arrays = {
-        "inputs": np.asarray(loss.inputs),
-        "targets": np.asarray(loss.targets)[:, 0],
-        "projection": np.asarray(p)[0],
-        "step_sizes": np.asarray(etas),
-        "bounds": np.asarray([lo, hi]),
-        "r_min": r_min,
+        "inputs": np.asarray(prob["loss"].inputs),
+        "targets": np.asarray(prob["loss"].targets)[:, 0],
+        "projection": np.asarray(prob["p"])[0],
+        "step_sizes": np.asarray(cfg.step_sizes),
+        "bounds": np.asarray([prob["lo"], prob["hi"]]),
+        "r_min": prob["r_min"],
         "depths": dep["depth"],
         "depth_sharpness": dep["sharpness"],
         "depth_converged": dep["converged"],
         "depth_bounds": np.stack([dep["lower"], dep["upper"]], axis=1),
-        "gaussian_rank_one_ratio": ratio,
-        "gaussian_alignment": align,
-        "residual_rank_one_ratio": rratio,
-        "residual_alignment": ralign,
+        "gaussian_rank_one_ratio": st["gaussian"][0],
+        "gaussian_alignment": st["gaussian"][1],
+        "residual_rank_one_ratio": st["residual"][0],
+        "residual_alignment": st["residual"][1],
     }
-    for fam in ("gaussian", "residual"):
-        arrays[f"{fam}_scales"] = np.asarray(scales[fam])
-        for k in (
-            "sharpness",
-            "sharpness_error",
-            "initial_sharpness",
-            "diverged",
-            "diverged_at",
-            "converged",
-            "final_loss",
-            "loss_history",
-            "steps",
-        ):
+    for fam, scales in (("gaussian", cfg.scales), ("residual", cfg.residual_scales)):
+        arrays[f"{fam}_scales"] = np.asarray(scales)
+        for k in _GD_ARRAYS:
             arrays[f"{fam}_gd_{k}"] = res[fam]["gd"][k]
-        for k in (
-            "sharpness",
-            "sharpness_error",
-            "success",
-            "converged",
-            "final_loss",
-            "num_steps",
-            "t_final",
-        ):
+        for k in _GF_ARRAYS:
             arrays[f"{fam}_gf_{k}"] = res[fam]["gf"][k]
     np.savez(out / "marion_chizat.npz", **arrays)
 
-    # figures
+
+def _write_figures(out: Path, cfg: Config, prob: dict, res: dict, dep: dict, st: dict) -> None:
+    """The five figures of (a)-(e)."""
+    etas, lo, hi = cfg.step_sizes, prob["lo"], prob["hi"]
+    g, r = res["gaussian"], res["residual"]
     save_figure(
         plot_sweep(
-            res["gaussian"]["gd"],
-            res["gaussian"]["gf"],
+            g["gd"],
+            g["gf"],
             cfg.scales,
             etas,
             lo,
@@ -1098,8 +1144,8 @@ def run(
     )
     save_figure(
         plot_sweep(
-            res["residual"]["gd"],
-            res["residual"]["gf"],
+            r["gd"],
+            r["gf"],
             cfg.residual_scales,
             etas,
             lo,
@@ -1110,26 +1156,22 @@ def run(
         out / "sharpness_residual.png",
     )
     save_figure(plot_depth(dep), out / "sharpness_depth.png")
-    save_figure(plot_structure(ratio, align, cfg.scales), out / "structure.png")
-    save_figure(
-        plot_gd_vs_gf(res["gaussian"]["gd"], res["gaussian"]["gf"], etas, lo), out / "gd_vs_gf.png"
-    )
+    save_figure(plot_structure(*st["gaussian"], cfg.scales), out / "structure.png")
+    save_figure(plot_gd_vs_gf(g["gd"], g["gf"], etas, lo), out / "gd_vs_gf.png")
 
-    problems, measured = _checks(cfg, etas, lo, hi, res, lo, dep, ratio, align)
-    timings["total"] = time.perf_counter() - t_start
-    summary = {
-        "experiment": "marion-chizat",
-        "status": "OK" if not problems else "FAILED",
-        "problems": problems,
-        "seed": seed,
-        "config": dataclasses.asdict(cfg),
+
+def _results(cfg: Config, prob: dict, res: dict, dep: dict, measured: dict) -> dict:
+    """The summary's measurements: the bounds, the tables of (a), (b), (c), the checks' numbers, run counts."""
+    consts = prob["consts"]
+    scales = {"gaussian": cfg.scales, "residual": cfg.residual_scales}
+    return {
         "bounds": {
             "a": float(consts.a),
             "Lambda": float(consts.Lambda),
             "w_norm": float(consts.w_norm),
-            "lower": lo,
-            "upper": hi,
-            "r_min": r_min,
+            "lower": prob["lo"],
+            "upper": prob["hi"],
+            "r_min": prob["r_min"],
         },
         "tables": {fam: _table(res[fam]["gd"], res[fam]["gf"], scales[fam]) for fam in res},
         "depth": {
@@ -1146,9 +1188,7 @@ def run(
             "gf_residual": int(res["residual"]["gf"]["success"].size),
             "gf_depth": int(dep["converged"].size),
         },
-        "gd_steps": {f"{e:g}": int(s) for e, s in zip(etas, res["gaussian"]["gd"]["steps"])},
-        "timings_s": timings,
+        "gd_steps": {
+            f"{e:g}": int(s) for e, s in zip(cfg.step_sizes, res["gaussian"]["gd"]["steps"])
+        },
     }
-    write_summary(out, summary, _text(summary))
-    say(f"{summary['status']}; results in {out} ({timings['total']:.1f} s)")
-    return 0 if not problems else 1

@@ -533,8 +533,7 @@ def run(
     whose solve fails (flows) are flagged in ``diverged`` / ``success`` with NaN after the failure; they
     are counted in the log, never hidden.
     """
-    from tqdm.auto import tqdm
-
+    from .._progress import progress_bar
     from ._store import load
 
     say = log or (lambda msg: logger.info(msg))
@@ -577,13 +576,12 @@ def run(
     uses_kappa = "kappa" in cfg.grid or cfg.dynamics["kappa"] > 0
     compiled: dict[int, Callable] = {}
 
-    bar = tqdm(
-        total=len(batches),
+    bar = progress_bar(  # a bar on a terminal; elsewhere (a log, CI, Jupyter) a line every few seconds
+        len(batches),
         initial=len(batches) - len(todo),
         unit="batch",
         desc=cfg.data["name"],
         disable=not progress,
-        dynamic_ncols=True,
     )
     n_bad = 0
     try:
