@@ -75,7 +75,7 @@ def _unrolled_stages_class():
     import jax.numpy as jnp
     import jax.tree_util as jtu
 
-    from dlnjax._stiff import AbstractDelegatingSolver
+    from dlnjax.internal import AbstractDelegatingSolver
 
     def combine(y0, coeffs, ks):
         """``y0 + sum_j coeffs[j] ks[j]`` leafwise, skipping zero coefficients."""

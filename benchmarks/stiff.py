@@ -282,7 +282,7 @@ def case_k(quick):
     ]
     b = jr.normal(jr.PRNGKey(2), loss.shape)
     b = b / jnp.sqrt(jnp.mean(b**2))
-    solver = lx.BiCGStab(rtol=0.0, atol=1e-3, norm=dlnjax._stiff.rms_norm, max_steps=500)
+    solver = lx.BiCGStab(rtol=0.0, atol=1e-3, norm=dlnjax.internal.rms_norm, max_steps=500)
     for i in picks:
         X = traj.ys[i]
         J = jax.linearize(lambda Z: flow(0.0, Z), X)[1]

@@ -1,14 +1,17 @@
 """dlnjax: a JAX-accelerated, differentiable simulator of the training dynamics of deep linear networks.
 
 The network state (`DLN`), its geometry (moments, fibers, projections), the flows of Lindsey &
-Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffrax.
+Menon (seed 001) in `dlnjax.flows`, and `simulate` to integrate them with Diffrax. Bad input raises
+one exception type per kind (`ShapeError`, `NonFiniteError`, `OptionError`, `UnsupportedError`,
+`InputTypeError`, `ConfigError`, `StoreError`; all ``ValueError``). Test oracles and solver
+internals live in `dlnjax.internal`.
 """
 
 from . import flows as flows
+from . import internal as internal
 from . import losses as losses
 from . import sweep as sweep
 from ._activations import Activation as Activation
-from ._aligned import aligned_singular_values as aligned_singular_values
 from ._diagnostics import (
     RegressionConstants as RegressionConstants,
 )
@@ -45,6 +48,13 @@ from ._diagnostics import (
 from ._diagnostics import (
     sharpness_bounds as sharpness_bounds,
 )
+from ._errors import ConfigError as ConfigError
+from ._errors import InputTypeError as InputTypeError
+from ._errors import NonFiniteError as NonFiniteError
+from ._errors import OptionError as OptionError
+from ._errors import ShapeError as ShapeError
+from ._errors import StoreError as StoreError
+from ._errors import UnsupportedError as UnsupportedError
 from ._fast_slow import (
     FastSlowDiagnostic as FastSlowDiagnostic,
 )
@@ -153,15 +163,6 @@ from ._init import (
 from ._init import (
     residual as residual,
 )
-from ._lemma5 import (
-    fiber_l2_gradient_lemma5 as fiber_l2_gradient_lemma5,
-)
-from ._lemma5 import (
-    lemma5_operator as lemma5_operator,
-)
-from ._lemma5 import (
-    tangent_vector as tangent_vector,
-)
 from ._metric import (
     end_to_end_metric as end_to_end_metric,
 )
@@ -205,17 +206,14 @@ from ._padding import (
     padded_layer_norms as padded_layer_norms,
 )
 from ._padding import (
-    padded_objective as padded_objective,
-)
-from ._padding import (
     padded_squared_norm as padded_squared_norm,
 )
 from ._padding import (
     unpad as unpad,
 )
+from ._quantities import padded_objective as padded_objective
 from ._simulate import Trajectory as Trajectory
 from ._simulate import simulate as simulate
-from ._stiff import NewtonKrylov as NewtonKrylov
 from ._stiff import Stiff as Stiff
 from ._train import METRICS as METRICS
 from ._train import TrainResult as TrainResult
@@ -224,3 +222,17 @@ from .flows._fiber import schatten_regularizer as schatten_regularizer
 from .sweep import load as load
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # Names that moved to dlnjax.internal (test oracles, solver internals) still resolve here, with a warning.
+    if name in internal.MOVED:
+        import warnings
+
+        warnings.warn(
+            f"dlnjax.{name} moved to dlnjax.internal.{name}; the old name will go.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(internal, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,7 @@
 """Diagnostics of a trained network: sharpness, ranks, layer balance and alignment (docs/theory.md §6-7).
 
 - `sharpness`: the largest Hessian eigenvalue of ``W -> E(W)`` (seed 004, Marion & Chizat), by Lanczos
-  on Hessian-vector products.
+  (`dlnjax._lanczos`) on Hessian-vector products.
 - `sharpness_bounds`, `regression_constants`: seed 004's lower bound on the sharpness of every
   minimizer and upper bound at the gradient-flow minimizer from small initialization (univariate regression).
 - `layer_norms`, `layer_norm_differences`, `neuron_balance`: the quantities that gradient flow conserves
@@ -18,15 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Inexact, PRNGKeyArray
 
+from ._errors import InputTypeError, OptionError, ShapeError, UnsupportedError
 from ._geometry import network_loss
+from ._lanczos import lanczos_top
 from ._network import DLN, end_to_end
 from ._numerics import dot, sqabs
 
@@ -58,35 +58,10 @@ def _check_loss_shape(loss, net: DLN, what: str) -> None:
         and len(shape) == 2
         and tuple(shape) != (net.widths[-1], net.widths[0])
     ):
-        raise ValueError(
+        raise ShapeError(
             f"{what}: the loss expects an end-to-end matrix of shape {tuple(shape)} (d_N, d_0) but the network "
             f"maps {net.widths[0]} -> {net.widths[-1]} (shape ({net.widths[-1]}, {net.widths[0]}))."
         )
-
-
-def _live_mask(net: DLN) -> np.ndarray:
-    """The flat 0/1 mask of the live (non-padding) entries of ``ravel_pytree(net.arrays())``.
-
-    (Built here from the static widths rather than with ``DLN.mask``, whose padded shapes are wrong
-    when ``d_0`` or ``d_N`` exceeds the inner width.)"""
-    d, n = net.widths, net.depth
-    if n == 1:
-        return np.ones(d[0] * d[1])
-    m = net.inner_width
-    first = np.zeros((m, d[0]))
-    first[: d[1]] = 1
-    inner = np.zeros((n - 2, m, m))
-    for k in range(n - 2):
-        inner[k, : d[k + 2], : d[k + 1]] = 1
-    last = np.zeros((d[-1], m))
-    last[:, : d[-2]] = 1
-    return np.concatenate([first.ravel(), inner.ravel(), last.ravel()])
-
-
-def _safe_normalize(v: Array, tiny) -> tuple[Array, Array]:
-    n = jnp.linalg.norm(v)
-    ok = n > tiny
-    return jnp.where(ok, v / jnp.where(ok, n, 1.0), 0.0), n
 
 
 def sharpness(
@@ -132,136 +107,60 @@ def sharpness(
 
     **Returns:** the sharpness (a real scalar), or ``(sharpness, error)`` with `return_error`.
     """
+    iterations = _check_sharpness_args(loss, net, iterations, mask)
+    flat, unravel = ravel_pytree(net.arrays())
+    dtype = flat.dtype
+    live = ravel_pytree(net.mask().arrays())[0]  # excludes the zero padding of non-uniform widths
+    if mask is not None:
+        live = live * jnp.real(ravel_pytree(mask.arrays())[0]).astype(dtype)
+    d = net.widths
+    # the number of live weights (static; an upper bound under a mask)
+    p = sum(d[k] * d[k + 1] for k in range(net.depth))
+    k = min(iterations, p)
+    grad = jax.grad(lambda arrays: network_loss(loss, net.replace_arrays(*arrays)))
+
+    def hvp(v):
+        # The Hessian restricted to the live weights, M H M (M the 0/1 mask): the padding-padding block
+        # of H is not zero in general (a padded row of W_k times a padded column of W_{k+1}).
+        _, hv = jax.jvp(grad, (net.arrays(),), (unravel(v * live),))
+        return ravel_pytree(hv)[0] * live
+
+    # Row 0: the start vector; row j + 1: the restart vector after a breakdown at step j (a fixed key when
+    # none is given).
+    fresh = jr.normal(jr.PRNGKey(0) if key is None else key, (k + 1, flat.size), dtype) * live
+    top, error = lanczos_top(hvp, fresh)
+    return (top, error) if return_error else top
+
+
+def _check_sharpness_args(loss, net, iterations, mask) -> int:
     if not isinstance(net, DLN):
-        raise TypeError(f"sharpness: net must be a dlnjax.DLN; got {type(net).__name__}.")
+        raise InputTypeError(f"sharpness: net must be a dlnjax.DLN; got {type(net).__name__}.")
     if jnp.iscomplexobj(net.first):
-        raise ValueError(
+        raise UnsupportedError(
             "sharpness: the Hessian is defined here for real weights only; got a complex network "
             f"({net.dtype}). Use a real network (or split real and imaginary parts yourself)."
         )
     if net.first.ndim != 2:
-        raise ValueError(
+        raise ShapeError(
             f"sharpness: takes one network; got a batch (arrays with leading axes {net.first.shape[:-2]}). "
             "Map over the batch with jax.vmap(lambda n: sharpness(loss, n))(batch)."
         )
     iterations = int(iterations)
     if iterations < 1:
-        raise ValueError(f"sharpness: iterations must be >= 1; got {iterations}.")
+        raise OptionError(f"sharpness: iterations must be >= 1; got {iterations}.")
     _check_loss_shape(loss, net, "sharpness")
     if mask is not None:
         if not isinstance(mask, DLN):
-            raise ValueError(
+            raise InputTypeError(
                 f"sharpness: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}."
             )
-        if mask.widths != net.widths or [a.shape for a in mask.arrays()] != [
-            a.shape for a in net.arrays()
-        ]:
-            raise ValueError(
-                f"sharpness: mask must have the widths and array shapes of net ({net.widths}); got widths {mask.widths} "
-                f"and shapes {[a.shape for a in mask.arrays()]}."
+        shapes = lambda n: [a.shape for a in n.arrays()]
+        if mask.widths != net.widths or shapes(mask) != shapes(net):
+            raise ShapeError(
+                f"sharpness: mask must have the widths and array shapes of net ({net.widths}); got widths "
+                f"{mask.widths} and shapes {shapes(mask)}."
             )
-
-    flat, unravel = ravel_pytree(net.arrays())
-    live = jnp.asarray(_live_mask(net), flat.dtype)
-    mask = (
-        live if mask is None else live * jnp.real(ravel_pytree(mask.arrays())[0]).astype(flat.dtype)
-    )
-    dtype = flat.dtype
-    d = net.widths
-    p = sum(
-        d[k] * d[k + 1] for k in range(net.depth)
-    )  # live weights (static; an upper bound under a mask)
-    k = min(iterations, p)
-
-    def energy(arrays):
-        return network_loss(loss, net.replace_arrays(*arrays))
-
-    grad = jax.grad(energy)
-
-    def hvp(v):
-        # The Hessian restricted to the live weights, M H M (M the 0/1 mask): the padding-padding block
-        # of H is not zero in general (a padded row of W_k times a padded column of W_{k+1}).
-        _, hv = jax.jvp(grad, (net.arrays(),), (unravel(v * mask),))
-        return ravel_pytree(hv)[0] * mask
-
-    eps = jnp.finfo(dtype).eps
-    # Row 0: the start vector; row j + 1: the restart vector after a breakdown at step j. Drawn at once
-    # (one random call, outside the loop, keeps compilation short); a fixed key when none is given.
-    fresh = jr.normal(jr.PRNGKey(0) if key is None else key, (k + 1, flat.size), dtype) * mask
-
-    fused = (
-        k + 1
-    ) * flat.size <= 1 << 16  # small: fused multiply-and-sum (fast under vmap); else matmuls
-
-    def orthogonalize(V, Q):
-        # Classical Gram-Schmidt twice against all previous Lanczos vectors ("twice is enough"), for the
-        # rows of V (the new Lanczos vector and the restart candidate together).
-        for _ in range(2):
-            if fused:
-                C = jnp.sum(V[:, None, :] * Q[None, :, :], axis=-1)
-                V = V - jnp.sum(C[:, :, None] * Q[None, :, :], axis=1)
-            else:
-                V = V - dot(dot(V, Q.T), Q)
-        return V
-
-    q0, _ = _safe_normalize(fresh[0], 0.0)
-    Q = jnp.zeros((k + 1, flat.size), dtype).at[0].set(q0)  # row k: the residual direction (unused)
-    alpha = jnp.zeros((k,), dtype)
-    beta = jnp.zeros((k,), dtype)  # beta[j] couples q_j and q_{j+1}; 0 at a restart
-    zero = jnp.zeros((), dtype)
-
-    def body(j, state):
-        Q, alpha, beta, anorm, last_beta, spent = state
-        q = Q[j]
-        # A zero q_j: the masked space (smaller than p) was exhausted at an earlier step.
-        spent = spent.at[j].set(jnp.all(q == 0))
-        w = hvp(q)
-        anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
-        a = jnp.vdot(q, w)
-        # removes a q_j and beta_{j-1} q_{j-1} from w too
-        w = orthogonalize(w[None], Q)[0]
-        b = jnp.linalg.norm(w)
-        alpha = alpha.at[j].set(a)
-        # Breakdown (an invariant subspace was found): continue with a fresh vector orthogonal to
-        # the basis and a zero coupling; the Ritz values stay those of H on the enlarged subspace.
-        broken = b <= eps**0.75 * anorm
-        q_next, _ = _safe_normalize(w, 0.0)
-
-        def restart_vector(_):
-            r = orthogonalize(fresh[j + 1][None], Q)[0]
-            # The live space is exhausted when the candidate is (to round-off) in the span of the basis: then its
-            # remainder is ~eps of its norm; otherwise at least ~1/sqrt(p) of it.
-            left = jnp.linalg.norm(r) / jnp.maximum(
-                jnp.linalg.norm(fresh[j + 1]), jnp.finfo(dtype).tiny
-            )
-            r, _ = _safe_normalize(r, 0.0)
-            return jnp.where(left > eps**0.5, r, 0.0)
-
-        # Only computed when some run of a vmapped batch breaks down (an unbatched predicate keeps the cond a
-        # real branch under vmap): the candidate's orthogonalization was a third of a step's cost.
-        r = jax.lax.cond(eqxi.unvmap_any(broken), restart_vector, lambda _: jnp.zeros_like(w), None)
-        q_next = jnp.where(broken, r, q_next)
-        b = jnp.where(broken, zero, b)
-        Q = Q.at[j + 1].set(q_next)
-        beta = beta.at[j].set(b)
-        return Q, alpha, beta, anorm, b, spent
-
-    spent = jnp.zeros((k,), bool)
-    Q, alpha, beta, anorm, last_beta, spent = jax.lax.fori_loop(
-        0, k, body, (Q, alpha, beta, zero, zero, spent)
-    )
-    # A spent step has alpha = beta = 0, a spurious Ritz value 0 (the top one if H is negative definite on the
-    # masked space). Move it to a Gershgorin lower bound of the other steps' block: below all its eigenvalues.
-    coupling = jnp.abs(beta) + jnp.abs(jnp.concatenate([zero[None], beta[:-1]]))
-    floor = jnp.min(jnp.where(spent, jnp.inf, alpha - coupling))
-    floor = jnp.where(jnp.all(spent), zero, floor)
-    alpha = jnp.where(spent, floor, alpha)
-    T = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
-    theta, S = jnp.linalg.eigh(T)
-    top = theta[-1]
-    if not return_error:
-        return top
-    return top, jnp.abs(last_beta * S[-1, -1])
+    return iterations
 
 
 class RegressionConstants(NamedTuple):
@@ -286,11 +185,11 @@ def regression_constants(loss) -> RegressionConstants:
     The seed assumes the overdetermined case (``Sigma`` positive definite), where ``w*`` is the unique minimizer.
     """
     if not (hasattr(loss, "covariance") and hasattr(loss, "least_squares")):
-        raise TypeError(
+        raise InputTypeError(
             f"regression_constants: need a regression loss (dlnjax.losses.Regression); got {type(loss).__name__}."
         )
     if tuple(loss.shape)[0] != 1:
-        raise ValueError(
+        raise UnsupportedError(
             f"regression_constants: seed 004's bounds are for univariate regression (d_N = 1); the targets have "
             f"d_N = {loss.shape[0]}."
         )
@@ -322,7 +221,7 @@ def sharpness_bounds(loss, depth: int) -> tuple[Float[Array, ""], Float[Array, "
     """
     depth = int(depth)
     if depth < 1:
-        raise ValueError(f"sharpness_bounds: depth must be >= 1; got {depth}.")
+        raise OptionError(f"sharpness_bounds: depth must be >= 1; got {depth}.")
     c = regression_constants(loss)
     scale = c.w_norm ** (2.0 - 2.0 / depth)
     return 2 * depth * c.a * scale, 8 * depth * c.Lambda * scale
@@ -342,7 +241,7 @@ def effective_rank(X: Inexact[Array, "*batch m n"]) -> Float[Array, "*batch"]:
     """
     X = jnp.asarray(X)
     if X.ndim < 2:
-        raise ValueError(
+        raise ShapeError(
             f"effective_rank: X must be a matrix (or a batch of them); got shape {X.shape}."
         )
     s = jnp.linalg.svd(X, compute_uv=False)
@@ -361,7 +260,7 @@ def numerical_rank(X: Inexact[Array, "*batch m n"], rtol: float | None = None) -
     """
     X = jnp.asarray(X)
     if X.ndim < 2:
-        raise ValueError(
+        raise ShapeError(
             f"numerical_rank: X must be a matrix (or a batch of them); got shape {X.shape}."
         )
     s = jnp.linalg.svd(X, compute_uv=False)
@@ -469,7 +368,7 @@ def distance_to_minimizer(net: DLN, X_star: Inexact[Array, "dN d0"]) -> Float[Ar
     X_star = jnp.asarray(X_star)
     shape = (net.widths[-1], net.widths[0])
     if X_star.shape != shape:
-        raise ValueError(
+        raise ShapeError(
             f"distance_to_minimizer: X_star must have shape {shape} (d_N, d_0); got {X_star.shape}."
         )
     diff = end_to_end(net) - X_star

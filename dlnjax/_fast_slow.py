@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Float, Inexact, Real
 
+from ._errors import InputTypeError, OptionError, ShapeError
 from ._fiber import fiber_normal_projection
 from ._geometry import network_gradient
 from ._init import fiber_center
@@ -48,14 +49,14 @@ __all__ = [
 
 def _check_kappa(kappa, who: str):
     if isinstance(kappa, (int, float)) and not kappa > 0:
-        raise ValueError(
+        raise OptionError(
             f"{who}: kappa must be positive (the strength of the L2 term in (4.1) of seed 001); got {kappa}."
         )
 
 
 def _check_net(net, who: str, what: str = "net"):
     if not isinstance(net, DLN):
-        raise TypeError(f"{who}: {what} must be a dlnjax.DLN; got {type(net).__name__}.")
+        raise InputTypeError(f"{who}: {what} must be a dlnjax.DLN; got {type(net).__name__}.")
 
 
 def _norm(net: DLN) -> Array:
@@ -76,7 +77,7 @@ def velocity_split(
     _check_net(net, "velocity_split")
     _check_net(velocity, "velocity_split", "velocity")
     if velocity.widths != net.widths:
-        raise ValueError(
+        raise ShapeError(
             f"velocity_split: the velocity has widths {velocity.widths} but the network {net.widths}."
         )
     normal = fiber_normal_projection(net, velocity, solver=solver)
@@ -168,14 +169,14 @@ def fast_slow_diagnostic(
         ys = traj
     _check_net(ys, "fast_slow_diagnostic", "traj.ys")
     if ys.first.ndim != 3:
-        raise ValueError(
+        raise ShapeError(
             "fast_slow_diagnostic: expected weights with one leading time axis (a trajectory saved by "
             f"dlnjax.simulate); got first-layer array of shape {ys.first.shape}. vmap over further batch axes."
         )
     n_t = ys.first.shape[0]
     ts = jnp.arange(n_t, dtype=jnp.real(ys.first).dtype) if ts is None else jnp.asarray(ts)
     if ts.shape != (n_t,):
-        raise ValueError(
+        raise ShapeError(
             f"fast_slow_diagnostic: ts has shape {ts.shape}; the trajectory has {n_t} saved times."
         )
     cols = jax.vmap(lambda w: _point_diagnostic(loss, kappa, w, solver))(ys)

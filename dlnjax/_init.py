@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Inexact, PRNGKeyArray
 
+from ._errors import OptionError, ShapeError
 from ._network import DLN
 from ._numerics import check_finite, dot
 
@@ -28,9 +29,9 @@ __all__ = [
 def _check_widths(widths: Sequence[int]) -> tuple[int, ...]:
     widths = tuple(int(d) for d in widths)
     if len(widths) < 2:
-        raise ValueError(f"widths must list d_0, ..., d_N with N >= 1; got {widths}.")
+        raise ShapeError(f"widths must list d_0, ..., d_N with N >= 1; got {widths}.")
     if any(d <= 0 for d in widths):
-        raise ValueError(f"every width must be positive; got {widths}.")
+        raise ShapeError(f"every width must be positive; got {widths}.")
     return widths
 
 
@@ -77,7 +78,7 @@ def orthogonal(key: PRNGKeyArray, widths: Sequence[int], scale: float = 1.0, *, 
 def residual(key: PRNGKeyArray, depth: int, width: int, scale: float, *, dtype=None) -> DLN:
     """The residual initialization ``W_k = I + s / sqrt(N d) * Gaussian`` (seed 004, docs/theory.md §7), square ``d x d``."""
     if depth < 1 or width < 1:
-        raise ValueError(
+        raise OptionError(
             f"residual: need depth >= 1 and width >= 1; got depth={depth}, width={width}."
         )
     template = identity(depth, width, dtype=dtype)
@@ -107,26 +108,26 @@ def fiber_center(
     """
     X = jnp.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"fiber_center: X must be a 2-D matrix; got shape {X.shape}.")
+        raise ShapeError(f"fiber_center: X must be a 2-D matrix; got shape {X.shape}.")
     X = check_finite(X, "fiber_center: X")
     if not jnp.issubdtype(X.dtype, jnp.inexact):
         X = X.astype(float)
     dN, d0 = X.shape
     r = min(dN, d0)
     if depth < 1:
-        raise ValueError(f"fiber_center: depth must be >= 1; got {depth}.")
+        raise OptionError(f"fiber_center: depth must be >= 1; got {depth}.")
     if widths is None:
         widths = (d0,) + (r,) * (depth - 1) + (dN,)
     widths = _check_widths(widths)
     if len(widths) != depth + 1 or widths[0] != d0 or widths[-1] != dN:
-        raise ValueError(
+        raise ShapeError(
             f"fiber_center: widths {widths} do not match depth {depth} and X of shape {X.shape}."
         )
     narrowest = min(widths[1:-1], default=r)
     if narrowest < r:
         rank = int(jnp.linalg.matrix_rank(X))
         if narrowest < rank:
-            raise ValueError(
+            raise ShapeError(
                 f"fiber_center: inner width {narrowest} is below rank X = {rank}; the fiber is empty."
             )
     u, s, vh = jnp.linalg.svd(X, full_matrices=False)  # u: (dN, r), vh: (r, d0)
@@ -160,12 +161,12 @@ def group_action(A: Sequence[Array] | Array, net: DLN) -> DLN:
     m = net.inner_width
     if isinstance(A, (list, tuple)):
         if len(A) != n - 1:
-            raise ValueError(f"group_action: need N - 1 = {n - 1} matrices A_k; got {len(A)}.")
+            raise ShapeError(f"group_action: need N - 1 = {n - 1} matrices A_k; got {len(A)}.")
         mats = []
         for k, a in enumerate(A, start=1):
             a = jnp.asarray(a)
             if a.shape != (net.widths[k], net.widths[k]):
-                raise ValueError(
+                raise ShapeError(
                     f"group_action: A_{k} must have shape {(net.widths[k],) * 2}; got {a.shape}."
                 )
             eye = jnp.eye(m, dtype=jnp.result_type(a, net.dtype))
@@ -173,7 +174,7 @@ def group_action(A: Sequence[Array] | Array, net: DLN) -> DLN:
         A = jnp.stack(mats)
     A = jnp.asarray(A)
     if A.shape != (n - 1, m, m):
-        raise ValueError(f"group_action: A must have shape {(n - 1, m, m)}; got {A.shape}.")
+        raise ShapeError(f"group_action: A must have shape {(n - 1, m, m)}; got {A.shape}.")
     A = A.astype(jnp.result_type(A, net.dtype))
     Ainv = jnp.linalg.inv(A)
     first = dot(A[0], net.first)

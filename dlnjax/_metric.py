@@ -52,6 +52,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact, Real
 
+from ._errors import InputTypeError, OptionError, ShapeError
 from ._network import DLN
 from ._numerics import ct, dot
 
@@ -70,28 +71,28 @@ _TAYLOR = 1e-4
 def check_depth(depth, who: str):
     """Return ``depth`` as an ``int >= 1`` or ``math.inf``; raise a clear ``ValueError`` otherwise."""
     if isinstance(depth, bool):
-        raise ValueError(f"{who}: depth must be a positive integer or math.inf; got {depth!r}.")
+        raise OptionError(f"{who}: depth must be a positive integer or math.inf; got {depth!r}.")
     if isinstance(depth, float) and depth == math.inf:
         return math.inf
     try:
         n = operator.index(depth)
     except TypeError:
-        raise ValueError(
+        raise OptionError(
             f"{who}: depth must be a positive integer or math.inf; got {depth!r}."
         ) from None
     if n < 1:
-        raise ValueError(f"{who}: depth must be a positive integer or math.inf; got {n}.")
+        raise OptionError(f"{who}: depth must be a positive integer or math.inf; got {n}.")
     return n
 
 
 def check_matrix(X, who: str) -> Array:
     if isinstance(X, DLN):
-        raise TypeError(
+        raise InputTypeError(
             f"{who}: expected the end-to-end matrix X (a 2-D array), got a DLN; use dlnjax.end_to_end(net)."
         )
     X = jnp.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"{who}: X must be a 2-D matrix of shape (d_N, d_0); got shape {X.shape}.")
+        raise ShapeError(f"{who}: X must be a 2-D matrix of shape (d_N, d_0); got shape {X.shape}.")
     if not jnp.issubdtype(X.dtype, jnp.inexact):
         X = X.astype(float)
     return X
@@ -100,7 +101,7 @@ def check_matrix(X, who: str) -> Array:
 def _check_direction(Z, X: Array, who: str, name: str = "Z") -> Array:
     Z = jnp.asarray(Z)
     if Z.shape != X.shape:
-        raise ValueError(f"{who}: {name} must have the shape of X, {X.shape}; got {Z.shape}.")
+        raise ShapeError(f"{who}: {name} must have the shape of X, {X.shape}; got {Z.shape}.")
     return Z
 
 

@@ -24,29 +24,124 @@ import numpy as np
 from jaxtyping import Array, Inexact
 
 from ._activations import Activation, as_activation
+from ._errors import ShapeError, UnsupportedError
 from ._numerics import check_finite, ct, dot
 
-__all__ = ["DLN", "end_to_end", "forward", "moments", "balancedness", "squared_norm"]
+__all__ = [
+    "DLN",
+    "end_to_end",
+    "forward",
+    "moments",
+    "gram_pairs",
+    "balancedness",
+    "squared_norm",
+    "mask_arrays",
+]
 
 
 def _as_layer(w, k: int) -> Array:
     if not hasattr(w, "shape"):
         w = np.asarray(w)
     if jnp.ndim(w) != 2:
-        raise ValueError(
+        raise ShapeError(
             f"DLN: layer W_{k} must be a 2-D array of shape (d_{k}, d_{k - 1}); "
             f"got an array with {jnp.ndim(w)} dimensions and shape {jnp.shape(w)}."
         )
     return w
 
 
+def _block(rows, cols, shape) -> Array:
+    """0/1 (bool) array of ``shape`` (``(..., r, c)``) that is 1 where ``row < rows`` and ``col < cols``.
+
+    ``rows`` and ``cols`` are static integers or 1-D integer sequences (one per leading index of a stacked
+    block). Built from iotas, not as an array constant, so a deep shape adds no large constants.
+    """
+    r = jnp.arange(shape[-2])[:, None] < jnp.asarray(rows, jnp.int32)[..., None, None]
+    c = jnp.arange(shape[-1])[None, :] < jnp.asarray(cols, jnp.int32)[..., None, None]
+    return jnp.broadcast_to(r & c, shape)
+
+
+def mask_arrays(widths: Sequence[int], inner_width: int, dtype) -> tuple[Array, ...]:
+    """The stored arrays of the 0/1 mask of a network with ``widths`` and (padded) inner width ``inner_width``.
+
+    1 on the weights of ``W_1, ..., W_N`` and 0 on the zero padding to the common inner width ``m``:
+    ``(first, inner, last)`` of shapes ``(m, d_0)``, ``(N-2, m, m)``, ``(d_N, m)``, or ``(first,)`` of shape
+    ``(d_1, d_0)`` at depth one. The one mask builder of the package (`DLN.mask`, `dlnjax.pad`, the live
+    subspace of `dlnjax.sharpness`).
+    """
+    d = tuple(int(w) for w in widths)
+    n = len(d) - 1
+    if n == 1:
+        return (jnp.ones((d[1], d[0]), dtype),)
+    m = int(inner_width)
+    first = _block(d[1], d[0], (m, d[0]))
+    inner = _block(np.array(d[2:-1], int), np.array(d[1:-2], int), (n - 2, m, m))
+    last = _block(d[-1], d[-2], (d[-1], m))
+    return tuple(a.astype(dtype) for a in (first, inner, last))
+
+
+def _pack(layers: Sequence, activation: Activation) -> tuple[tuple, tuple[int, ...]]:
+    """The stored arrays ``(first, inner, last)`` and the widths of a list of layers (checked)."""
+    layers = [_as_layer(w, k + 1) for k, w in enumerate(layers)]
+    if len(layers) == 0:
+        raise ShapeError("DLN: need at least one layer.")
+    for k in range(len(layers) - 1):
+        if layers[k + 1].shape[1] != layers[k].shape[0]:
+            raise ShapeError(
+                f"DLN: layer shapes do not chain: W_{k + 2} has shape {tuple(layers[k + 1].shape)} "
+                f"but W_{k + 1} has shape {tuple(layers[k].shape)}; need "
+                f"W_{k + 2}.shape[1] == W_{k + 1}.shape[0] (W_k has shape (d_k, d_(k-1)))."
+            )
+    if any(0 in w.shape for w in layers):
+        raise ShapeError(
+            f"DLN: every width must be positive; got shapes {[tuple(w.shape) for w in layers]}."
+        )
+    dtype = jnp.result_type(*layers)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    _check_activation_dtype(activation, dtype)
+    traced = any(isinstance(w, jax.core.Tracer) for w in layers)
+    if not traced:
+        for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
+            check_finite(w, f"DLN: layer W_{k + 1}")
+    layers = [jnp.asarray(w, dtype) for w in layers]
+    widths = (layers[0].shape[1],) + tuple(w.shape[0] for w in layers)
+    if len(layers) == 1:
+        return (layers[0], None, None), widths
+    m = max(widths[1:-1])
+    grow = lambda w, rows, cols: jnp.pad(w, ((0, rows - w.shape[0]), (0, cols - w.shape[1])))
+    first = grow(layers[0], m, widths[0])
+    last = grow(layers[-1], widths[-1], m)
+    if len(layers) > 2:
+        inner = jnp.stack([grow(w, m, m) for w in layers[1:-1]])
+    else:
+        inner = jnp.zeros((0, m, m), dtype)
+    arrays = (first, inner, last)
+    if (
+        traced
+    ):  # one run-time check of the stored arrays (not one per layer: deep nets compile fast)
+        arrays = check_finite(arrays, "DLN: a layer")
+    return arrays, widths
+
+
+def _check_activation_dtype(activation: Activation, dtype) -> None:
+    if jnp.issubdtype(dtype, jnp.complexfloating) and not activation.is_linear:
+        raise UnsupportedError(
+            f"DLN: activation {activation.name!r} needs real weights; got {jnp.dtype(dtype)}."
+        )
+
+
 class DLN(eqx.Module):
     """A deep linear network: the weight tuple ``W = (W_1, ..., W_N)``.
 
-    ``DLN([W_1, ..., W_N])`` with ``W_k`` of shape ``(d_k, d_{k-1})``, real or complex,
-    float32 or float64 (all layers are promoted to one dtype). Shapes that do not chain
-    (``W_{k+1}.shape[1] != W_k.shape[0]``), arrays that are not 2-D and non-finite entries
-    raise a clear error.
+    ``DLN.from_layers([W_1, ..., W_N])`` (or ``DLN([W_1, ..., W_N])``) with ``W_k`` of shape
+    ``(d_k, d_{k-1})``, real or complex, float32 or float64 (all layers are promoted to one dtype).
+    Shapes that do not chain (``W_{k+1}.shape[1] != W_k.shape[0]``) and arrays that are not 2-D raise
+    `dlnjax.ShapeError`, non-finite entries `dlnjax.NonFiniteError`.
+
+    ``DLN(first, inner, last, widths=widths)`` builds a network from its stored arrays (see the module
+    docstring; ``DLN(first, widths=(d_0, d_1))`` at depth one). Their shapes are checked against the
+    static ``widths`` (`dlnjax.ShapeError`), not their values: the padding is the caller's to keep zero.
 
     A `DLN` is a pytree: ``jax.vmap`` over a function that builds or takes one gives a
     batch of networks (each array gains leading axes), and a `diffrax` solve of a DLN saves
@@ -69,55 +164,80 @@ class DLN(eqx.Module):
     widths: tuple[int, ...] = eqx.field(static=True)
     activation: Activation = eqx.field(static=True)
 
-    def __init__(self, layers: Sequence[Array], *, activation: str | Activation | None = None):
-        self.activation = as_activation(activation)
-        layers = [_as_layer(w, k + 1) for k, w in enumerate(layers)]
-        if len(layers) == 0:
-            raise ValueError("DLN: need at least one layer.")
-        for k in range(len(layers) - 1):
-            if layers[k + 1].shape[1] != layers[k].shape[0]:
-                raise ValueError(
-                    f"DLN: layer shapes do not chain: W_{k + 2} has shape {tuple(layers[k + 1].shape)} "
-                    f"but W_{k + 1} has shape {tuple(layers[k].shape)}; need "
-                    f"W_{k + 2}.shape[1] == W_{k + 1}.shape[0] (W_k has shape (d_k, d_(k-1)))."
+    def __init__(
+        self,
+        first,
+        inner: Array | None = None,
+        last: Array | None = None,
+        *,
+        widths: Sequence[int] | None = None,
+        activation: str | Activation | None = None,
+    ):
+        activation = as_activation(activation)
+        if widths is None:  # DLN(layers): the layer list, as DLN.from_layers
+            if inner is not None or last is not None:
+                raise ShapeError(
+                    "DLN: give a list of layers, DLN([W_1, ..., W_N]), or the stored arrays with their "
+                    "widths, DLN(first, inner, last, widths=...)."
                 )
-        if any(0 in w.shape for w in layers):
-            raise ValueError(
-                f"DLN: every width must be positive; got shapes {[tuple(w.shape) for w in layers]}."
+            (first, inner, last), widths = _pack(first, activation)
+        self.first, self.inner, self.last = first, inner, last
+        self.widths = tuple(int(w) for w in widths)
+        self.activation = activation
+
+    def __check_init__(self):
+        d = self.widths
+        if len(d) < 2 or any(w < 1 for w in d):
+            raise ShapeError(
+                f"DLN: widths must list d_0, ..., d_N (N >= 1), all positive; got {d}."
             )
-        dtype = jnp.result_type(*layers)
-        if not jnp.issubdtype(dtype, jnp.inexact):
-            dtype = jnp.result_type(float)
-        if jnp.issubdtype(dtype, jnp.complexfloating) and not self.activation.is_linear:
-            raise ValueError(
-                f"DLN: activation {self.activation.name!r} needs real weights; got {dtype}."
-            )
-        traced = any(isinstance(w, jax.core.Tracer) for w in layers)
-        if not traced:
-            for k, w in enumerate(layers):  # concrete: name the offending layer, no compilation
-                check_finite(w, f"DLN: layer W_{k + 1}")
-        layers = [jnp.asarray(w, dtype) for w in layers]
-        widths = (layers[0].shape[1],) + tuple(w.shape[0] for w in layers)
-        self.widths = widths
-        n = len(layers)
-        if n == 1:
-            self.first, self.inner, self.last = layers[0], None, None
+        arrays = (self.first, self.inner, self.last)
+        if self.depth == 1:
+            if self.inner is not None or self.last is not None:
+                raise ShapeError("DLN: a depth-one network stores only first (inner, last = None).")
+            expected = ((d[1], d[0]),)
+            arrays = arrays[:1]
         else:
-            m = max(widths[1:-1])
-            pad = lambda w, rows, cols: jnp.pad(w, ((0, rows - w.shape[0]), (0, cols - w.shape[1])))
-            self.first = pad(layers[0], m, widths[0])
-            self.last = pad(layers[-1], widths[-1], m)
-            if n > 2:
-                self.inner = jnp.stack([pad(w, m, m) for w in layers[1:-1]])
-            else:
-                self.inner = jnp.zeros((0, m, m), dtype)
-        if (
-            traced
-        ):  # one run-time check of the stored arrays (not one per layer: deep nets compile fast)
-            arrays = check_finite(self.arrays(), "DLN: a layer")
-            self.first = arrays[0]
-            if n > 1:
-                self.inner, self.last = arrays[1], arrays[2]
+            if self.inner is None or self.last is None:
+                raise ShapeError(
+                    f"DLN: a network of depth {self.depth} stores first, inner and last; got None."
+                )
+            m = self.first.shape[-2] if hasattr(self.first, "shape") else max(d[1:-1])
+            if m < max(d[1:-1]):
+                raise ShapeError(
+                    f"DLN: the inner width m = {m} is below the hidden widths {d[1:-1]}."
+                )
+            expected = ((m, d[0]), (self.depth - 2, m, m), (d[-1], m))
+        if not all(hasattr(a, "shape") and hasattr(a, "dtype") for a in arrays):
+            return  # a pytree of placeholders (e.g. a partition of a network): nothing to check
+        batch = jnp.shape(arrays[0])[: jnp.ndim(arrays[0]) - 2]
+        for name, a, shape in zip(("first", "inner", "last"), arrays, expected):
+            if tuple(jnp.shape(a)) != batch + shape:
+                raise ShapeError(
+                    f"DLN: {name} must have shape {batch + shape} for widths {d} (leading batch axes "
+                    f"{batch}); got {tuple(jnp.shape(a))}."
+                )
+        dtypes = {jnp.dtype(a.dtype) for a in arrays}
+        if len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.inexact):
+            raise ShapeError(
+                f"DLN: the stored arrays must share one floating or complex dtype; got {sorted(map(str, dtypes))}."
+            )
+        _check_activation_dtype(self.activation, self.first.dtype)
+
+    @classmethod
+    def from_layers(
+        cls, layers: Sequence[Array], *, activation: str | Activation | None = None
+    ) -> DLN:
+        """The network of the layers ``[W_1, ..., W_N]`` (``W_k`` of shape ``(d_k, d_{k-1})``), checked.
+
+        The layers are promoted to one inexact dtype and zero-padded to the largest inner width. Raises
+        `dlnjax.ShapeError` for layers that are not 2-D, do not chain or have a zero width,
+        `dlnjax.NonFiniteError` for a non-finite entry (concrete input; traced input is checked at run
+        time), `dlnjax.UnsupportedError` for complex weights with a nonlinear activation.
+        """
+        activation = as_activation(activation)
+        (first, inner, last), widths = _pack(layers, activation)
+        return cls(first, inner, last, widths=widths, activation=activation)
 
     @property
     def depth(self) -> int:
@@ -147,38 +267,13 @@ class DLN(eqx.Module):
         return (self.first,) if self.depth == 1 else (self.first, self.inner, self.last)
 
     def mask(self) -> DLN:
-        """A network of the same widths whose entries are 1 on the weights and 0 on the zero padding."""
-        d = self.widths
-        if self.depth == 1:
-            return self.replace_arrays(jnp.ones(self.first.shape[-2:], self.dtype))
-        m = self.inner_width
-
-        def live(
-            rows, cols, shape
-        ):  # 1 where (row < rows) and (col < cols) on a grid of the given shape
-            r = np.arange(shape[0])[:, None] < np.asarray(rows)[..., None, None]
-            c = np.arange(shape[1])[None, :] < np.asarray(cols)[..., None, None]
-            return r & c
-
-        first = live(d[1], d[0], (m, d[0]))
-        inner = live(np.array(d[2:-1], dtype=int), np.array(d[1:-2], dtype=int), (m, m)).reshape(
-            self.depth - 2, m, m
-        )
-        last = live(d[-1], d[-2], (d[-1], m))
-        first, inner, last = (jnp.asarray(a, self.dtype) for a in (first, inner, last))
-        return self.replace_arrays(first, inner, last)
+        """A network of the same widths whose entries are 1 on the weights and 0 on the zero padding
+        (`mask_arrays`; no leading batch axes)."""
+        return self.replace_arrays(*mask_arrays(self.widths, self.inner_width, self.dtype))
 
     def with_activation(self, activation: str | Activation | None) -> DLN:
         """The same weights with another activation (``None`` or ``"identity"``: the linear network)."""
-        activation = as_activation(activation)
-        if jnp.iscomplexobj(self.first) and not activation.is_linear:
-            raise ValueError(
-                f"DLN: activation {activation.name!r} needs real weights; got {self.dtype}."
-            )
-        leaves, treedef = jax.tree_util.tree_flatten(self)
-        new = jax.tree_util.tree_unflatten(treedef, leaves)
-        object.__setattr__(new, "activation", activation)
-        return new
+        return DLN(*self.arrays(), widths=self.widths, activation=activation)
 
     def replace_arrays(self, *arrays: Array) -> DLN:
         """A network of the same widths whose stored arrays are ``arrays`` (no checks).
@@ -191,7 +286,7 @@ class DLN(eqx.Module):
 def require_linear(net: DLN, what: str) -> None:
     """Raise a clear error if ``net`` carries a nonlinear activation (``what`` names the caller)."""
     if not net.activation.is_linear:
-        raise ValueError(
+        raise UnsupportedError(
             f"{what} is defined for linear networks only; this network has activation "
             f"{net.activation.name!r} (use net.with_activation(None) for its linear counterpart)."
         )
@@ -220,7 +315,7 @@ def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
     ``(n, d_N)``. ``phi`` is ``net.activation``; for a linear network this is ``inputs @ X^T``.
     """
     if jnp.ndim(inputs) != 2 or jnp.shape(inputs)[-1] != net.widths[0]:
-        raise ValueError(
+        raise ShapeError(
             f"forward: inputs must have shape (n, d_0) = (n, {net.widths[0]}); got {jnp.shape(inputs)}."
         )
     phi = net.activation
@@ -235,6 +330,19 @@ def forward(net: DLN, inputs: Inexact[Array, "n d0"]) -> Inexact[Array, "n dN"]:
     return dot(phi(h), jnp.swapaxes(net.last, -1, -2))
 
 
+def gram_pairs(net: DLN) -> tuple[Array, Array]:
+    """``(L, R)`` with ``L[k-1] = W_k W_k^*`` and ``R[k-1] = W_{k+1}^* W_{k+1}``, ``k = 1..N-1`` (depth >= 2).
+
+    Stacked on axis ``-3`` after any leading batch axes, each of the padded size ``m x m``. The moments are
+    ``L - R`` (`moments`); `dlnjax.padded_balancedness` pairs them across frozen layers.
+    """
+    gram = lambda w: dot(w, ct(w))
+    cogram = lambda w: dot(ct(w), w)
+    left = jnp.concatenate([gram(net.first)[..., None, :, :], gram(net.inner)], axis=-3)
+    right = jnp.concatenate([cogram(net.inner), cogram(net.last)[..., None, :, :]], axis=-3)
+    return left, right
+
+
 def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:
     """The moments ``G_k = W_k W_k^* - W_{k+1}^* W_{k+1}``, ``k = 1..N-1`` (docs/theory.md §2; (1.9) of seed 001).
 
@@ -245,14 +353,7 @@ def moments(net: DLN) -> Inexact[Array, "N-1 m m"]:
     if net.depth == 1:
         m = net.widths[1]
         return jnp.zeros((0, m, m), net.dtype)
-    gram = lambda w: dot(w, ct(w))
-    cogram = lambda w: dot(ct(w), w)
-    left = jnp.concatenate(
-        [gram(net.first)[None], gram(net.inner)], axis=0
-    )  # W_k W_k^*, k = 1..N-1
-    right = jnp.concatenate(
-        [cogram(net.inner), cogram(net.last)[None]], axis=0
-    )  # W_{k+1}^* W_{k+1}
+    left, right = gram_pairs(net)
     return left - right
 
 

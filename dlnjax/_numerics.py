@@ -13,19 +13,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from ._errors import NonFiniteError
+
 __all__ = ["check_finite", "ct", "dot", "rdot", "sq_norm", "sqabs", "tree_sq_norm"]
 
 
 def check_finite(x, what: str):
     """Raise a clear error if ``x`` (an array or a pytree of them) holds non-finite values.
 
-    Concrete input is checked at once (``ValueError``, no compilation); traced input at run time
-    with ``eqx.error_if`` (an ``EquinoxRuntimeError``).
+    Concrete input is checked at once (`dlnjax.NonFiniteError`, a ``ValueError``; no compilation);
+    traced input at run time with ``eqx.error_if`` (an ``EquinoxRuntimeError``).
     """
     leaves = jax.tree_util.tree_leaves(x)
     if not any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         if not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves):
-            raise ValueError(f"{what} holds non-finite values (nan or inf).")
+            raise NonFiniteError(f"{what} holds non-finite values (nan or inf).")
         return x
     bad = jnp.any(jnp.stack([~jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
     return eqx.error_if(x, bad, f"{what} holds non-finite values (nan or inf).")

@@ -27,17 +27,16 @@ program.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ._diagnostics import layer_norms
-from ._geometry import network_loss
-from ._network import DLN
-from ._numerics import ct, dot, sqabs
+from ._errors import InputTypeError, ShapeError, UnsupportedError
+from ._network import DLN, gram_pairs, mask_arrays
+from ._numerics import sqabs
 
 __all__ = [
     "pad",
@@ -45,30 +44,12 @@ __all__ = [
     "padded_squared_norm",
     "padded_layer_norms",
     "padded_balancedness",
-    "padded_objective",
 ]
 
 
 def _with_widths(like: DLN, widths: tuple[int, ...], arrays: tuple[Array, Array, Array]) -> DLN:
-    """A `DLN` with static ``widths`` and stored ``arrays`` (no checks), built without tracing any layer.
-
-    ``like`` (depth >= 2, so three stored arrays) lends its pytree structure and activation; only the
-    static widths change (the way `DLN.with_activation` changes the activation).
-    """
-    new = like.replace_arrays(*arrays)
-    object.__setattr__(new, "widths", tuple(int(w) for w in widths))
-    return new
-
-
-def _block(rows, cols, shape) -> Array:
-    """0/1 (bool) array of ``shape`` (``(..., r, c)``) that is 1 where ``row < rows`` and ``col < cols``.
-
-    ``rows`` and ``cols`` are static integers or 1-D integer sequences (one per leading index of a stacked
-    block). Built from iotas, not as an array constant, so a deep padded shape adds no large constants.
-    """
-    r = jnp.arange(shape[-2])[:, None] < jnp.asarray(rows, jnp.int32)[..., None, None]
-    c = jnp.arange(shape[-1])[None, :] < jnp.asarray(cols, jnp.int32)[..., None, None]
-    return jnp.broadcast_to(r & c, shape)
+    """A `DLN` with static ``widths``, stored ``arrays`` and the activation of ``like`` (shapes checked, values not)."""
+    return DLN(*arrays, widths=widths, activation=like.activation)
 
 
 def _grow(a: Array, rows: int, cols: int) -> Array:
@@ -77,20 +58,11 @@ def _grow(a: Array, rows: int, cols: int) -> Array:
     return jnp.pad(a, cfg)
 
 
-def _real_live(widths: tuple[int, ...], m: int, dtype) -> tuple[Array, Array, Array]:
-    """The stored arrays of the 0/1 mask of a real depth->=2 network with ``widths`` and inner width ``m``."""
-    d, n = widths, len(widths) - 1
-    first = _block(d[1], d[0], (m, d[0]))
-    inner = _block(np.array(d[2:-1], int), np.array(d[1:-2], int), (n - 2, m, m))
-    last = _block(d[-1], d[-2], (d[-1], m))
-    return tuple(a.astype(dtype) for a in (first, inner, last))
-
-
 def _check_real(net, what: str) -> None:
     if not isinstance(net, DLN):
-        raise ValueError(f"{what}: net must be a dlnjax.DLN; got {type(net).__name__}.")
+        raise InputTypeError(f"{what}: net must be a dlnjax.DLN; got {type(net).__name__}.")
     if net.depth < 2:
-        raise ValueError(
+        raise ShapeError(
             f"{what}: the real network must have depth N >= 2 (the frozen identity layers sit after layer 1 and "
             f"before layer 2); got depth {net.depth} (widths {net.widths})."
         )
@@ -104,7 +76,7 @@ def _check_activation(net: DLN, what: str) -> None:
         or (act.name == "leaky_relu" and float(act.negative_slope) == 0.0)
     ):
         return
-    raise ValueError(
+    raise UnsupportedError(
         f"{what}: a frozen identity layer changes the network function unless the activation is idempotent "
         f"(phi(phi(h)) = phi(h): identity or relu); got activation {act.name!r}."
     )
@@ -130,29 +102,29 @@ def pad(net: DLN, depth: int, width: int) -> tuple[DLN, DLN]:
     network function of a ReLU network; ``network_gradient(loss, padded)`` equals the real gradient on
     ``live`` entries and is zero on the padding (not on the frozen block: mask updates with ``live``);
     ``unpad(padded, net.widths) == net``. Layer-wise quantities: `padded_squared_norm`,
-    `padded_layer_norms`, `padded_balancedness`, `padded_objective`.
+    `padded_layer_norms`, `padded_balancedness`, `dlnjax.padded_objective`.
 
-    Raises ``ValueError`` for a real depth ``N < 2`` or ``N > depth``, a hidden width above ``width``, or a
-    non-idempotent activation (leaky ReLU, GELU).
+    Raises `dlnjax.ShapeError` for a real depth ``N < 2`` or ``N > depth`` or a hidden width above ``width``,
+    `dlnjax.UnsupportedError` for a non-idempotent activation (leaky ReLU, GELU).
     """
     _check_real(net, "pad")
     _check_activation(net, "pad")
     depth, width = int(depth), int(width)
     d, n = net.widths, net.depth
     if n > depth:
-        raise ValueError(f"pad: the real depth N = {n} exceeds the padded depth {depth}.")
+        raise ShapeError(f"pad: the real depth N = {n} exceeds the padded depth {depth}.")
     if max(d[1:-1]) > width:
-        raise ValueError(f"pad: the real hidden widths {d[1:-1]} exceed the padded width {width}.")
+        raise ShapeError(f"pad: the real hidden widths {d[1:-1]} exceed the padded width {width}.")
     batch = net.first.shape[:-2]
     first = _grow(net.first, width, d[0])
     last = _grow(net.last, d[-1], width)
-    frozen = (jnp.eye(width, dtype=bool) & _block(d[1], d[1], (width, width))).astype(net.dtype)
+    frozen = jnp.diag((jnp.arange(width) < d[1]).astype(net.dtype))  # [[I_{d_1}, 0], [0, 0]]
     frozen = jnp.broadcast_to(frozen, batch + (depth - n, width, width))
     inner = jnp.concatenate([frozen, _grow(net.inner, width, width)], axis=-3)
     widths = (d[0],) + (width,) * (depth - 1) + (d[-1],)
     padded = _with_widths(net, widths, (first, inner, last))
 
-    live_first, live_inner, live_last = _real_live(d, width, net.dtype)
+    live_first, live_inner, live_last = mask_arrays(d, width, net.dtype)
     live_inner = jnp.concatenate(
         [jnp.zeros((depth - n, width, width), net.dtype), live_inner], axis=0
     )
@@ -171,17 +143,17 @@ def unpad(padded: DLN, widths: Sequence[int]) -> DLN:
     widths = tuple(int(w) for w in widths)
     n, big = len(widths) - 1, padded.depth
     if n < 2:
-        raise ValueError(f"unpad: the real depth must be >= 2; got widths {widths}.")
+        raise ShapeError(f"unpad: the real depth must be >= 2; got widths {widths}.")
     if n > big:
-        raise ValueError(f"unpad: the real depth N = {n} exceeds the padded depth {big}.")
+        raise ShapeError(f"unpad: the real depth N = {n} exceeds the padded depth {big}.")
     if (widths[0], widths[-1]) != (padded.widths[0], padded.widths[-1]):
-        raise ValueError(
+        raise ShapeError(
             f"unpad: d_0 and d_N must be those of the padded network, ({padded.widths[0]}, {padded.widths[-1]}); "
             f"got ({widths[0]}, {widths[-1]})."
         )
     m = max(widths[1:-1])
     if m > padded.inner_width:
-        raise ValueError(
+        raise ShapeError(
             f"unpad: the hidden widths {widths[1:-1]} exceed the padded width {padded.inner_width}."
         )
     arrays = (
@@ -189,7 +161,7 @@ def unpad(padded: DLN, widths: Sequence[int]) -> DLN:
         padded.inner[..., big - n :, :m, :m],
         padded.last[..., :, :m],
     )
-    masks = _real_live(widths, m, padded.dtype)
+    masks = mask_arrays(widths, m, padded.dtype)
     return _with_widths(padded, widths, tuple(a * k for a, k in zip(arrays, masks)))
 
 
@@ -198,14 +170,15 @@ def unpad(padded: DLN, widths: Sequence[int]) -> DLN:
 # --------------------------------------------------------------------------------------------------
 
 
-def _check_pair(net, live, what: str) -> None:
+def check_padded_pair(net, live, what: str) -> None:
+    """Raise unless ``net`` is a padded network (a `DLN` of depth >= 2) and ``live`` a `DLN` of its widths."""
     for name, x in (("net", net), ("live", live)):
         if not isinstance(x, DLN):
-            raise ValueError(f"{what}: {name} must be a dlnjax.DLN; got {type(x).__name__}.")
+            raise InputTypeError(f"{what}: {name} must be a dlnjax.DLN; got {type(x).__name__}.")
     if net.depth < 2:
-        raise ValueError(f"{what}: a padded network has depth >= 2; got depth {net.depth}.")
+        raise ShapeError(f"{what}: a padded network has depth >= 2; got depth {net.depth}.")
     if live.widths != net.widths:
-        raise ValueError(
+        raise ShapeError(
             f"{what}: live must have the widths of net, {net.widths}; got {live.widths}."
         )
 
@@ -225,7 +198,7 @@ def _alive(live: DLN) -> Bool[Array, "*batch N"]:
 def padded_squared_norm(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     """``||W||^2`` of the real network inside ``net``: ``sum |net * live|^2`` (equals `dlnjax.squared_norm` of
     ``unpad(net, widths)``; the frozen layers do not count). Leading batch axes allowed."""
-    _check_pair(net, live, "padded_squared_norm")
+    check_padded_pair(net, live, "padded_squared_norm")
     first, inner, last = _masked(net, live)
     return (
         jnp.sum(sqabs(first), axis=(-2, -1))
@@ -241,7 +214,7 @@ def padded_layer_norms(net: DLN, live: DLN) -> Float[Array, "*batch N_max"]:
     real depth ``N`` (the real layers are found from ``live`` at run time and gathered in order). Leading
     batch axes allowed.
     """
-    _check_pair(net, live, "padded_layer_norms")
+    check_padded_pair(net, live, "padded_layer_norms")
     norms = layer_norms(net.replace_arrays(*_masked(net, live)))
     alive = _alive(live)
     order = jnp.argsort(jnp.where(alive, 0, 1), axis=-1, stable=True)  # real layers first, in order
@@ -258,16 +231,9 @@ def padded_balancedness(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     layout, layer 1 is the partner of the first real layer after the frozen block). Equal to
     ``dlnjax.balancedness(unpad(net, widths))``, zero for the zero network. Leading batch axes allowed.
     """
-    _check_pair(net, live, "padded_balancedness")
-    first, inner, last = _masked(net, live)
-    gram = lambda w: dot(w, ct(w))
-    cogram = lambda w: dot(ct(w), w)
-    left = jnp.concatenate(
-        [gram(first)[..., None, :, :], gram(inner)], axis=-3
-    )  # W_p W_p^*, p = 0..N_max-2
-    right = jnp.concatenate(
-        [cogram(inner), cogram(last)[..., None, :, :]], axis=-3
-    )  # W_p^* W_p, p = 1..N_max-1
+    check_padded_pair(net, live, "padded_balancedness")
+    # W_p W_p^*, p = 0..N_max-2, and W_p^* W_p, p = 1..N_max-1, of the masked layers
+    left, right = gram_pairs(net.replace_arrays(*_masked(net, live)))
     alive = _alive(live)
     positions = jnp.arange(alive.shape[-1])
     latest = jax.lax.cummax(
@@ -280,20 +246,3 @@ def padded_balancedness(net: DLN, live: DLN) -> Float[Array, "*batch"]:
     g = jnp.sqrt(jnp.sum(sqabs(gaps), axis=(-3, -2, -1)))
     sq = padded_squared_norm(net, live)
     return jnp.where(sq > 0, g / jnp.where(sq > 0, sq, 1.0), 0.0)
-
-
-def padded_objective(
-    loss: Callable, net: DLN, live: DLN, kappa: float | Array | None = None
-) -> Float[Array, ""]:
-    """The objective ``E(W) + kappa/2 ||W||^2`` of the real network inside ``net`` (one network).
-
-    ``E`` is `dlnjax.network_loss`, unchanged by padding; the weight decay uses `padded_squared_norm` (the
-    frozen layers do not count). ``dlnjax.train``'s own ``"objective"`` metric of a padded run includes the
-    frozen layers' constant ``kappa/2 (N_max - N) d_1``; its gradient on the live entries, and so the masked
-    trajectory, is the same.
-    """
-    _check_pair(net, live, "padded_objective")
-    value = network_loss(loss, net)
-    if kappa is None:
-        return value
-    return value + 0.5 * kappa * padded_squared_norm(net, live)

@@ -13,6 +13,7 @@ from jaxtyping import Array, Bool, PRNGKeyArray, PyTree, Real
 
 from ._progress import diffrax_meter
 from ._stiff import Stiff, rms_norm
+from .flows._base import AbstractStochasticFlow
 
 __all__ = ["Trajectory", "simulate"]
 
@@ -78,7 +79,7 @@ def simulate(
     shows a progress bar on a terminal (``diffrax.TqdmProgressMeter``), elsewhere (a log, CI,
     Jupyter) a timestamped line every few seconds (`dlnjax._progress.diffrax_meter`).
 
-    Stochastic flows (those with a ``diffusion`` method, e.g. `dlnjax.flows.Langevin`) are
+    Stochastic flows (`dlnjax.flows.AbstractStochasticFlow`, e.g. `dlnjax.flows.Langevin`) are
     integrated as Ito SDEs driven by a ``diffrax.VirtualBrownianTree`` drawn from ``key``
     (required), with a fixed step ``dt0`` (required) and ``diffrax.Heun()`` by default (for additive
     noise Ito and Stratonovich agree). ``jax.vmap`` over keys gives independent paths.
@@ -138,7 +139,7 @@ def simulate(
     y0 = eqx.error_if(
         y0, ~_all_finite(y0), "simulate: the initial condition y0 holds non-finite values."
     )
-    stochastic = hasattr(flow, "diffusion")
+    stochastic = isinstance(flow, AbstractStochasticFlow)
     if stochastic:
         if key is None or dt0 is None:
             raise ValueError("simulate: a stochastic flow needs key= (a PRNG key) and a step dt0=.")

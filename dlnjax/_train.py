@@ -20,23 +20,15 @@ import numpy as np
 import optax
 from jaxtyping import Array, Bool, Int, PyTree
 
-from ._diagnostics import layer_norms
-from ._geometry import network_loss
-from ._network import DLN, balancedness, end_to_end, squared_norm
-from ._numerics import tree_sq_norm
+from ._errors import InputTypeError, OptionError, ShapeError, UnsupportedError
+from ._network import DLN
+from ._quantities import QUANTITIES, Run, objective
 
 __all__ = ["TrainResult", "train", "METRICS"]
 
-METRICS = (
-    "loss",
-    "objective",
-    "test_error",
-    "balancedness",
-    "squared_norm",
-    "grad_norm",
-    "layer_norms",
-)
-"""The built-in metric names of `train` (see its docstring)."""
+METRICS = tuple(name for name, q in QUANTITIES.items() if q.train)
+"""The built-in metric names of `train` (see its docstring): the entries of the table of recorded
+quantities (`dlnjax._quantities`) that `train` records, shared with the sweeps."""
 
 
 class TrainResult(eqx.Module):
@@ -69,37 +61,37 @@ def _check_args(
     loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask
 ):
     if not isinstance(net0, DLN):
-        raise ValueError(f"train: net0 must be a dlnjax.DLN; got {type(net0).__name__}.")
+        raise InputTypeError(f"train: net0 must be a dlnjax.DLN; got {type(net0).__name__}.")
     if mask is not None:
         if not isinstance(mask, DLN):
-            raise ValueError(
+            raise InputTypeError(
                 f"train: mask must be a dlnjax.DLN of 0/1 entries (or None); got {type(mask).__name__}."
             )
         if mask.widths != net0.widths:
-            raise ValueError(
+            raise ShapeError(
                 f"train: mask must have the widths of net0, {net0.widths}; got {mask.widths}."
             )
         shapes = lambda n: [jnp.shape(a) for a in n.arrays()]
         if shapes(mask) != shapes(net0):
-            raise ValueError(
+            raise ShapeError(
                 f"train: mask must have the array shapes of net0, {shapes(net0)}; got {shapes(mask)} "
                 "(for a batch, map over both with jax.vmap)."
             )
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(
+        raise InputTypeError(
             f"train: optimizer must be an optax.GradientTransformation (with init and update); got {type(optimizer).__name__}."
         )
     for name, value in (("steps", steps), ("every", every)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(
+            raise InputTypeError(
                 f"train: {name} must be a Python int (it is static: it sets the compiled loop); got {value!r}."
             )
     if steps < 1:
-        raise ValueError(f"train: steps must be >= 1; got {steps}.")
+        raise OptionError(f"train: steps must be >= 1; got {steps}.")
     if every < 1:
-        raise ValueError(f"train: every must be >= 1; got {every}.")
+        raise OptionError(f"train: every must be >= 1; got {every}.")
     if steps % every != 0:
-        raise ValueError(
+        raise OptionError(
             f"train: every must divide steps so that the final step is recorded; got steps={steps}, every={every}."
         )
     if isinstance(metrics, str):
@@ -107,34 +99,34 @@ def _check_args(
     metrics = tuple(metrics)
     for name in metrics:
         if name not in METRICS:
-            raise ValueError(
+            raise OptionError(
                 f"train: unknown metric {name!r}; the built-in metrics are {METRICS} (pass your own functions as metric_fns=)."
             )
     if len(set(metrics)) != len(metrics):
-        raise ValueError(f"train: metrics lists a name twice: {metrics}.")
+        raise OptionError(f"train: metrics lists a name twice: {metrics}.")
     if "test_error" in metrics:
         if getattr(loss, "truth", None) is None:
-            raise ValueError(
+            raise UnsupportedError(
                 f"train: metric 'test_error' needs a loss with a ground truth (truth=); {type(loss).__name__} has none."
             )
         if not net0.activation.is_linear:
-            raise ValueError(
+            raise UnsupportedError(
                 f"train: metric 'test_error' compares the end-to-end matrix with loss.truth, but this network has "
                 f"activation {net0.activation.name!r} and no end-to-end matrix."
             )
     metric_fns = dict(metric_fns or {})
     for name, fn in metric_fns.items():
         if not isinstance(name, str) or not callable(fn):
-            raise ValueError(
+            raise InputTypeError(
                 f"train: metric_fns must map names (str) to functions fn(net); got {name!r}: {fn!r}."
             )
         if name in metrics:
-            raise ValueError(
+            raise OptionError(
                 f"train: metric {name!r} is both built in (metrics=) and user-given (metric_fns=)."
             )
     if divergence_threshold is not None and not isinstance(divergence_threshold, jax.core.Tracer):
         if not np.all(np.asarray(divergence_threshold) > 0):
-            raise ValueError(
+            raise OptionError(
                 f"train: divergence_threshold must be positive (or None); got {divergence_threshold!r}."
             )
     return metrics, metric_fns
@@ -207,9 +199,11 @@ def train(
     way (then ``s = 0`` and ``result.net`` is ``W_0``). Seed 004 counts such runs as failures (the
     divergence probability of its Figure 2).
 
-    Raises ``ValueError`` for ``steps < 1``, ``every < 1`` or not dividing ``steps``, an unknown metric
-    name, ``"test_error"`` without ``loss.truth`` (or for a nonlinear network) and a non-positive
-    threshold, and a ``mask`` that is not a `DLN` shaped like ``net0``.
+    Raises `dlnjax.OptionError` for ``steps < 1``, ``every < 1`` or not dividing ``steps``, an unknown
+    metric name and a non-positive threshold; `dlnjax.UnsupportedError` for ``"test_error"`` without
+    ``loss.truth`` (or for a nonlinear network); `dlnjax.InputTypeError` for a ``net0``, ``mask`` or
+    optimizer of the wrong type and `dlnjax.ShapeError` for a ``mask`` not shaped like ``net0`` (all
+    ``ValueError``).
     """
     metrics, metric_fns = _check_args(
         loss, net0, optimizer, steps, every, metrics, metric_fns, divergence_threshold, mask
@@ -243,13 +237,13 @@ def _train(
     mask = net0.mask()
     if user_mask is not None:  # entries frozen by the caller (e.g. the frozen layers of dlnjax.pad)
         mask = jax.tree_util.tree_map(jnp.multiply, mask, user_mask)
-
-    def objective(net):
-        value = network_loss(loss, net)
-        return value + 0.5 * kappa * squared_norm(net) if regularized else value
+    # the built-in metrics see the whole network; grad_norm counts the trainable entries
+    run = Run(
+        loss, kappa=kappa if regularized else None, grad_mask=None if user_mask is None else mask
+    )
 
     def value_and_grad(net):
-        value, g = jax.value_and_grad(objective)(net)
+        value, g = jax.value_and_grad(lambda n: objective(loss, n, run.kappa))(net)
         return value, jax.tree_util.tree_map(jnp.conj, g)
 
     def rejected(value, limit):
@@ -276,27 +270,7 @@ def _train(
         return (net, g, opt_state, t + 1, diverged, diverged_at), None
 
     def record(net, g, t, diverged, diverged_at):
-        out = {}
-        for name in metrics:
-            if name == "loss":
-                out[name] = network_loss(loss, net)
-            elif name == "objective":
-                out[name] = objective(net)
-            elif name == "test_error":
-                out[name] = loss.test_error(end_to_end(net))
-            elif name == "balancedness":
-                out[name] = balancedness(net)
-            elif name == "squared_norm":
-                out[name] = squared_norm(net)
-            elif name == "grad_norm":
-                trainable = (
-                    g.arrays()
-                    if user_mask is None
-                    else jax.tree_util.tree_map(jnp.multiply, g.arrays(), mask.arrays())
-                )
-                out[name] = jnp.sqrt(tree_sq_norm(trainable))
-            elif name == "layer_norms":
-                out[name] = layer_norms(net)
+        out = {name: QUANTITIES[name].fn(run, net, g) for name in metrics}
         for name, fn in metric_fns.items():
             out[name] = fn(net)
         gone = diverged & (t >= diverged_at)

@@ -547,3 +547,50 @@ def test_distance_to_minimizer():
         diag.distance_to_minimizer(net, X_star.T)
     with pytest.raises(ValueError, match="linear"):
         diag.distance_to_minimizer(net.with_activation("relu"), X_star)
+
+
+# --------------------------------------------------------------------------------------------------
+# Lanczos (dlnjax._lanczos, behind sharpness)
+# --------------------------------------------------------------------------------------------------
+
+
+def _sym(rng, p, rank=None):
+    B = rng.standard_normal((p, p if rank is None else rank))
+    return B @ B.T - 0.5 * p * np.eye(p) if rank is None else B @ B.T
+
+
+def test_lanczos_top_matches_dense_eigenvalue_and_error_bound():
+    from dlnjax.internal import lanczos_top
+
+    rng = np.random.default_rng(0)
+    p = 12
+    H = _sym(rng, p)  # indefinite
+    fresh = jnp.asarray(rng.standard_normal((p + 1, p)))
+    top, err = jax.jit(lambda f: lanczos_top(lambda v: jnp.asarray(H) @ v, f))(fresh)
+    np.testing.assert_allclose(float(top), np.linalg.eigvalsh(H)[-1], rtol=1e-12)
+    assert float(err) < 1e-8
+    few, err_few = lanczos_top(lambda v: jnp.asarray(H) @ v, fresh[:4])  # 3 steps: a lower bound
+    lam = np.linalg.eigvalsh(H)
+    assert float(few) <= lam[-1] + 1e-12
+    assert np.min(np.abs(lam - float(few))) <= float(err_few) * (1 + 1e-8) + 1e-12
+
+
+def test_lanczos_top_restarts_on_a_low_rank_operator_and_respects_a_subspace():
+    from dlnjax.internal import lanczos_top
+
+    rng = np.random.default_rng(1)
+    p = 10
+    H = _sym(rng, p, rank=2)  # breakdown after two steps: restarts, never NaN
+    fresh = jnp.asarray(rng.standard_normal((p + 1, p)))
+    top, _ = lanczos_top(lambda v: jnp.asarray(H) @ v, fresh)
+    np.testing.assert_allclose(float(top), np.linalg.eigvalsh(H)[-1], rtol=1e-12)
+    # On the subspace of the first 4 coordinates: M H M restricted there, negative definite, so the top
+    # eigenvalue is negative and the spent steps (the subspace has 4 dimensions of 10) add no spurious 0.
+    M = np.zeros(p)
+    M[:4] = 1.0
+    Hneg = -_sym(rng, p, rank=p) - np.eye(p)
+    Hm = jnp.asarray(Hneg * M[:, None] * M[None, :])
+    top, _ = lanczos_top(lambda v: Hm @ v, fresh * M)
+    expected = np.linalg.eigvalsh(Hneg[:4, :4])[-1]
+    assert expected < 0
+    np.testing.assert_allclose(float(top), expected, rtol=1e-10)

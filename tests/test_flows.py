@@ -99,7 +99,7 @@ def _velocities(layers, T, kappa):
     dG = {k: jax.jvp(dlnjax.moments, (net,), (v,))[1] for k, v in vs.items()}
     return dict(
         v=vs,
-        lemma5=dlnjax.fiber_l2_gradient_lemma5(net),
+        lemma5=dlnjax.internal.fiber_l2_gradient_lemma5(net),
         dG=dG,
         G=dlnjax.moments(net),
         reg15=dlnjax.schatten_regularizer(net, 1.5),
@@ -490,3 +490,64 @@ def test_fiber_schatten_keeps_X_and_decreases_regularizer(schatten_runs, p):
     s_min = N * np.sum(sig ** (p / N)) ** (1 / p)
     assert S[-1] >= s_min * (1 - 1e-12)
     assert S[-1] - s_min <= 1e-4 * (S[0] - s_min), (S[0] - s_min, S[-1] - s_min)
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed capabilities: AbstractStochasticFlow
+# --------------------------------------------------------------------------------------------------
+
+
+class _Brownian(flows.AbstractStochasticFlow):
+    """``dW = sigma dB``: zero drift, additive noise."""
+
+    sigma: float
+
+    def __call__(self, t, net, args=None):
+        return jax.tree_util.tree_map(jnp.zeros_like, net)
+
+    def diffusion(self, t, net, args=None):
+        import lineax as lx
+
+        return lx.FunctionLinearOperator(
+            lambda db: jax.tree_util.tree_map(lambda x: self.sigma * x, db),
+            jax.eval_shape(lambda: net),
+        )
+
+
+class _DuckNoise(flows.AbstractFlow):
+    """Has a ``diffusion`` method but is not an `AbstractStochasticFlow`: a deterministic flow."""
+
+    def __call__(self, t, net, args=None):
+        return jax.tree_util.tree_map(jnp.zeros_like, net)
+
+    def diffusion(self, t, net, args=None):  # never used
+        raise AssertionError("simulate must not call diffusion on a deterministic flow")
+
+
+def test_stochastic_flows_are_a_type_and_simulate_dispatches_on_it():
+    net = dlnjax.DLN(rand_layers(0, (2, 3, 2)))
+    ts = jnp.linspace(0.0, 1.0, 3)
+    key = jax.random.PRNGKey(4)
+    assert isinstance(flows.Langevin(None, 1.0, 1.0), flows.AbstractStochasticFlow)
+    assert not isinstance(flows.Gradient(lambda X: jnp.sum(X**2)), flows.AbstractStochasticFlow)
+
+    class NoDiffusion(flows.AbstractStochasticFlow):
+        def __call__(self, t, net, args=None):
+            return net
+
+    with pytest.raises(TypeError):
+        NoDiffusion()  # diffusion is abstract
+
+    one = dlnjax.simulate(_Brownian(1.0), net, ts, key=key, dt0=0.05)
+    two = dlnjax.simulate(_Brownian(2.0), net, ts, key=key, dt0=0.05)
+    step1 = [np.asarray(a[-1] - a[0]) for a in one.ys.layers]
+    step2 = [np.asarray(a[-1] - a[0]) for a in two.ys.layers]
+    assert max(np.max(np.abs(s)) for s in step1) > 1e-3  # the noise moved the weights
+    for s1, s2 in zip(step1, step2):  # one Brownian path, scaled noise
+        np.testing.assert_allclose(s2, 2.0 * s1, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="needs key"):
+        dlnjax.simulate(_Brownian(1.0), net, ts, dt0=0.05)
+    with pytest.raises(ValueError, match="key= is only for stochastic flows"):
+        dlnjax.simulate(_DuckNoise(), net, ts, key=key, dt0=0.05)
+    assert isinstance(flows.Masked(_Brownian(1.0), net.mask()), flows.MaskedStochastic)
+    assert not isinstance(flows.Masked(_DuckNoise(), net.mask()), flows.AbstractStochasticFlow)

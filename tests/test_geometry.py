@@ -174,7 +174,7 @@ def _fiber_quantities(layers, V, U, rhs):
     )
     out["L_lam"] = dlnjax.normal_operator(net).mv(out["lam"])
     if net.depth > 1:
-        out["lemma5"] = dlnjax.fiber_l2_gradient_lemma5(net)
+        out["lemma5"] = dlnjax.internal.fiber_l2_gradient_lemma5(net)
     return out
 
 
@@ -293,7 +293,7 @@ def test_lemma5_equals_tangent_projection_of_W(fiber_case):
 
 def test_lemma5_at_depth_one():
     W = rand_layers(0, (3, 2))
-    out = dlnjax.fiber_l2_gradient_lemma5(dlnjax.DLN(W))
+    out = dlnjax.internal.fiber_l2_gradient_lemma5(dlnjax.DLN(W))
     assert len(out) == 1 and out[0].shape == (2, 3)
     assert float(np.max(np.abs(np.asarray(out[0])))) == 0.0
 
@@ -311,8 +311,8 @@ def test_lemma5_tangent_vectors_and_operator(widths, is_complex):
     @jax.jit
     def run(W, a, b):
         net = dlnjax.DLN(W)
-        wa, wb = dlnjax.tangent_vector(net, a), dlnjax.tangent_vector(net, b)
-        return wa, wb, dlnjax.lemma5_operator(net, a)
+        wa, wb = dlnjax.internal.tangent_vector(net, a), dlnjax.internal.tangent_vector(net, b)
+        return wa, wb, dlnjax.internal.lemma5_operator(net, a)
 
     wa, wb, Ha = run(W, a, b)
     n = len(W)

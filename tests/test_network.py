@@ -618,3 +618,84 @@ def test_mask_is_one_exactly_on_the_weights(widths):
     for m, a, pad in zip(mask.arrays(), net.arrays(), pads):
         assert m.shape == a.shape
         np.testing.assert_array_equal(np.asarray(m), (~pad).astype(float))
+
+
+# --------------------------------------------------------------------------------------------------
+# The stored-array constructor, DLN.from_layers, one mask builder
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("widths", [NONUNIFORM, (2, 7, 1, 3), (4, 3), (3, 5, 2)])
+def test_from_layers_and_stored_array_constructor_round_trip(widths):
+    layers = rand_layers(3, widths)
+    net = dlnjax.DLN.from_layers(layers, activation="relu")
+    legacy = dlnjax.DLN(layers, activation="relu")
+    again = dlnjax.DLN(*net.arrays(), widths=net.widths, activation=net.activation)
+    for other in (legacy, again):
+        assert other.widths == tuple(widths) and other.activation == net.activation
+        for a, b in zip(other.arrays(), net.arrays()):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for w, ref in zip(again.layers, layers):
+        np.testing.assert_array_equal(np.asarray(w), ref)
+
+
+def test_stored_array_constructor_checks_shapes_against_widths():
+    net = dlnjax.DLN(rand_layers(0, NONUNIFORM))
+    first, inner, last = net.arrays()
+    with pytest.raises(dlnjax.ShapeError, match="last must have shape"):
+        dlnjax.DLN(first, inner, last[:, :-1], widths=net.widths)
+    with pytest.raises(dlnjax.ShapeError, match="inner must have shape"):
+        dlnjax.DLN(first, inner[:-1], last, widths=net.widths)
+    with pytest.raises(dlnjax.ShapeError, match="stores first, inner and last"):
+        dlnjax.DLN(first, None, last, widths=net.widths)
+    with pytest.raises(dlnjax.ShapeError, match="inner width m = 2 is below"):
+        dlnjax.DLN(first[:2], inner[:, :2, :2], last[:, :2], widths=net.widths)
+    with pytest.raises(dlnjax.ShapeError, match="widths must list"):
+        dlnjax.DLN(first, inner, last, widths=(3,))
+    with pytest.raises(dlnjax.ShapeError, match="share one floating"):
+        dlnjax.DLN(first, inner.astype(jnp.float32), last, widths=net.widths)
+    with pytest.raises(dlnjax.UnsupportedError, match="needs real weights"):
+        dlnjax.DLN(*(a.astype(complex) for a in net.arrays()), widths=net.widths, activation="relu")
+    one = dlnjax.DLN(rand_layers(0, (3, 2)))
+    assert dlnjax.DLN(one.first, widths=(3, 2)).depth == 1
+    with pytest.raises(dlnjax.ShapeError, match="first must have shape"):
+        dlnjax.DLN(one.first.T, widths=(3, 2))
+    with pytest.raises(dlnjax.ShapeError, match="stores only first"):
+        dlnjax.DLN(one.first, inner, widths=(3, 2))
+
+
+def test_stored_array_constructor_takes_batches_and_tracers():
+    keys = jr.split(jr.PRNGKey(0), 4)
+    batch = jax.vmap(lambda k: dlnjax.gaussian(k, NONUNIFORM))(keys)
+    rebuilt = dlnjax.DLN(*batch.arrays(), widths=batch.widths)  # leading batch axis (4,)
+    assert rebuilt.layers[1].shape == (4, NONUNIFORM[2], NONUNIFORM[1])
+    with pytest.raises(dlnjax.ShapeError, match="leading batch axes"):
+        dlnjax.DLN(batch.first, batch.inner[0], batch.last, widths=batch.widths)
+    relu = jax.jit(lambda n: n.with_activation("relu"))(batch)
+    assert relu.activation.name == "relu" and relu.widths == batch.widths
+    np.testing.assert_array_equal(np.asarray(relu.inner), np.asarray(batch.inner))
+
+
+@pytest.mark.parametrize("widths", [(5, 1, 4, 3), (2, 3, 3, 6), (6, 2, 2, 2, 1), (3, 3), (2, 4)])
+def test_mask_arrays_is_the_one_mask_of_dln_pad_and_sharpness(widths):
+    """`mask_arrays` (behind `DLN.mask`, `dlnjax.pad` and the live subspace of `dlnjax.sharpness`) against
+    an explicit numpy mask built entry by entry."""
+    from dlnjax.internal import mask_arrays
+
+    net = dlnjax.gaussian(jr.PRNGKey(0), widths)
+    pads = padding_masks(widths)
+    built = mask_arrays(widths, net.inner_width, jnp.float64)
+    assert len(built) == len(pads)
+    for a, pad in zip(built, pads):
+        np.testing.assert_array_equal(np.asarray(a), (~pad).astype(float))
+    if len(widths) > 2:  # pad's live mask of a real network padded to itself is the same mask
+        _, live = dlnjax.pad(net, len(widths) - 1, net.inner_width)
+        for a, pad in zip(live.arrays(), pads):
+            np.testing.assert_array_equal(np.asarray(a), (~pad).astype(float))
+
+
+def test_with_activation_keeps_arrays_and_checks_dtype():
+    net = dlnjax.DLN(rand_layers(1, NONUNIFORM, is_complex=True))
+    assert net.with_activation(None).activation.is_linear
+    with pytest.raises(dlnjax.UnsupportedError, match="needs real weights"):
+        net.with_activation("gelu")

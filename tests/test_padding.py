@@ -30,10 +30,10 @@ from dlnjax._padding import (  # noqa: E402
     pad,
     padded_balancedness,
     padded_layer_norms,
-    padded_objective,
     padded_squared_norm,
     unpad,
 )
+from dlnjax._quantities import padded_objective  # noqa: E402
 from dlnjax._train import train  # noqa: E402
 from dlnjax.losses import MatrixCompletion, Regression  # noqa: E402
 

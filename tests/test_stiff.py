@@ -15,7 +15,7 @@ from scipy.integrate import solve_ivp
 jax.config.update("jax_enable_x64", True)
 
 import dlnjax  # noqa: E402
-from dlnjax._aligned import aligned_singular_values  # noqa: E402
+from dlnjax.internal import aligned_singular_values  # noqa: E402
 
 INF = math.inf
 M_SINGULAR = np.array(
@@ -269,12 +269,12 @@ def test_newton_krylov_solves_a_stage_and_fails_loudly_when_krylov_cannot():
         1 + 1e-4 * jr.normal(jr.PRNGKey(3), loss.shape)
     )  # near the fit: the stiff tail
     args = _stage_args(flow, X, 1e3)
-    good = dlnjax.NewtonKrylov(rtol=1e-8, atol=1e-12, field=flow)
+    good = dlnjax.internal.NewtonKrylov(rtol=1e-8, atol=1e-12, field=flow)
     sol = optx.root_find(_stage_fn, good, jnp.zeros_like(X), args, throw=False, max_steps=20)
     assert sol.result == optx.RESULTS.successful
     res = _stage_fn(sol.value, args)
     assert float(jnp.linalg.norm(res)) < 1e-7 * float(jnp.linalg.norm(sol.value))
-    starved = dlnjax.NewtonKrylov(rtol=1e-8, atol=1e-12, field=flow, krylov_max_steps=1)
+    starved = dlnjax.internal.NewtonKrylov(rtol=1e-8, atol=1e-12, field=flow, krylov_max_steps=1)
     bad = optx.root_find(_stage_fn, starved, jnp.zeros_like(X), args, throw=False, max_steps=20)
     assert bad.result != optx.RESULTS.successful
 
@@ -325,7 +325,7 @@ def test_bad_options_raise():
     with pytest.raises(TypeError, match="Runge-Kutta stage"):
         optx.root_find(
             lambda y, a: y,
-            dlnjax.NewtonKrylov(rtol=1e-6, atol=1e-9),
+            dlnjax.internal.NewtonKrylov(rtol=1e-6, atol=1e-9),
             jnp.ones(2),
             None,
             throw=False,

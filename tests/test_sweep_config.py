@@ -3,6 +3,9 @@
 import copy
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 import tomllib
 
@@ -257,3 +260,54 @@ def test_auto_padding_weighs_compiles_against_extra_work():
     )
     assert choose_padding(fiber, shapes) == "per-shape"  # padding would change the fiber geometry
     assert plan(fiber).padding == "per-shape" and plan(short).padding == "pad"
+
+
+def test_choices_are_registries_that_validation_draws_from():
+    """Every allowed value of a choice field is a key of its registry, and the flow rules follow each entry's
+    capabilities (a stochastic flow builds an `AbstractStochasticFlow`), not its name."""
+    from dlnjax import flows
+    from dlnjax.internal import QUANTITIES as TABLE
+    from dlnjax.sweep import _config
+
+    assert set(_config.TASKS) == {
+        "regression",
+        "matrix_completion",
+        "matrix_sensing",
+        "factorization",
+    }
+    assert _config.QUANTITIES == tuple(TABLE)
+    assert _config._DYNAMICS["flow"].choices == tuple(_config.FLOWS)
+    assert _config._DYNAMICS["optimizer"].choices == tuple(_config.OPTIMIZERS)
+    assert _config._NETWORK["init"].choices == tuple(_config.INITS)
+    assert _config._NETWORK["activation"].choices == tuple(_config.ACTIVATIONS)
+    assert [n for n, c in _config.FLOWS.items() if c.stochastic] == ["langevin"]
+    loss = lambda X: jnp.sum(X**2)
+    for name, choice in _config.FLOWS.items():
+        made = choice.make(loss, 0.5, 2.0, 3, {"p": 1.5})
+        assert isinstance(made, choice.kinds)
+        assert isinstance(made, flows.AbstractStochasticFlow) == choice.stochastic, name
+    # a bad choice names its field, for each registry
+    for path, bad in (
+        ("dynamics.optimizer", "lbfgs"),
+        ("network.init", "zeros"),
+        ("network.activation", "tanh"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            parse_config(with_(path, bad))
+        assert exc.value.field == path and repr(bad) in str(exc.value)
+    flow = copy.deepcopy(BASE)
+    flow["dynamics"] = {"method": "flow", "flow": "gradient"}
+    flow["record"] = {"quantities": ["loss"]}
+    flow["dynamics"]["flow"] = "heat"
+    with pytest.raises(ConfigError) as exc:
+        parse_config(flow)
+    assert exc.value.field == "dynamics.flow"
+    # the registry's factories are what a run uses
+    cfg = parse_config(with_("dynamics.optimizer", "nesterov"))
+    opt = _config.OPTIMIZERS["nesterov"](cfg.dynamics, 0.1)
+    params = {"w": jnp.ones(2)}
+    ref = optax.sgd(0.1, momentum=cfg.dynamics["momentum"], nesterov=True)
+    g = {"w": jnp.asarray([1.0, -2.0])}
+    u1, _ = opt.update(g, opt.init(params))
+    u2, _ = ref.update(g, ref.init(params))
+    np.testing.assert_array_equal(np.asarray(u1["w"]), np.asarray(u2["w"]))

@@ -374,3 +374,50 @@ def test_bad_input_nonlinear_test_error_and_types():
         train(Regression(x, y), list(net0.layers), optax.sgd(0.1), 5)
     with pytest.raises(ValueError, match="optax.GradientTransformation"):
         train(Regression(x, y), net0, 0.1, 5)
+
+
+# --------------------------------------------------------------------------------------------------
+# One table of recorded quantities (dlnjax._quantities), shared with the sweeps
+# --------------------------------------------------------------------------------------------------
+
+
+def test_train_metrics_and_sweep_quantities_come_from_one_table():
+    """`train`'s built-in metrics and the sweeps' quantity functions are the entries of one table: on the same
+    run they agree to round-off (train reuses its step's gradient for ``grad_norm``, the sweep recomputes it),
+    and on a padded run the sweep's live-masked quantities equal the real run's metrics."""
+    from dlnjax.internal import QUANTITIES
+    from dlnjax.sweep._quantities import quantity_fns
+
+    assert METRICS == tuple(name for name, q in QUANTITIES.items() if q.train)
+    x, y, w = _data()
+    loss = Regression(x, y, truth=w)
+    net0 = dlnjax.DLN(rand_layers(2, WIDTHS, scale=0.7))
+    kappa, opt = 0.1, optax.sgd(0.05)
+    fns = quantity_fns(METRICS, loss, kappa=kappa, n_layers=len(WIDTHS) - 1)
+    res = train(loss, net0, opt, 6, every=3, metrics=(), kappa=kappa, metric_fns=fns)
+    hist = jax.device_get(res.history)
+    ref = train(loss, net0, opt, 6, every=3, metrics=METRICS, kappa=kappa)
+    for name in METRICS:
+        np.testing.assert_allclose(
+            np.asarray(ref.history[name]), hist[name], rtol=1e-12, atol=1e-15, err_msg=name
+        )
+    # the table's grad_norm against an explicit gradient of the explicit objective
+    layers = [jnp.asarray(a) for a in res.net.layers]
+    objective = lambda ls: _explicit_loss(ls, x, y) + 0.5 * kappa * sum(jnp.sum(a**2) for a in ls)
+    g = jax.grad(objective)(layers)
+    explicit = np.sqrt(sum(float(jnp.sum(a**2)) for a in g))
+    np.testing.assert_allclose(hist["grad_norm"][-1], explicit, rtol=1e-12)
+
+    # padded: the sweep's quantities with live are those of the real run
+    padded, live = dlnjax.pad(net0, 5, 6)
+    fns_live = quantity_fns(METRICS, loss, kappa=kappa, live=live, n_layers=5)
+    pres = train(
+        loss, padded, opt, 6, every=3, metrics=(), kappa=kappa, metric_fns=fns_live, mask=live
+    )
+    for name in METRICS:
+        got = np.asarray(pres.history[name])
+        want = np.asarray(ref.history[name])
+        if name == "layer_norms":  # NaN past the real depth, up to n_layers
+            assert np.all(np.isnan(got[:, want.shape[1] :]))
+            got = got[:, : want.shape[1]]
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-14, err_msg=name)

@@ -5,6 +5,7 @@ same widths, so it can be handed to `dlnjax.simulate` or used directly as a Diff
 """
 
 from ._base import AbstractFlow as AbstractFlow
+from ._base import AbstractStochasticFlow as AbstractStochasticFlow
 from ._end_to_end import EndToEnd as EndToEnd
 from ._fiber import FiberL2 as FiberL2
 from ._fiber import FiberSchatten as FiberSchatten

@@ -3,6 +3,7 @@ from __future__ import annotations
 import abc
 
 import equinox as eqx
+import lineax as lx
 
 from .._network import DLN
 
@@ -21,3 +22,18 @@ class AbstractFlow(eqx.Module):
         `dlnjax.Stiff` preconditions the Krylov solves of its Newton systems ``(I - gamma J) delta = r`` with it.
         """
         return None
+
+
+class AbstractStochasticFlow(AbstractFlow):
+    """A stochastic flow: the Ito SDE ``dW = flow(t, W) dt + diffusion(t, W) dB``.
+
+    Calling the flow gives the drift; `diffusion` the noise coefficient, a linear operator from the
+    Brownian increment ``dB`` (shaped like the state) to the state. `dlnjax.simulate` integrates every
+    subclass as an SDE (it needs ``key=`` and a step ``dt0=``) and every other `AbstractFlow` as an ODE.
+    Examples: `Langevin`, and `Masked` of a stochastic flow (`MaskedStochastic`).
+    """
+
+    @abc.abstractmethod
+    def diffusion(self, t, net: DLN, args=None) -> lx.AbstractLinearOperator:
+        """The noise coefficient at ``(t, net)``: a ``lineax`` operator ``dB -> noise``."""
+        raise NotImplementedError

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact
 
+from .._errors import InputTypeError
 from .._metric import apply_multiplier, check_depth, check_matrix, end_to_end_multiplier, spectrum
 from .._numerics import ct, dot
 from ._base import AbstractFlow
@@ -46,7 +47,7 @@ class EndToEnd(AbstractFlow):
 
     def __init__(self, loss: Callable, depth, kappa: float = 0.0):
         if not callable(loss):
-            raise TypeError(
+            raise InputTypeError(
                 f"EndToEnd: loss must be a callable X -> real scalar; got {type(loss).__name__}."
             )
         self.loss = loss
@@ -60,7 +61,7 @@ class EndToEnd(AbstractFlow):
         def objective(x):
             value = self.loss(x)
             if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
-                raise ValueError(
+                raise InputTypeError(
                     f"EndToEnd: loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}."
                 )
             return value

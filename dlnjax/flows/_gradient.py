@@ -5,6 +5,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from .._errors import InputTypeError
 from .._geometry import network_gradient
 from .._network import DLN
 from ._base import AbstractFlow
@@ -12,7 +13,7 @@ from ._base import AbstractFlow
 
 def _check_linear(net: DLN):
     if not isinstance(net, DLN):
-        raise TypeError(f"flows act on a dlnjax.DLN; got {type(net).__name__}.")
+        raise InputTypeError(f"flows act on a dlnjax.DLN; got {type(net).__name__}.")
 
 
 class Gradient(AbstractFlow):

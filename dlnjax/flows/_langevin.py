@@ -6,12 +6,13 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
+from .._errors import OptionError, UnsupportedError
 from .._geometry import network_gradient
 from .._network import DLN
-from ._base import AbstractFlow
+from ._base import AbstractStochasticFlow
 
 
-class Langevin(AbstractFlow):
+class Langevin(AbstractStochasticFlow):
     """Langevin dynamics of the regularized loss, ``dW = -(grad_W E + kappa W) dt + sqrt(2/beta) dB`` ((4.4) of seed 001).
 
     Real weights only (``B`` is a standard Brownian motion on every entry). Calling the flow gives the
@@ -32,7 +33,7 @@ class Langevin(AbstractFlow):
         for name in ("kappa", "beta"):
             v = getattr(self, name)
             if isinstance(v, (int, float)) and not v > 0:
-                raise ValueError(f"Langevin: {name} must be positive; got {v}.")
+                raise OptionError(f"Langevin: {name} must be positive; got {v}.")
 
     def __call__(self, t, net: DLN, args=None) -> DLN:
         if self.loss is None:
@@ -42,7 +43,7 @@ class Langevin(AbstractFlow):
 
     def diffusion(self, t, net: DLN, args=None) -> lx.AbstractLinearOperator:
         if jnp.iscomplexobj(net.first):
-            raise ValueError("Langevin: only real weights are supported.")
+            raise UnsupportedError("Langevin: only real weights are supported.")
         # Noise on the weights only, never on the zero padding of non-uniform widths.
         scale = jax.tree_util.tree_map(lambda m: jnp.sqrt(2.0 / self.beta) * m, net.mask())
         struct = jax.eval_shape(lambda: net)

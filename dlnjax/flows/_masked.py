@@ -4,15 +4,16 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
+from .._errors import InputTypeError, ShapeError
 from .._network import DLN
-from ._base import AbstractFlow
+from ._base import AbstractFlow, AbstractStochasticFlow
 
 
 def _check_mask(mask, net: DLN, what: str) -> None:
     if not isinstance(net, DLN):
-        raise TypeError(f"{what} acts on a dlnjax.DLN; got {type(net).__name__}.")
+        raise InputTypeError(f"{what} acts on a dlnjax.DLN; got {type(net).__name__}.")
     if mask.widths != net.widths:
-        raise ValueError(f"{what}: the mask has widths {mask.widths} but the network {net.widths}.")
+        raise ShapeError(f"{what}: the mask has widths {mask.widths} but the network {net.widths}.")
 
 
 def _apply(mask: DLN, tree: DLN) -> DLN:
@@ -28,10 +29,10 @@ class Masked(AbstractFlow):
     ``net`` (for a flow that acts entrywise on the gradient, e.g. `Gradient`, `Regularized`, `Langevin`:
     its velocity on the live entries is the real one).
 
-    A stochastic ``flow`` (one with a ``diffusion`` method, `Langevin`) gives a stochastic masked flow
+    A stochastic ``flow`` (an `AbstractStochasticFlow`, e.g. `Langevin`) gives a stochastic masked flow
     (``Masked(langevin, mask)`` is a `MaskedStochastic`) whose noise is masked too, so no noise reaches a
-    frozen entry; a deterministic one gives a flow with no ``diffusion`` (`dlnjax.simulate` tells them apart
-    by that method).
+    frozen entry; a deterministic one gives a deterministic flow (`dlnjax.simulate` tells them apart by
+    type).
     """
 
     flow: AbstractFlow
@@ -39,17 +40,17 @@ class Masked(AbstractFlow):
 
     def __new__(cls, flow=None, mask=None, *args, **kwargs):
         # One constructor for both: the stochastic subclass exactly when the wrapped flow is stochastic.
-        if cls is Masked and hasattr(flow, "diffusion"):
+        if cls is Masked and isinstance(flow, AbstractStochasticFlow):
             cls = MaskedStochastic
         return super().__new__(cls)
 
     def __check_init__(self):
         if not isinstance(self.mask, DLN):
-            raise ValueError(
+            raise InputTypeError(
                 f"Masked: mask must be a dlnjax.DLN of 0/1 entries; got {type(self.mask).__name__}."
             )
         if not callable(self.flow):
-            raise ValueError(
+            raise InputTypeError(
                 f"Masked: flow must be a vector field flow(t, net, args); got {type(self.flow).__name__}."
             )
 
@@ -58,7 +59,7 @@ class Masked(AbstractFlow):
         return _apply(self.mask, self.flow(t, net, args))
 
 
-class MaskedStochastic(Masked):
+class MaskedStochastic(Masked, AbstractStochasticFlow):
     """`Masked` of a stochastic flow: drift and noise both multiplied by the mask (built by ``Masked(flow, mask)``)."""
 
     def diffusion(self, t, net: DLN, args=None) -> lx.AbstractLinearOperator:

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
+from .._errors import ShapeError, UnsupportedError
 from .._numerics import check_finite, sqabs
 
 
@@ -13,7 +14,7 @@ def checked_array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Arra
         x = np.asarray(x)
     ndims = (ndim,) if isinstance(ndim, int) else ndim
     if jnp.ndim(x) not in ndims:
-        raise ValueError(
+        raise ShapeError(
             f"{what} must have {' or '.join(map(str, ndims))} dimensions; got shape {jnp.shape(x)}."
         )
     x = jnp.asarray(x, dtype)
@@ -38,14 +39,14 @@ class AbstractLoss(eqx.Module):
 
     def _check(self, X) -> None:
         if jnp.shape(X) != tuple(self.shape):
-            raise ValueError(
+            raise ShapeError(
                 f"{type(self).__name__}: X must have shape {tuple(self.shape)} (d_N, d_0); got {jnp.shape(X)}."
             )
 
     def test_error(self, X) -> Array:
         """``||X - truth||_F / ||truth||_F``: the relative recovery error against the ground truth."""
         if self.truth is None:
-            raise ValueError(
+            raise UnsupportedError(
                 f"{type(self).__name__}: test_error needs a ground truth; build the loss with truth=."
             )
         self._check(X)
@@ -59,5 +60,5 @@ def checked_truth(truth, shape, what: str):
         return None
     truth = checked_array(truth, f"{what}: truth", 2)
     if tuple(truth.shape) != tuple(shape):
-        raise ValueError(f"{what}: truth must have shape {tuple(shape)}; got {tuple(truth.shape)}.")
+        raise ShapeError(f"{what}: truth must have shape {tuple(shape)}; got {tuple(truth.shape)}.")
     return truth

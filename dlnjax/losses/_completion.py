@@ -7,6 +7,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Int, PRNGKeyArray
 
+from .._errors import InputTypeError, OptionError, ShapeError
 from .._numerics import sqabs
 from ._base import AbstractLoss, checked_array, checked_truth
 
@@ -28,27 +29,27 @@ class MatrixCompletion(AbstractLoss):
     def __init__(self, rows, cols, values, shape, *, truth=None):
         shape = tuple(int(s) for s in shape)
         if len(shape) != 2 or min(shape) < 1:
-            raise ValueError(
+            raise ShapeError(
                 f"MatrixCompletion: shape must be two positive sizes (d_N, d_0); got {shape}."
             )
         rows = checked_array(rows, "MatrixCompletion: rows", 1)
         cols = checked_array(cols, "MatrixCompletion: cols", 1)
         values = checked_array(values, "MatrixCompletion: values", 1)
         if not (rows.shape == cols.shape == values.shape):
-            raise ValueError(
+            raise ShapeError(
                 f"MatrixCompletion: rows, cols and values must have the same length; got {rows.shape}, {cols.shape}, {values.shape}."
             )
         if rows.shape[0] == 0:
-            raise ValueError("MatrixCompletion: need at least one observed entry.")
+            raise ShapeError("MatrixCompletion: need at least one observed entry.")
         for name, idx, size in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
             if not jnp.issubdtype(idx.dtype, jnp.integer):
-                raise ValueError(
+                raise InputTypeError(
                     f"MatrixCompletion: {name} must be integer indices; got {idx.dtype}."
                 )
             if not isinstance(idx, jax.core.Tracer):
                 arr = np.asarray(idx)
                 if arr.min() < 0 or arr.max() >= size:
-                    raise ValueError(
+                    raise ShapeError(
                         f"MatrixCompletion: {name} must lie in [0, {size}); got values in [{arr.min()}, {arr.max()}]."
                     )
         self.rows, self.cols, self.values, self._shape = rows, cols, values, shape
@@ -79,11 +80,11 @@ class MatrixCompletion(AbstractLoss):
         2019: 100 x 100, rank 5, 2000 or 5000 entries, ``||M||_F = 1``)."""
         d_out, d_in = (int(s) for s in shape)
         if not 1 <= rank <= min(d_out, d_in):
-            raise ValueError(
+            raise OptionError(
                 f"MatrixCompletion.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}."
             )
         if not 1 <= n_observed <= d_out * d_in:
-            raise ValueError(
+            raise OptionError(
                 f"MatrixCompletion.random: n_observed must lie in [1, {d_out * d_in}]; got {n_observed}."
             )
         dtype = jnp.result_type(float) if dtype is None else dtype

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
+from .._errors import OptionError, ShapeError
 from .._network import DLN, forward
 from .._numerics import dot, sqabs
 from ._base import AbstractLoss, checked_array, checked_truth
@@ -27,7 +28,7 @@ class Regression(AbstractLoss):
         if targets.ndim == 1:
             targets = targets[:, None]
         if targets.shape[0] != inputs.shape[0] or inputs.shape[0] == 0:
-            raise ValueError(
+            raise ShapeError(
                 f"Regression: inputs (n, d_0) and targets (n,) or (n, d_N) need the same n >= 1; "
                 f"got {inputs.shape} and {targets.shape}."
             )
@@ -45,7 +46,7 @@ class Regression(AbstractLoss):
     def network_loss(self, net: DLN) -> Array:
         """``(1/n) sum_i ||f(x_i) - y_i||^2`` for ``f`` the network function, any activation (docs/theory.md §6)."""
         if (net.widths[-1], net.widths[0]) != self.shape:
-            raise ValueError(
+            raise ShapeError(
                 f"Regression: the network maps {net.widths[0]} -> {net.widths[-1]} but the data need "
                 f"{self.shape[1]} -> {self.shape[0]}."
             )
@@ -70,7 +71,7 @@ class Regression(AbstractLoss):
         """Seed 004's synthetic data: ``x_i ~ N(0, I_{d_in})``, ``y_i = w x_i + noise * eps_i`` with ``w`` Gaussian
         normalized to ``||w||_F = 1`` (published: n = 50, d = 5, noise 1). ``truth = w``."""
         if n < 1 or d_in < 1 or d_out < 1 or not noise >= 0:
-            raise ValueError(
+            raise OptionError(
                 f"Regression.random: need n, d_in, d_out >= 1 and noise >= 0; got {n}, {d_in}, {d_out}, {noise}."
             )
         dtype = jnp.result_type(float) if dtype is None else dtype

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, PRNGKeyArray
 
+from .._errors import OptionError, ShapeError
 from .._numerics import sqabs
 from ._base import AbstractLoss, checked_array, checked_truth
 
@@ -24,7 +25,7 @@ class MatrixSensing(AbstractLoss):
         measurements = checked_array(measurements, "MatrixSensing: measurements", 3)
         values = checked_array(values, "MatrixSensing: values", 1)
         if measurements.shape[0] != values.shape[0] or values.shape[0] == 0:
-            raise ValueError(
+            raise ShapeError(
                 "MatrixSensing: need as many values as measurement matrices (at least one); "
                 f"got measurements {measurements.shape} and values {values.shape}."
             )
@@ -54,11 +55,11 @@ class MatrixSensing(AbstractLoss):
         """Gaussian measurements ``A_i`` (entries N(0, 1)) of a random rank-``rank`` ``M`` with ``||M||_F = norm``."""
         d_out, d_in = (int(s) for s in shape)
         if not 1 <= rank <= min(d_out, d_in):
-            raise ValueError(
+            raise OptionError(
                 f"MatrixSensing.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}."
             )
         if n_measurements < 1:
-            raise ValueError(
+            raise OptionError(
                 f"MatrixSensing.random: n_measurements must be positive; got {n_measurements}."
             )
         dtype = jnp.result_type(float) if dtype is None else dtype

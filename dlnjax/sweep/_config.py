@@ -7,6 +7,12 @@ quantities and when to record them) and ``[grid]`` (the swept axes, each a list 
 top-level options (``name``, ``dtype``, ``batch_size``, ``padding``). `load_config` checks every field
 (unknown names, types, ranges, and the combinations that cannot run) and raises `ConfigError` naming
 the field; the CLI turns that into exit code 2. See ``examples/`` for complete configs.
+
+The choices of a config are registries ``{name: factory}``, and validation draws its allowed values
+(and the rules that depend on what a choice can do) from them: `TASKS` (the losses and their data
+fields), `INITS`, `ACTIVATIONS`, `OPTIMIZERS`, `FLOWS` (each a `FlowChoice`: its factory and
+capabilities, e.g. stochastic when it builds a `dlnjax.flows.AbstractStochasticFlow`) and the
+recorded `QUANTITIES` (the table shared with `dlnjax.train`).
 """
 
 from __future__ import annotations
@@ -21,21 +27,36 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
+import jax.random as jr
+
+from .. import flows as _flows
+from .. import losses as _losses
+from .._activations import Activation
+from .._errors import ConfigError
+from .._init import gaussian, orthogonal, residual
+from .._quantities import QUANTITIES as _TABLE
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["ConfigError", "SweepConfig", "load_config", "parse_config", "GRID_AXES", "QUANTITIES"]
-
-
-class ConfigError(ValueError):
-    """A sweep config that cannot run; ``field`` names the offending entry (e.g. ``"grid.depth"``)."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"config field {field!r}: {message}")
-
+__all__ = [
+    "ConfigError",
+    "SweepConfig",
+    "load_config",
+    "parse_config",
+    "GRID_AXES",
+    "QUANTITIES",
+    "TASKS",
+    "INITS",
+    "ACTIVATIONS",
+    "OPTIMIZERS",
+    "FLOWS",
+    "FlowChoice",
+    "Task",
+]
 
 _REQUIRED = object()
 
@@ -156,61 +177,202 @@ _TOP = {
     "padding": _Field("str", "auto", choices=("auto", "pad", "per-shape")),
 }
 
+# --------------------------------------------------------------------------------------------------
+# The registries of choices
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """A loss of `dlnjax.losses` for ``[task]``: ``make(task, key, dtype)`` draws it; `fields` are its data fields."""
+
+    make: Callable
+    fields: Mapping[str, _Field]
+
+
+def _factorization(task, key, dtype):
+    d_out, d_in = task["shape"]
+    ku, kv = jr.split(key)
+    M = jr.normal(ku, (d_out, task["rank"]), dtype) @ jr.normal(kv, (task["rank"], d_in), dtype)
+    return _losses.Factorization(task["norm"] * M / jnp.linalg.norm(M))
+
+
 _SHAPE = _Field("int_list", _REQUIRED, check=_positive)
 TASKS = {
-    "regression": {
-        "n": _Field("int", 50, check=_positive),
-        "d_in": _Field("int", 5, check=_positive),
-        "d_out": _Field("int", 1, check=_positive),
-        "noise": _Field("float", 1.0, check=_nonnegative),
-    },
-    "matrix_completion": {
-        "shape": _SHAPE,
-        "rank": _Field("int", _REQUIRED, check=_positive),
-        "n_observed": _Field("int", _REQUIRED, check=_positive),
-        "norm": _Field("float", 1.0, check=_positive),
-    },
-    "matrix_sensing": {
-        "shape": _SHAPE,
-        "rank": _Field("int", _REQUIRED, check=_positive),
-        "n_measurements": _Field("int", _REQUIRED, check=_positive),
-        "norm": _Field("float", 1.0, check=_positive),
-    },
-    "factorization": {
-        "shape": _SHAPE,
-        "rank": _Field("int", _REQUIRED, check=_positive),
-        "norm": _Field("float", 1.0, check=_positive),
-    },
+    "regression": Task(
+        lambda task, key, dtype: _losses.Regression.random(
+            key, task["n"], task["d_in"], task["d_out"], noise=task["noise"], dtype=dtype
+        ),
+        {
+            "n": _Field("int", 50, check=_positive),
+            "d_in": _Field("int", 5, check=_positive),
+            "d_out": _Field("int", 1, check=_positive),
+            "noise": _Field("float", 1.0, check=_nonnegative),
+        },
+    ),
+    "matrix_completion": Task(
+        lambda task, key, dtype: _losses.MatrixCompletion.random(
+            key, task["shape"], task["rank"], task["n_observed"], norm=task["norm"], dtype=dtype
+        ),
+        {
+            "shape": _SHAPE,
+            "rank": _Field("int", _REQUIRED, check=_positive),
+            "n_observed": _Field("int", _REQUIRED, check=_positive),
+            "norm": _Field("float", 1.0, check=_positive),
+        },
+    ),
+    "matrix_sensing": Task(
+        lambda task, key, dtype: _losses.MatrixSensing.random(
+            key, task["shape"], task["rank"], task["n_measurements"], norm=task["norm"], dtype=dtype
+        ),
+        {
+            "shape": _SHAPE,
+            "rank": _Field("int", _REQUIRED, check=_positive),
+            "n_measurements": _Field("int", _REQUIRED, check=_positive),
+            "norm": _Field("float", 1.0, check=_positive),
+        },
+    ),
+    "factorization": Task(
+        _factorization,
+        {
+            "shape": _SHAPE,
+            "rank": _Field("int", _REQUIRED, check=_positive),
+            "norm": _Field("float", 1.0, check=_positive),
+        },
+    ),
 }
-"""The losses of `dlnjax.losses` by config name, with the fields of their ``.random`` data."""
+"""The losses of `dlnjax.losses` by config name: how to draw each, and the fields of its data."""
 
-INITS = ("gaussian", "orthogonal", "residual")
+INITS: dict[str, Callable] = {
+    "gaussian": lambda key, widths, scale, dtype: gaussian(key, widths, scale, dtype=dtype),
+    "orthogonal": lambda key, widths, scale, dtype: orthogonal(key, widths, scale, dtype=dtype),
+    "residual": lambda key, widths, scale, dtype: residual(
+        key, len(widths) - 1, widths[0], scale, dtype=dtype
+    ),
+}
+"""Initializations ``name -> init(key, widths, scale, dtype) -> DLN``."""
+
+ACTIVATIONS: dict[str, Activation] = {
+    name: Activation(name) for name in ("identity", "relu", "leaky_relu", "gelu")
+}
+"""Activations by config name."""
+
+
+def _sgd(momentum=None, nesterov=False):
+    import optax
+
+    return lambda dyn, lr: optax.sgd(
+        lr, momentum=None if momentum is None else dyn["momentum"], nesterov=nesterov
+    )
+
+
+def _optax(name):
+    import optax
+
+    return lambda dyn, lr: getattr(optax, name)(lr)
+
+
+OPTIMIZERS: dict[str, Callable] = {
+    "sgd": _sgd(),
+    "momentum": _sgd(momentum=True),
+    "nesterov": _sgd(momentum=True, nesterov=True),
+    **{name: _optax(name) for name in ("adam", "adamw", "rmsprop", "adagrad")},
+}
+"""Optax optimizers ``name -> make(dynamics, learning_rate)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowChoice:
+    """A flow for ``method = "flow"``: ``make(loss, kappa, beta, depth, dynamics)`` builds it.
+
+    `kinds`: the classes it builds (a stochastic flow, `stochastic`, builds a
+    `dlnjax.flows.AbstractStochasticFlow`). `loss`: driven by the loss (with a weight decay ``kappa``);
+    ``False`` for the flows on the fiber (``X`` constant). `end_to_end`: evolves the end-to-end matrix,
+    not the layers. `entrywise`: its velocity on the live entries of a padded network is the real one
+    (padding possible). `full_rank_fibers`: needs every hidden width ``>= min(d_0, d_N)``.
+    `positive_kappa`: needs ``kappa > 0``.
+    """
+
+    make: Callable
+    kinds: tuple[type, ...]
+    loss: bool = True
+    end_to_end: bool = False
+    entrywise: bool = False
+    full_rank_fibers: bool = False
+    positive_kappa: bool = False
+
+    @property
+    def stochastic(self) -> bool:
+        return any(issubclass(k, _flows.AbstractStochasticFlow) for k in self.kinds)
+
+    @property
+    def needs_linear(self) -> bool:
+        """The flow needs the end-to-end matrix of a linear network (fiber flows, the end-to-end flow)."""
+        return self.end_to_end or not self.loss
+
+
+def _no_kappa(kappa):
+    return 0.0 if kappa is None else kappa
+
+
+FLOWS: dict[str, FlowChoice] = {
+    "gradient": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: (
+            _flows.Gradient(loss) if kappa is None else _flows.Regularized(loss, kappa)
+        ),
+        (_flows.Gradient, _flows.Regularized),
+        entrywise=True,
+    ),
+    "regularized": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: _flows.Regularized(loss, _no_kappa(kappa)),
+        (_flows.Regularized,),
+        entrywise=True,
+    ),
+    "langevin": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: _flows.Langevin(loss, kappa, beta),
+        (_flows.Langevin,),
+        entrywise=True,
+        positive_kappa=True,
+    ),
+    "fiber_l2": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: _flows.FiberL2(),
+        (_flows.FiberL2,),
+        loss=False,
+        full_rank_fibers=True,
+    ),
+    "fiber_schatten": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: _flows.FiberSchatten(dyn["p"]),
+        (_flows.FiberSchatten,),
+        loss=False,
+        full_rank_fibers=True,
+    ),
+    "kirwan_ness": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: _flows.KirwanNess(), (_flows.KirwanNess,), loss=False
+    ),
+    "end_to_end": FlowChoice(
+        lambda loss, kappa, beta, depth, dyn: _flows.EndToEnd(loss, depth, _no_kappa(kappa)),
+        (_flows.EndToEnd,),
+        end_to_end=True,
+    ),
+}
+"""The flows of `dlnjax.flows` by config name, with what each can do."""
+
 _NETWORK = {
     "depth": _Field("int", 2, check=_positive),
     "width": _Field("int", 5, check=_positive),
     "widths": _Field("int_list", None, check=_positive),
-    "init": _Field("str", "gaussian", choices=INITS),
+    "init": _Field("str", "gaussian", choices=tuple(INITS)),
     "scale": _Field("float", 0.1, check=_nonnegative),
-    "activation": _Field("str", "identity", choices=("identity", "relu", "leaky_relu", "gelu")),
+    "activation": _Field("str", "identity", choices=tuple(ACTIVATIONS)),
     "seed": _Field(
         "int", 0, check=_nonnegative
     ),  # the initialization seed when grid.seed is not swept
 }
 
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop", "adagrad")
-FLOWS = (
-    "gradient",
-    "regularized",
-    "langevin",
-    "fiber_l2",
-    "fiber_schatten",
-    "kirwan_ness",
-    "end_to_end",
-)
 _DYNAMICS = {
     "method": _Field("str", _REQUIRED, choices=("train", "flow")),
     # train
-    "optimizer": _Field("str", "sgd", choices=OPTIMIZERS),
+    "optimizer": _Field("str", "sgd", choices=tuple(OPTIMIZERS)),
     "learning_rate": _Field("float", 0.01, check=_positive),
     "momentum": _Field(
         "float", 0.9, check=lambda x: None if 0 <= x < 1 else f"must lie in [0, 1); got {x!r}"
@@ -218,7 +380,7 @@ _DYNAMICS = {
     "steps": _Field("int", 1000, check=_positive),
     "divergence_threshold": _Field("float", 1e6, check=_positive),
     # flow
-    "flow": _Field("str", "gradient", choices=FLOWS),
+    "flow": _Field("str", "gradient", choices=tuple(FLOWS)),
     "t1": _Field("float", 10.0, check=_positive),
     "rtol": _Field("float", 1e-6, check=_positive),
     "atol": _Field("float", 1e-8, check=_positive),
@@ -235,20 +397,9 @@ _DYNAMICS = {
 _TRAIN_ONLY = ("optimizer", "learning_rate", "momentum", "steps", "divergence_threshold")
 _FLOW_ONLY = ("flow", "t1", "rtol", "atol", "dt0", "max_steps", "p", "progress", "beta")
 
-QUANTITIES = (
-    "loss",
-    "objective",
-    "test_error",
-    "balancedness",
-    "squared_norm",
-    "layer_norms",
-    "grad_norm",
-    "sharpness",
-    "effective_rank",
-    "numerical_rank",
-    "singular_values",
-)
-"""The quantities a sweep can record (see `dlnjax.sweep` for their definitions)."""
+QUANTITIES = tuple(_TABLE)
+"""The quantities a sweep can record (see `dlnjax.sweep` for their definitions): the table shared with
+`dlnjax.train`."""
 
 _RECORD = {
     "quantities": _Field("str_list", ["loss"], choices=QUANTITIES),
@@ -266,7 +417,7 @@ GRID_AXES = {
     "depth": _Field("int_list", check=_positive),
     "width": _Field("int_list", check=_positive),
     "widths": None,  # a list of int lists, checked by hand
-    "init": _Field("str_list", choices=INITS),
+    "init": _Field("str_list", choices=tuple(INITS)),
     "scale": _Field("float_list", check=_nonnegative),
     "learning_rate": _Field("float_list", check=_positive),
     "kappa": _Field("float_list", check=_nonnegative),
@@ -274,14 +425,6 @@ GRID_AXES = {
     "seed": _Field("int_list", check=_nonnegative),
 }
 """The axes a grid may sweep, each a non-empty list of values."""
-
-_LOSSLESS_FLOWS = (
-    "fiber_l2",
-    "fiber_schatten",
-    "kirwan_ness",
-)  # flows on the fiber: no loss, X constant
-_LAYER_QUANTITIES = ("balancedness", "squared_norm", "layer_norms")
-_LOSS_QUANTITIES = ("loss", "objective", "test_error", "grad_norm", "sharpness")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,7 +568,11 @@ def parse_config(data: Mapping, source: str = "") -> SweepConfig:
     loss = _coerce("task.loss", "str", task["loss"])
     if loss not in TASKS:
         raise ConfigError("task.loss", f"{loss!r} is not one of {list(TASKS)}")
-    schema = {"loss": _Field("str"), "seed": _Field("int", 0, check=_nonnegative), **TASKS[loss]}
+    schema = {
+        "loss": _Field("str"),
+        "seed": _Field("int", 0, check=_nonnegative),
+        **TASKS[loss].fields,
+    }
     out["task"] = _section("task", task, schema)
     if loss != "regression":
         shape = out["task"]["shape"]
@@ -460,29 +607,48 @@ def parse_config(data: Mapping, source: str = "") -> SweepConfig:
 
 def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
     """The cross-field rules: everything that would fail at run time is caught here."""
-    net, dyn, rec, grid = cfg.network, cfg.dynamics, cfg.record, cfg.grid
-    raw_dyn = raw.get("dynamics", {})
     train = cfg.is_train
-    for key in raw_dyn:
+    for key in raw.get("dynamics", {}):
         if train and key in _FLOW_ONLY:
             raise ConfigError(f"dynamics.{key}", 'is a flow option, but method = "train"')
         if not train and key in _TRAIN_ONLY:
             raise ConfigError(f"dynamics.{key}", 'is a training option, but method = "flow"')
-    flow = None if train else dyn["flow"]
     raw_net = raw.get("network", {})
     if "widths" in raw_net and ("depth" in raw_net or "width" in raw_net):
         raise ConfigError("network.widths", "give either widths or depth/width, not both")
-    d_in, d_out = task_dims(cfg.task)
+    flow = None if train else cfg.dynamics["flow"]
+    choice = None if train else FLOWS[flow]
+    _check_axes(cfg, flow, choice)
+    _check_widths(cfg, flow, choice)
+    _check_recording(cfg, raw, flow, choice)
+    _check_quantities(cfg, flow, choice)
+    if cfg.data["padding"] == "pad":
+        ok, why = padding_possible(cfg)
+        if not ok:
+            raise ConfigError(
+                "padding", f'"pad" is impossible here: {why}; use "auto" or "per-shape"'
+            )
 
-    # The axes that make sense for these dynamics.
-    if "learning_rate" in grid and not train:
+
+def _check_axes(cfg: SweepConfig, flow: str | None, choice: FlowChoice | None) -> None:
+    """The swept axes that make sense for these dynamics."""
+    grid = cfg.grid
+    if "learning_rate" in grid and not cfg.is_train:
         raise ConfigError("grid.learning_rate", 'sweeps a learning rate, but method = "flow"')
-    if "beta" in grid and flow != "langevin":
-        raise ConfigError("grid.beta", "beta is the inverse temperature of the langevin flow only")
-    if "kappa" in grid and flow in _LOSSLESS_FLOWS:
+    if "beta" in grid and not (choice is not None and choice.stochastic):
+        stochastic = [name for name, c in FLOWS.items() if c.stochastic]
+        raise ConfigError(
+            "grid.beta",
+            f"beta is the inverse temperature of the stochastic flows {stochastic} only",
+        )
+    if "kappa" in grid and choice is not None and not choice.loss:
         raise ConfigError("grid.kappa", f"the {flow} flow has no kappa")
 
-    # Every run's widths must be consistent with the task.
+
+def _check_widths(cfg: SweepConfig, flow: str | None, choice: FlowChoice | None) -> None:
+    """Every run's widths must be consistent with the task, the flow and the initialization."""
+    net, grid = cfg.network, cfg.grid
+    d_in, d_out = task_dims(cfg.task)
     seen = set()
     for point in cfg.points():
         s = cfg.run_settings(point)
@@ -500,9 +666,9 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
                 where,
                 f"widths {list(widths)} must start with d_0 = {d_in} and end with d_N = {d_out} (the task's dimensions)",
             )
-        if flow in ("fiber_l2", "fiber_schatten") and min(widths[1:-1] or (math.inf,)) < min(
-            d_in, d_out
-        ):
+        if (choice is not None and choice.full_rank_fibers) and min(
+            widths[1:-1] or (math.inf,)
+        ) < min(d_in, d_out):
             raise ConfigError(
                 where,
                 f"the {flow} flow needs every hidden width >= min(d_0, d_N) = {min(d_in, d_out)} (full-rank fibers); got {list(widths)}",
@@ -516,8 +682,12 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
                     f"residual initialization needs square layers (all widths equal); got {list(widths)}",
                 )
 
-    # Dynamics.
-    if train:
+
+def _check_recording(cfg: SweepConfig, raw: Mapping, flow: str | None, choice) -> None:
+    """When to record (steps or times; normalized in place) and the step rules of the dynamics."""
+    dyn, rec, grid = cfg.dynamics, cfg.record, cfg.grid
+    raw_dyn = raw.get("dynamics", {})
+    if cfg.is_train:
         every = rec["every"] or max(1, dyn["steps"] // 20)
         if dyn["steps"] % every:
             raise ConfigError(
@@ -547,49 +717,45 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
                     f"the last time must equal dynamics.t1 = {dyn['t1']}; got {times[-1]}",
                 )
         dyn["t1"] = rec["times"][-1]
-        if flow == "langevin" and dyn["dt0"] <= 0:
-            raise ConfigError("dynamics.dt0", "the langevin flow needs a fixed step dt0 > 0")
-        if flow == "langevin" and "kappa" not in grid and dyn["kappa"] <= 0:
-            raise ConfigError("dynamics.kappa", "the langevin flow needs kappa > 0")
-        if flow == "langevin" and "kappa" in grid and min(grid["kappa"]) <= 0:
-            raise ConfigError("grid.kappa", "the langevin flow needs kappa > 0")
+        if choice.stochastic and dyn["dt0"] <= 0:
+            raise ConfigError(
+                "dynamics.dt0", f"the {flow} flow is stochastic: it needs a fixed step dt0 > 0"
+            )
+        if choice.positive_kappa and "kappa" not in grid and dyn["kappa"] <= 0:
+            raise ConfigError("dynamics.kappa", f"the {flow} flow needs kappa > 0")
+        if choice.positive_kappa and "kappa" in grid and min(grid["kappa"]) <= 0:
+            raise ConfigError("grid.kappa", f"the {flow} flow needs kappa > 0")
 
-    # Quantities.
-    quantities = rec["quantities"]
+
+def _check_quantities(cfg: SweepConfig, flow: str | None, choice: FlowChoice | None) -> None:
+    """The recorded quantities must exist for this state (layers or ``X``) and network (linear or not)."""
+    net, dyn = cfg.network, cfg.dynamics
+    quantities = cfg.record["quantities"]
     if len(set(quantities)) != len(quantities):
         raise ConfigError("record.quantities", f"lists a quantity twice: {quantities}")
-    linear = net["activation"] == "identity"
+    linear = ACTIVATIONS[net["activation"]].is_linear
     for q in quantities:
         where = "record.quantities"
-        if flow == "end_to_end" and q in _LAYER_QUANTITIES + (
-            "objective",
-            "grad_norm",
-            "sharpness",
-        ):
+        if choice is not None and choice.end_to_end and _TABLE[q].layers:
             raise ConfigError(
                 where,
-                f"{q!r} needs the layers, but the end_to_end flow evolves only the end-to-end matrix",
+                f"{q!r} needs the layers, but the {flow} flow evolves only the end-to-end matrix",
             )
-        if not linear and q in (
-            "test_error",
-            "effective_rank",
-            "numerical_rank",
-            "singular_values",
-        ):
+        if not linear and _TABLE[q].linear:
             raise ConfigError(
                 where,
                 f"{q!r} needs the end-to-end matrix of a linear network; network.activation = {net['activation']!r}",
             )
     if not linear:
-        if flow in _LOSSLESS_FLOWS + ("end_to_end",):
+        if choice is not None and choice.needs_linear:
             raise ConfigError(
                 "network.activation",
                 f'the {flow} flow needs a linear network (activation = "identity")',
             )
     if (
         cfg.data["dtype"] == "float32"
-        and not train
-        and flow in _LOSSLESS_FLOWS
+        and not cfg.is_train
+        and not choice.loss
         and dyn["rtol"] < 1e-5
     ):
         raise ConfigError(
@@ -597,23 +763,15 @@ def _check_combinations(cfg: SweepConfig, raw: Mapping) -> None:
             f'float32 cannot meet rtol = {dyn["rtol"]}; use >= 1e-5 or dtype = "float64"',
         )
 
-    # Padding.
-    if cfg.data["padding"] == "pad":
-        ok, why = padding_possible(cfg)
-        if not ok:
-            raise ConfigError(
-                "padding", f'"pad" is impossible here: {why}; use "auto" or "per-shape"'
-            )
-
 
 def padding_possible(cfg: SweepConfig) -> tuple[bool, str]:
     """Whether the runs of ``cfg`` can share one padded program (frozen identity layers, masked blocks)."""
-    if not cfg.is_train and cfg.dynamics["flow"] not in ("gradient", "regularized", "langevin"):
+    if not cfg.is_train and not FLOWS[cfg.dynamics["flow"]].entrywise:
         return (
             False,
             f"the {cfg.dynamics['flow']} flow depends on the geometry of the whole network (frozen layers would change it)",
         )
-    if cfg.network["activation"] != "identity":
+    if not ACTIVATIONS[cfg.network["activation"]].is_linear:
         return False, "frozen identity layers change a nonlinear network's function"
     depths = {len(cfg.run_settings(p)["widths"]) - 1 for p in cfg.points()}
     if min(depths) < 2:

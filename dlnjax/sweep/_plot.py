@@ -27,6 +27,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
+from .._errors import OptionError, StoreError
+
 __all__ = ["plot"]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +54,7 @@ def plot(ds: xr.Dataset, out: Path | str, *, max_lines: int = 200) -> list[Path]
     Each figure is saved as ``.png`` and ``.pdf``; the returned list holds both, in drawing order.
     """
     if max_lines < 1:
-        raise ValueError(f"max_lines must be positive, got {max_lines}")
+        raise OptionError(f"max_lines must be positive, got {max_lines}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     traj = _trajectory_dim(ds)
@@ -121,7 +123,7 @@ def _trajectory_dim(ds: xr.Dataset) -> str:
     if traj is None:
         traj = next((d for d in ("step", "time") if d in ds.dims), None)
     if traj is None or traj not in ds.dims:
-        raise ValueError(
+        raise StoreError(
             f"no trajectory dim ('step' or 'time') among the Dataset's dims {tuple(ds.dims)}"
         )
     return str(traj)

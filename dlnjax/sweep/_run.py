@@ -30,11 +30,19 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from .. import losses as _losses
-from .._init import gaussian, orthogonal, residual
 from .._network import DLN, end_to_end
 from .._padding import pad
-from ._config import ConfigError, SweepConfig, padding_possible
+from ..flows import AbstractStochasticFlow
+from ._config import (
+    ACTIVATIONS,
+    FLOWS,
+    INITS,
+    OPTIMIZERS,
+    TASKS,
+    ConfigError,
+    SweepConfig,
+    padding_possible,
+)
 from ._quantities import quantity_fns, quantity_shape
 from ._store import Store
 
@@ -151,42 +159,16 @@ def plan(cfg: SweepConfig, n_devices: int = 1) -> Plan:
 
 
 def make_loss(task: dict, dtype):
-    """The loss of ``task`` with its data drawn from ``task.seed``."""
-    key = jr.PRNGKey(task["seed"])
-    kind = task["loss"]
-    if kind == "regression":
-        return _losses.Regression.random(
-            key, task["n"], task["d_in"], task["d_out"], noise=task["noise"], dtype=dtype
-        )
-    if kind == "matrix_completion":
-        return _losses.MatrixCompletion.random(
-            key, task["shape"], task["rank"], task["n_observed"], norm=task["norm"], dtype=dtype
-        )
-    if kind == "matrix_sensing":
-        return _losses.MatrixSensing.random(
-            key, task["shape"], task["rank"], task["n_measurements"], norm=task["norm"], dtype=dtype
-        )
-    if kind == "factorization":
-        d_out, d_in = task["shape"]
-        ku, kv = jr.split(key)
-        M = jr.normal(ku, (d_out, task["rank"]), dtype) @ jr.normal(kv, (task["rank"], d_in), dtype)
-        return _losses.Factorization(task["norm"] * M / jnp.linalg.norm(M))
-    raise AssertionError(kind)
+    """The loss of ``task`` with its data drawn from ``task.seed`` (the `TASKS` registry)."""
+    return TASKS[task["loss"]].make(task, jr.PRNGKey(task["seed"]), dtype)
 
 
 @partial(jax.jit, static_argnames=("widths", "init", "dtype", "activation", "padded_to"))
 def _init(key, scale, *, widths, init, dtype, activation, padded_to) -> tuple[DLN, DLN | None]:
     """One run's initial network (and its live mask, padded to the shape ``padded_to``); one compile per shape."""
-    if init == "gaussian":
-        net = gaussian(key, widths, scale, dtype=dtype)
-    elif init == "orthogonal":
-        net = orthogonal(key, widths, scale, dtype=dtype)
-    elif init == "residual":
-        net = residual(key, len(widths) - 1, widths[0], scale, dtype=dtype)
-    else:
-        raise AssertionError(init)
-    if activation != "identity":
-        net = net.with_activation(activation)
+    net = INITS[init](key, widths, scale, dtype)
+    if not ACTIVATIONS[activation].is_linear:
+        net = net.with_activation(ACTIVATIONS[activation])
     if padded_to is None:
         return net, None
     return pad(net, len(padded_to) - 1, max(padded_to[1:-1]))
@@ -208,37 +190,11 @@ def _initial_state(
 
 
 def _optimizer(dyn: dict, lr):
-    import optax
-
-    name = dyn["optimizer"]
-    if name == "sgd":
-        return optax.sgd(lr)
-    if name == "momentum":
-        return optax.sgd(lr, momentum=dyn["momentum"])
-    if name == "nesterov":
-        return optax.sgd(lr, momentum=dyn["momentum"], nesterov=True)
-    return getattr(optax, name)(lr)
+    return OPTIMIZERS[dyn["optimizer"]](dyn, lr)
 
 
 def _flow(cfg: SweepConfig, loss, kappa, beta, depth):
-    from .. import flows
-
-    name = cfg.dynamics["flow"]
-    if name == "gradient":
-        return flows.Gradient(loss) if kappa is None else flows.Regularized(loss, kappa)
-    if name == "regularized":
-        return flows.Regularized(loss, 0.0 if kappa is None else kappa)
-    if name == "langevin":
-        return flows.Langevin(loss, kappa, beta)
-    if name == "fiber_l2":
-        return flows.FiberL2()
-    if name == "fiber_schatten":
-        return flows.FiberSchatten(cfg.dynamics["p"])
-    if name == "kirwan_ness":
-        return flows.KirwanNess()
-    if name == "end_to_end":
-        return flows.EndToEnd(loss, depth, 0.0 if kappa is None else kappa)
-    raise AssertionError(name)
+    return FLOWS[cfg.dynamics["flow"]].make(loss, kappa, beta, depth, cfg.dynamics)
 
 
 def _run_one(
@@ -257,7 +213,7 @@ def _run_one(
     dyn, rec = cfg.dynamics, cfg.record
     net0, live = inputs["net0"], inputs.get("live")
     kappa = inputs["kappa"] if uses_kappa else None
-    e2e = not cfg.is_train and dyn["flow"] == "end_to_end"
+    e2e = not cfg.is_train and FLOWS[dyn["flow"]].end_to_end
     fns = quantity_fns(
         rec["quantities"],
         loss,
@@ -289,7 +245,7 @@ def _run_one(
     y0 = end_to_end(net0) if e2e else net0
     if live is not None:
         flow = flows.Masked(flow, live)
-    stochastic = dyn["flow"] == "langevin"
+    stochastic = isinstance(flow, AbstractStochasticFlow)
     traj = simulate(
         flow,
         y0,
@@ -314,7 +270,9 @@ def _run_one(
 
 def shared_steps(cfg: SweepConfig) -> bool:
     """Whether every run of a batch takes the same solver steps: a deterministic flow with a constant step ``dt0``."""
-    return not cfg.is_train and cfg.dynamics["flow"] != "langevin" and cfg.dynamics["dt0"] > 0
+    return (
+        not cfg.is_train and not FLOWS[cfg.dynamics["flow"]].stochastic and cfg.dynamics["dt0"] > 0
+    )
 
 
 def _run_batch(
@@ -340,7 +298,7 @@ def _run_batch(
     from .._simulate import simulate
 
     dyn, rec = cfg.dynamics, cfg.record
-    e2e = dyn["flow"] == "end_to_end"
+    e2e = FLOWS[dyn["flow"]].end_to_end
     live = inputs.get("live")
     per_run = {"kappa": inputs["kappa"], "beta": inputs["beta"], "live": live}
 
@@ -538,13 +496,7 @@ def run(
 
     say = log or (lambda msg: logger.info(msg))
     out = Path(out)
-    store = Store(out)
-    stored = store.stored_config()
-    if stored is not None and stored != cfg.data:
-        raise ConfigError(
-            "out",
-            f"{out} already holds a different sweep ({_first_difference(stored, cfg.data)}); use another --out or delete it",
-        )
+    store, stored = _open_store(cfg, out)
 
     devices = list(jax.devices() if devices is None else devices)
     mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
@@ -564,12 +516,7 @@ def run(
         f"{len(batches) - len(todo)} batches already done"
     )
 
-    dtype = jnp.float32 if cfg.data["dtype"] == "float32" else jnp.float64
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise ConfigError(
-            "dtype",
-            'float64 needs jax_enable_x64 (the dlnjax CLI enables it); call jax.config.update("jax_enable_x64", True) first',
-        )
+    dtype = _dtype(cfg)
     loss_arrays, loss_static = eqx.partition(make_loss(cfg.task, dtype), eqx.is_array)
     loss_arrays = _to_global(loss_arrays, replicated)
     dims = _dims(cfg, the_plan)
@@ -590,25 +537,13 @@ def run(
             prog = the_plan.programs[p]
             t0 = time.perf_counter()
             if p not in compiled:
-                batch_fn = partial(
-                    _run_batch,
-                    cfg,
-                    dims["n_layers"],
-                    dims["n_singular"],
-                    len(prog.shape) - 1,
-                    uses_kappa,
+                compiled[p] = _program(
+                    cfg, dims, prog, uses_kappa, loss_static, replicated, batched
                 )
-                fn = lambda arrays, inputs, batch_fn=batch_fn: batch_fn(
-                    eqx.combine(arrays, loss_static), inputs
-                )
-                compiled[p] = jax.jit(fn, in_shardings=(replicated, batched), out_shardings=batched)
             inputs = _batch_inputs(cfg, the_plan, prog, runs, dtype)
             result = _gather(compiled[p](loss_arrays, _to_global(inputs, batched)))
-            n = len(runs)
-            flag = result.get("diverged", None)
-            n_bad += (
-                int(np.sum(flag[:n])) if flag is not None else int(np.sum(~result["success"][:n]))
-            )
+            flag = result["diverged"] if "diverged" in result else ~result["success"]
+            n_bad += int(np.sum(flag[: len(runs)]))
             data = {k: np.asarray(v) for k, v in result.items()}
             if writer:
                 marker = {
@@ -627,6 +562,37 @@ def run(
         else f"sweep {cfg.data['name']!r}: nothing to do, all batches were done"
     )
     return load(out)
+
+
+def _open_store(cfg: SweepConfig, out: Path):
+    """The store at ``out`` and the config it holds (``None``: new); `ConfigError` if it holds another sweep."""
+    store = Store(out)
+    stored = store.stored_config()
+    if stored is not None and stored != cfg.data:
+        raise ConfigError(
+            "out",
+            f"{out} already holds a different sweep ({_first_difference(stored, cfg.data)}); use another --out or delete it",
+        )
+    return store, stored
+
+
+def _dtype(cfg: SweepConfig):
+    dtype = jnp.float32 if cfg.data["dtype"] == "float32" else jnp.float64
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ConfigError(
+            "dtype",
+            'float64 needs jax_enable_x64 (the dlnjax CLI enables it); call jax.config.update("jax_enable_x64", True) first',
+        )
+    return dtype
+
+
+def _program(cfg: SweepConfig, dims, prog: Program, uses_kappa, loss_static, replicated, batched):
+    """The compiled function of one program: loss arrays and a batch of inputs -> the batch's results."""
+    batch_fn = partial(
+        _run_batch, cfg, dims["n_layers"], dims["n_singular"], len(prog.shape) - 1, uses_kappa
+    )
+    fn = lambda arrays, inputs: batch_fn(eqx.combine(arrays, loss_static), inputs)
+    return jax.jit(fn, in_shardings=(replicated, batched), out_shardings=batched)
 
 
 def _to_global(tree, sharding):

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._errors import StoreError
+
 __all__ = ["Store", "load"]
 
 
@@ -117,7 +119,7 @@ def load(directory: str | Path, *, require_complete: bool = False):
     ``num_steps`` (flows), and ``finished`` (whether the run's batch has finished). Attributes: the config
     (``config_toml``, ``config``), package ``versions``, ``git_commit``, ``device_kind`` and the layout
     (``grid_axes``, ``quantities``, ``trajectory_dim``, ``padding``). A sweep that has not finished loads
-    with NaN for its missing runs and a warning (``require_complete=True``: raises ``ValueError``).
+    with NaN for its missing runs and a warning (``require_complete=True``: raises `dlnjax.StoreError`, a ``ValueError``).
     """
     import xarray as xr
 
@@ -144,14 +146,14 @@ def load(directory: str | Path, *, require_complete: bool = False):
     if len(slots) != n_runs or not np.array_equal(
         index[slots], np.arange(n_runs)
     ):  # pragma: no cover
-        raise ValueError(
+        raise StoreError(
             f"dlnjax.load: {store.zarr} is corrupt (grid_index does not cover the {n_runs} runs)."
         )
     finished = slot_done[slots]
     if not finished.all():
         msg = f"dlnjax.load: the sweep in {store.dir} is unfinished: {int(finished.sum())} of {n_runs} runs are done; rerun `dlnjax sweep` on it to resume."
         if require_complete:
-            raise ValueError(msg)
+            raise StoreError(msg)
         warnings.warn(msg, stacklevel=2)
 
     shape = tuple(len(v) for _, v in grid)
