@@ -12,11 +12,14 @@ Cases (each prints a table; ``--cases`` picks some):
     wall time and accuracy against a tight Tsit5 reference, at several scales.
 (k) Krylov iteration counts: BiCGStab iterations to ``1e-3`` of the residual for Newton matrices ``I - gamma J`` at
     states along the 30 x 30 trajectory (scale 1e-4), with and without the EndToEnd preconditioner.
+(j) what bounds the N = inf completion: dense anatomy of the Newton matrices (30 x 30) at states of trajectories
+    from scales 1e-3 ... 1e-5: the part of the Jacobian from the derivative of the log-mean multiplier against the
+    rest, the convergence of the chord iteration without it, and GMRES steps with the preconditioner.
 
 Times include compilation where marked (first call); the completion solves use the experiment's tolerances
 (rtol 1e-6, atol 1e-12, ``dlnjax.experiments.cohen_menon_veraszto``). float64, ``OPENBLAS_NUM_THREADS=1``.
 
-Usage: ``python benchmarks/stiff.py [--quick] [--cases a,b,c,d,k] [--out FILE]``.
+Usage: ``python benchmarks/stiff.py [--quick] [--cases a,b,c,d,k,j] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -310,6 +313,99 @@ def case_k(quick):
     ]
 
 
+def _dense(f, X):
+    """The matrix of the linear map ``f`` on ``X``'s shape (columns: the images of the unit matrices)."""
+    n = X.size
+    return np.asarray(jax.jacfwd(lambda Z: f(Z).reshape(-1))(jnp.zeros_like(X))).reshape(n, n)
+
+
+def _gmres_steps(M, b, cap=300):
+    """GMRES steps (one cycle of at most ``cap``) to ``1e-3`` of the residual; ``"> cap"`` if it did not get there."""
+    import scipy.sparse.linalg as spla
+
+    count = [0]
+
+    def tick(_):
+        count[0] += 1
+
+    _, info = spla.gmres(
+        M, b, rtol=1e-3, restart=cap, maxiter=1, callback=tick, callback_type="pr_norm"
+    )
+    return str(count[0]) if info == 0 else f"> {cap}"
+
+
+def case_j(quick):
+    """Anatomy of the Newton matrices ``I - gamma J`` of the N = inf completion (30 x 30, rank 2, 400 observed).
+
+    ``J = -A(X) H - (D A(X)[.]) grad E``: the second term (the derivative of the log-mean multiplier, which is not
+    Lipschitz at rank-deficient ``X``) is measured against the first, at the first saves with ``E <= 0.5 E(0)``
+    (after the first escape) and ``E <= 1e-4 E(0)`` of trajectories from several scales; dense 900 x 900 matrices.
+    """
+    from dlnjax._metric import apply_multiplier
+
+    loss, Q = _completion(30, 2, 400)
+    flow = dlnjax.flows.EndToEnd(loss, INF)
+    ts = cmv.save_times(cmv.DEFAULT, cmv.time_unit(loss))
+    E0 = float(loss(jnp.zeros(loss.shape)))
+    gammas = (1e4, 1e6, 1e8)
+    lines = [
+        "## (j) the Newton matrices I - gamma J of the N = inf completion (30 x 30, rank 2, 400 observed)",
+        "",
+        "| scale | E / E(0) | sigma_min | sigma_3 | norm J | norm of D A part | max Re eig J | "
+        + " | ".join(
+            f"gamma {g:g}: chord radius (frozen J) | gamma {g:g}: GMRES steps" for g in gammas
+        )
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|---|" * len(gammas),
+    ]
+    rng = np.random.default_rng(0)
+    for scale in (1e-3, 1e-4) if quick else (1e-3, 1e-4, 1e-5):
+        traj = dlnjax.simulate(
+            cmv.UntilConverged(flow, loss, 1e-4 * E0),
+            scale * Q,
+            ts,
+            solver=dlnjax.Stiff(),
+            rtol=RTOL,
+            atol=ATOL,
+            max_steps=20000,
+        )
+        L = np.asarray(jax.vmap(loss)(traj.ys)) / E0
+        for level in (0.5, 1e-4):
+            X = traj.ys[int(np.argmax(L <= level))]
+            s = np.linalg.svd(np.asarray(X), compute_uv=False)
+            J = np.asarray(jax.jacfwd(lambda Z: flow(0.0, Z).reshape(-1))(X)).reshape(
+                X.size, X.size
+            )
+            H = np.asarray(jax.jacfwd(lambda Z: flow.gradient(Z).reshape(-1))(X)).reshape(
+                X.size, X.size
+            )
+            A = _dense(lambda Z, X=X: apply_multiplier(X, Z, INF, False, None), X)
+            frozen = -A @ H
+            eye = np.eye(X.size)
+            b = rng.normal(size=X.size)
+            cells = []
+            for g in gammas:
+                M = eye - g * J
+                chord = np.linalg.solve(eye - g * frozen, M)
+                radius = max(abs(np.linalg.eigvals(eye - chord)))
+                P = _dense(flow.stiff_preconditioner(0.0, X, None, g).mv, X)
+                cells += [f"{radius:.3g}", _gmres_steps(P @ M, P @ b)]
+            lines.append(
+                f"| {scale:g} | {L[int(np.argmax(L <= level))]:.2e} | {s[-1]:.2e} | {s[2]:.2e} | "
+                f"{np.linalg.norm(J, 2):.2e} | {np.linalg.norm(J - frozen, 2):.2e} | "
+                f"{np.linalg.eigvals(J).real.max():.2e} | " + " | ".join(cells) + " |"
+            )
+            print(lines[-1], flush=True)
+    return lines + [
+        "",
+        "(chord radius: spectral radius of I - (I - gamma J_frozen)^-1 (I - gamma J), J_frozen = -A(X) H: the chord"
+        " iteration with the Jacobian that drops the multiplier's derivative converges iff it is < 1; GMRES steps:"
+        " GMRES(300) to 1e-3 of the residual on the system preconditioned with EndToEnd.stiff_preconditioner, random"
+        " right-hand side)",
+        "",
+    ]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
@@ -334,6 +430,7 @@ def main(argv=None) -> int:
             "c": lambda: case_c(a.quick),
             "d": lambda: case_d(a.quick),
             "k": lambda: case_k(a.quick),
+            "j": lambda: case_j(a.quick),
         }[c.strip()]()
         lines += part + [f"(case {c} took {time.perf_counter() - t0:.0f} s)", ""]
         print(f"(case {c} took {time.perf_counter() - t0:.0f} s)", flush=True)
