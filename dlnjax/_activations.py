@@ -14,6 +14,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from ._errors import InputTypeError, OptionError, UnsupportedError
+
 __all__ = ["Activation", "as_activation"]
 
 _NAMES = ("identity", "relu", "leaky_relu", "gelu")
@@ -33,9 +35,9 @@ class Activation:
 
     def __post_init__(self):
         if self.name not in _NAMES:
-            raise ValueError(f"activation must be one of {_NAMES}; got {self.name!r}.")
+            raise OptionError(f"activation must be one of {_NAMES}; got {self.name!r}.")
         if self.name == "leaky_relu" and not (0.0 <= float(self.negative_slope) < 1.0):
-            raise ValueError(
+            raise OptionError(
                 f"leaky_relu: negative_slope must lie in [0, 1); got {self.negative_slope}."
             )
 
@@ -52,7 +54,9 @@ class Activation:
         if self.name == "identity":
             return x
         if jnp.iscomplexobj(x):
-            raise ValueError(f"activation {self.name!r} needs real weights; got complex values.")
+            raise UnsupportedError(
+                f"activation {self.name!r} needs real weights; got complex values."
+            )
         if self.name == "relu":
             return jax.nn.relu(x)
         if self.name == "leaky_relu":
@@ -68,6 +72,6 @@ def as_activation(activation: str | Activation | None) -> Activation:
         return activation
     if isinstance(activation, str):
         return Activation(activation)
-    raise TypeError(
+    raise InputTypeError(
         f"activation must be a name {_NAMES} or an Activation; got {type(activation).__name__}."
     )

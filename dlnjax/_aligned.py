@@ -28,6 +28,8 @@ import math
 import numpy as np
 from scipy import integrate, optimize
 
+from ._errors import OptionError, ShapeError
+
 __all__ = ["aligned_singular_values"]
 
 
@@ -87,15 +89,15 @@ def aligned_singular_values(m, s0, depth, ts) -> np.ndarray:
     s0 = np.asarray(s0, float).ravel()
     ts = np.asarray(ts, float).ravel()
     if m.shape != s0.shape:
-        raise ValueError(
+        raise ShapeError(
             f"aligned_singular_values: m and s0 must have the same length; got {m.shape} and {s0.shape}."
         )
     if np.any(m < 0) or np.any(s0 <= 0) or not (np.all(np.isfinite(m)) and np.all(np.isfinite(s0))):
-        raise ValueError("aligned_singular_values: need finite m >= 0 and s0 > 0.")
+        raise OptionError("aligned_singular_values: need finite m >= 0 and s0 > 0.")
     if np.any(ts < 0) or not np.all(np.isfinite(ts)):
-        raise ValueError("aligned_singular_values: the times must be finite and >= 0.")
+        raise OptionError("aligned_singular_values: the times must be finite and >= 0.")
     if not (depth == math.inf or (isinstance(depth, int) and depth >= 1)):
-        raise ValueError(
+        raise OptionError(
             f"aligned_singular_values: depth must be a positive integer or math.inf; got {depth!r}."
         )
     return np.array(

@@ -24,6 +24,8 @@ from collections.abc import Callable
 import diffrax as dfx
 import numpy as np
 
+from ._errors import OptionError
+
 __all__ = [
     "INTERVAL",
     "QUIET_BELOW",
@@ -92,11 +94,11 @@ class Lines:
         clock: Callable[[], float] = time.monotonic,
     ):
         if not interval >= 0:
-            raise ValueError(f"Lines: interval must be >= 0 seconds; got {interval!r}.")
+            raise OptionError(f"Lines: interval must be >= 0 seconds; got {interval!r}.")
         if not quiet_below >= 0:
-            raise ValueError(f"Lines: quiet_below must be >= 0 seconds; got {quiet_below!r}.")
+            raise OptionError(f"Lines: quiet_below must be >= 0 seconds; got {quiet_below!r}.")
         if total is not None and not total >= 0:
-            raise ValueError(f"Lines: total must be None or >= 0; got {total!r}.")
+            raise OptionError(f"Lines: total must be None or >= 0; got {total!r}.")
         self.total, self.desc, self.unit, self.initial = total, desc, unit, initial
         self.n = initial
         self.interval, self.quiet_below = interval, quiet_below

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Bool, PRNGKeyArray, PyTree, Real
 
+from ._errors import InputTypeError, OptionError, ShapeError, UnsupportedError
 from ._progress import diffrax_meter
 from ._stiff import Stiff, rms_norm
 from .flows._base import AbstractStochasticFlow
@@ -126,7 +127,7 @@ def simulate(
     """
     ts = jnp.asarray(ts)
     if ts.ndim != 1 or ts.shape[0] < 2:
-        raise ValueError(
+        raise ShapeError(
             f"simulate: ts must be a 1-D array of at least two save times; got shape {ts.shape}."
         )
     if not jnp.issubdtype(ts.dtype, jnp.floating):
@@ -142,9 +143,13 @@ def simulate(
     stochastic = isinstance(flow, AbstractStochasticFlow)
     if stochastic:
         if key is None or dt0 is None:
-            raise ValueError("simulate: a stochastic flow needs key= (a PRNG key) and a step dt0=.")
+            raise OptionError(
+                "simulate: a stochastic flow needs key= (a PRNG key) and a step dt0=."
+            )
         if jnp.iscomplexobj(_leaf_dtypes(y0)):
-            raise ValueError("simulate: stochastic flows support only real weights (a real y0).")
+            raise UnsupportedError(
+                "simulate: stochastic flows support only real weights (a real y0)."
+            )
         bm = dfx.VirtualBrownianTree(
             ts[0], ts[-1], tol=dt0 / 2, shape=jax.eval_shape(lambda: y0), key=key
         )
@@ -152,7 +157,7 @@ def simulate(
         solver = dfx.Heun() if solver is None else solver
     else:
         if key is not None:
-            raise ValueError(
+            raise OptionError(
                 "simulate: key= is only for stochastic flows; this flow has no diffusion."
             )
         like = jax.tree_util.tree_map(
@@ -163,14 +168,14 @@ def simulate(
         solver = dfx.Tsit5() if solver is None else solver
         if isinstance(solver, Stiff):
             if stepsize_controller is not None or dt0 is not None:
-                raise ValueError(
+                raise OptionError(
                     "simulate: dlnjax.Stiff() chooses its steps adaptively at rtol/atol; do not pass dt0 or "
                     "stepsize_controller with it (for fixed steps use e.g. diffrax.Kvaerno5())."
                 )
             solver = solver.diffrax_solver(field, rtol, atol)
             stepsize_controller = dfx.PIDController(rtol=0.0, atol=1.0, norm=rms_norm)
     if isinstance(solver, Stiff):
-        raise ValueError(
+        raise UnsupportedError(
             "simulate: dlnjax.Stiff() is for deterministic flows; this flow is stochastic (use e.g. diffrax.Heun())."
         )
     if stepsize_controller is None:
@@ -180,19 +185,21 @@ def simulate(
     if adjoint is None:
         adjoint = dfx.RecursiveCheckpointAdjoint()
     elif not isinstance(adjoint, dfx.AbstractAdjoint):
-        raise TypeError(
+        raise InputTypeError(
             f"simulate: adjoint must be a diffrax adjoint (e.g. diffrax.ForwardMode()); got {type(adjoint).__name__}."
         )
     if isinstance(adjoint, dfx.BacksolveAdjoint):
         inexact = jax.tree_util.tree_leaves(eqx.filter((flow, args), eqx.is_inexact_array))
         if any(jnp.iscomplexobj(x) for x in inexact):
             # Diffrax's adjoint equations would carry complex parameter cotangents through the real view.
-            raise ValueError(
+            raise UnsupportedError(
                 "simulate: adjoint=diffrax.BacksolveAdjoint() does not support complex arrays inside flow or args "
                 "(e.g. complex loss data); use the default RecursiveCheckpointAdjoint()."
             )
         ts = _nondifferentiable_ts(ts)
-    meter = diffrax_meter() if progress else dfx.NoProgressMeter()  # a bar on a terminal, else lines
+    meter = (
+        diffrax_meter() if progress else dfx.NoProgressMeter()
+    )  # a bar on a terminal, else lines
     sol = _diffeqsolve(
         terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter
     )
@@ -267,7 +274,7 @@ def _nondifferentiable_ts(ts):
 
 @_nondifferentiable_ts.defjvp
 def _nondifferentiable_ts_jvp(primals, tangents):
-    raise ValueError(
+    raise UnsupportedError(
         "simulate: adjoint=diffrax.BacksolveAdjoint() cannot differentiate with respect to the save times ts "
         "(e.g. the horizon ts[-1]); use the default RecursiveCheckpointAdjoint() or diffrax.ForwardMode()."
     )

@@ -51,6 +51,8 @@ import lineax as lx
 import optimistix as optx
 from jaxtyping import Array, PyTree, Scalar
 
+from ._errors import InputTypeError, OptionError
+
 __all__ = ["Stiff", "NewtonKrylov"]
 
 
@@ -111,7 +113,7 @@ def _stage_point(args, f):
     special-case on the stage").
     """
     if not (isinstance(args, tuple) and len(args) == 8):
-        raise TypeError(
+        raise InputTypeError(
             "dlnjax.NewtonKrylov: expected Diffrax's implicit Runge-Kutta stage arguments (an 8-tuple); "
             "use it as the root_finder of a diffrax implicit Runge-Kutta solver such as diffrax.Kvaerno5."
         )
@@ -382,21 +384,21 @@ class Stiff(eqx.Module):
 
     def __check_init__(self):
         if self.scheme not in _SCHEMES:
-            raise ValueError(
+            raise OptionError(
                 f"Stiff: scheme must be one of {sorted(_SCHEMES)}; got {self.scheme!r}."
             )
         if self.krylov not in ("auto", "bicgstab", "gmres"):
-            raise ValueError(
+            raise OptionError(
                 f"Stiff: krylov must be 'auto', 'bicgstab' or 'gmres'; got {self.krylov!r}."
             )
         for name in ("newton_max_steps", "krylov_restart", "krylov_max_steps"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Stiff: {name} must be a positive integer; got {v!r}.")
+                raise OptionError(f"Stiff: {name} must be a positive integer; got {v!r}.")
         for name in ("kappa", "krylov_rtol"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v < 1:
-                raise ValueError(f"Stiff: {name} must be a number in (0, 1); got {v!r}.")
+                raise OptionError(f"Stiff: {name} must be a number in (0, 1); got {v!r}.")
 
     def diffrax_solver(self, field, rtol: float, atol: float) -> dfx.AbstractSolver:
         """The Diffrax solver for the vector field ``field`` at step tolerances ``rtol``/``atol``: its error estimate

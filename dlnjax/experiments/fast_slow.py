@@ -37,6 +37,7 @@ import dlnjax
 from dlnjax._fast_slow import fast_slow_diagnostic
 from dlnjax.flows import Regularized
 
+from .._errors import OptionError
 from ._common import Session, figure, pick_config, start
 
 __all__ = [
@@ -388,7 +389,7 @@ def run(
     """
     cfg = pick_config(config, quick, DEFAULT, QUICK)
     if any(not k > 0 for k in cfg.kappas):
-        raise ValueError(f"fast_slow: every kappa must be positive; got {cfg.kappas}.")
+        raise OptionError(f"fast_slow: every kappa must be positive; got {cfg.kappas}.")
     session = start("fast-slow", out, seed, log)
     ky, ks = jr.split(jr.PRNGKey(seed))
     Y = target_matrix(ky, cfg.d, cfg.sigma_max, cfg.sigma_min)

@@ -52,6 +52,7 @@ import optax
 import dlnjax
 from dlnjax.flows import Regularized
 
+from .._errors import OptionError
 from ._common import Session, figure, pick_config, save_figure, start, write_csv
 
 __all__ = [
@@ -380,7 +381,7 @@ def run(
     cfg = pick_config(config, quick, DEFAULT, QUICK)
     nested = _nested(cfg)
     if cfg.budget not in [k * k for k, _ in nested]:
-        raise ValueError(
+        raise OptionError(
             f"init-scale-tuning: budget {cfg.budget} must be the size of a nested grid: {[k * k for k, _ in nested]}."
         )
     session = start("init-scale-tuning", out, seed, log)
