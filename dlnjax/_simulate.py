@@ -120,7 +120,8 @@ def simulate(
     matrix-free (`dlnjax.Stiff`): use it from small initializations, on long plateaus and at infinite depth, where an
     explicit solver's step is capped by the settled singular values (its step count grows like ``1/scale`` at
     ``N = inf``, Stiff's like ``log(1/scale)`` on aligned problems); keep the default Tsit5 for moderate scales, where
-    its cheaper steps win (crossover and figures: ``benchmarks/README.md``, ``benchmarks/stiff.py``). With Stiff the
+    its cheaper steps win, and for large matrices, where a Stiff step costs many field evaluations (crossover and
+    figures: ``benchmarks/README.md``, ``benchmarks/stiff.py``, the docs' simulate page). With Stiff the
     error is measured by the flow's ``stiff_error_scale`` (for `dlnjax.flows.EndToEnd`, per singular value), ``dt0``
     and ``stepsize_controller`` are not accepted, and ``atol`` should lie far below ``rtol`` times the
     initialization scale. Derivatives through a Stiff solve: see `dlnjax.Stiff`.

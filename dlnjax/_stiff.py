@@ -114,7 +114,7 @@ def _stage_point(args, f):
     """
     if not (isinstance(args, tuple) and len(args) == 8):
         raise InputTypeError(
-            "dlnjax.NewtonKrylov: expected Diffrax's implicit Runge-Kutta stage arguments (an 8-tuple); "
+            "dlnjax.internal.NewtonKrylov: expected Diffrax's implicit Runge-Kutta stage arguments (an 8-tuple); "
             "use it as the root_finder of a diffrax implicit Runge-Kutta solver such as diffrax.Kvaerno5."
         )
     _, diagonal, _, prod, t, y_partial, fargs, control = args
