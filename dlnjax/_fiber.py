@@ -30,8 +30,12 @@ numerically rank-deficient (singular values ~1e-14 of the largest) the system is
 produces non-finite values (`FiberResults`) raises at run time with ``throw=True`` (the default; also under
 ``jit``, and under ``vmap`` for the whole batch). With ``throw=False`` it does not raise: the result of that solve
 (``lam``, and so the projection) is NaN. Inside `dlnjax.simulate` a fiber flow built with ``throw=False``
-(`dlnjax.flows.FiberL2(throw=False)`) thus returns a non-finite velocity, which Diffrax rejects: that run ends with
-``Trajectory.success = False`` while the other runs of a ``vmap`` batch are unaffected.
+(`dlnjax.flows.FiberL2(throw=False)`) thus returns a non-finite velocity, which Diffrax rejects (an adaptive step
+is shrunk and retried; CG stops at once on non-finite input, so each retry is cheap): that run ends with
+``Trajectory.success = False`` (``max_steps`` reached; with a constant step, non-finite saved states) while the
+other runs of a ``vmap`` batch are unaffected (tested in ``tests/test_fiber_cg.py``). A batch's loop runs until its
+last run stops, so a failed run costs the batch ``max_steps`` steps: in sweeps, pass ``simulate`` a ``max_steps``
+of a few times what a run needs.
 
 The public solves are wrapped in ``equinox.filter_jit`` (as ``lineax.linear_solve`` is): called eagerly they
 run as one compiled program rather than op by op (timings: docs/performance.md, "Lab notes"); under an outer
@@ -50,7 +54,6 @@ from ._fiber_operator import FiberProducts
 from ._fiber_solvers import (
     AbstractFiberSolver,
     FiberCG,
-    FiberResults,
     FiberSolution,
     as_fiber_solver,
     default_fiber_solver,
@@ -102,7 +105,7 @@ def balanced_preconditioner(net: DLN) -> lx.FunctionLinearOperator:
 
 def _outcome(sol: FiberSolution, throw: bool) -> Array:
     """``lam``; where the solve failed, an error at run time (``throw``) or NaN."""
-    failed = sol.result != FiberResults.successful
+    failed = ~sol.successful
     if throw:
         return sol.result.error_if(sol.value, failed)
     return jnp.where(failed, jnp.asarray(jnp.nan, sol.value.dtype), sol.value)
