@@ -82,6 +82,7 @@ from dlnjax._metric import log_volume_density
 from dlnjax.flows._end_to_end import EndToEnd
 
 from ._common import figure, pick_config, save_figure, start, write_csv
+from ._summary import failed_banner, summary_head, wall_times
 
 __all__ = [
     "Config",
@@ -759,13 +760,10 @@ def _fmt(v, f=".3g"):
 
 
 def _text(s: dict, cfg: Config) -> str:
-    bang = (
-        ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""] if s["problems"] else []
+    lines = summary_head(
+        s, "deep linear networks for matrix completion (Cohen, Menon & Veraszto, seed 003)"
     )
-    lines = list(bang)
     lines += [
-        "dlnjax reproduce cohen-menon-veraszto: deep linear networks for matrix completion (Cohen, Menon & Veraszto, seed 003)",
-        f"status: {s['status']}",
         "flow: dX/dt = -A_N(X)[grad E(X)] (EndToEnd; N = inf in the rescaled time tau = N t), X0 = scale * Q, ||Q||_F = 1",
         "      (the end-to-end matrix of the balanced network fiber_center(X0, N)); stopped at E <= target; Tsit5/PID "
         f"rtol {cfg.rtol:g} atol {cfg.atol:g}, float64, seed {s['seed']}",
@@ -777,10 +775,10 @@ def _text(s: dict, cfg: Config) -> str:
     lines += [
         "    " + s["volume_verdict"],
         "",
-        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+        wall_times(s),
     ]
     if s["problems"]:
-        lines += [""] + bang[:-1]
+        lines += ["", *failed_banner(s)]
     return "\n".join(lines) + "\n"
 
 

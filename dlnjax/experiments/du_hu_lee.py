@@ -39,6 +39,7 @@ import dlnjax
 from dlnjax.flows import Gradient
 
 from ._common import figure, pick_config, save_figure, start, write_csv
+from ._summary import summary_head, wall_times
 
 __all__ = [
     "Config",
@@ -285,12 +286,8 @@ def plot_factorization(fact: dict, cfg: Config):
 
 def _text(s: dict) -> str:
     c = s["config"]
-    lines = []
-    if s["problems"]:
-        lines += ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""]
+    lines = summary_head(s, "layers are automatically balanced (Du, Hu & Lee, seed 002)")
     lines += [
-        "dlnjax reproduce du-hu-lee: layers are automatically balanced (Du, Hu & Lee, seed 002)",
-        f"status: {s['status']}",
         f"regression n = {c['n']}, widths {s['widths']}, noise {c['noise']}, init N(0, {c['init_std']}^2), seed {s['seed']}",
         "",
         f"(a) gradient flow on t in [0, {c['t_final']}] (Tsit5; linear: rtol {c['rtol']:g}; ReLU: {c['kink_steps']} constant steps):",
@@ -325,7 +322,7 @@ def _text(s: dict) -> str:
         f"    final relative error {f['final_error']:.2e}; linear rate {f['rate']:.5f} per step (R^2 of log-linear fit {f['r2']:.5f})",
         f"    | ||u||^2 - ||v||^2 |: initial {f['initial_balance']:.2e}, final {f['final_balance']:.2e}",
         "",
-        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+        wall_times(s),
     ]
     return "\n".join(lines) + "\n"
 

@@ -19,7 +19,6 @@ Errors are ``||X(t) - X_pred(t)||_F / ||Y||_F``. Everything here expects float64
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
@@ -38,7 +37,8 @@ from dlnjax._fast_slow import fast_slow_diagnostic
 from dlnjax.flows import Regularized
 
 from .._errors import OptionError
-from ._common import Session, figure, pick_config, start
+from ._common import Session, figure, pick_config, start, write_csv
+from ._summary import summary_head
 
 __all__ = [
     "Config",
@@ -335,12 +335,8 @@ def _fig_errors(results, table) -> Figure:
 
 def _summary_text(s: dict) -> str:
     c = s["config"]
-    lines = []
-    if s["status"] != "OK":
-        lines += ["!" * 78, f"!!! FAILED: {'; '.join(s['problems'])}", "!" * 78, ""]
+    lines = summary_head(s, "the fast-slow paradigm of §4 of Lindsey & Menon (seed 001)")
     lines += [
-        "dlnjax reproduce fast-slow: the fast-slow paradigm of §4 of Lindsey & Menon (seed 001)",
-        f"status: {s['status']}",
         f"(4.1) dW/dt = -grad E - kappa W, E = 1/2 ||X - Y||^2, sigma(Y) in [{c['sigma_min']}, {c['sigma_max']}], d = {c['d']}, N = {c['depth']}, {c['n_starts']} Gaussian starts "
         f"(scale {c['init_scale']}), t in [0, {c['horizon']}/(2 kappa)], Tsit5 rtol {c['rtol']:g}, float64, seed {s['seed']}",
         "errors: max over starts of ||X(t) - X_pred(t)|| / ||Y||; t_bal: first time ||G|| = ||G(0)||/e",
@@ -451,16 +447,16 @@ def _write_curves(out: Path, cfg: Config, Y, results: dict) -> None:
         "x_err_two_stage",
         "x_err_learning_first",
     )
-    with open(out / "fast_slow_curves.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["kappa", "start", "t"] + list(cols))
-        for a, kappa in enumerate(cfg.kappas):
-            for i in range(cfg.n_starts):
-                for j, t in enumerate(arrays["ts"][a]):
-                    w.writerow(
-                        [f"{kappa:g}", i, f"{t:.17g}"]
-                        + [f"{arrays[c][a, i, j]:.17g}" for c in cols]
-                    )
+    write_csv(
+        out / "fast_slow_curves.csv",
+        ["kappa", "start", "t"] + list(cols),
+        (
+            [f"{kappa:g}", i, f"{t:.17g}"] + [f"{arrays[c][a, i, j]:.17g}" for c in cols]
+            for a, kappa in enumerate(cfg.kappas)
+            for i in range(cfg.n_starts)
+            for j, t in enumerate(arrays["ts"][a])
+        ),
+    )
 
 
 def _write_table(out: Path, table: list) -> None:
@@ -474,19 +470,18 @@ def _write_table(out: Path, table: list) -> None:
         "learning_first_err_max_over_kappa",
         "gradient_flow_gap_max",
     )
-    with open(out / "fast_slow_table.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(
-            list(keys) + ["balance_time_times_2kappa_mean", "fraction_learned_by_balance_time_min"]
-        )
-        for row in table:
-            w.writerow(
-                [f"{row[k]:.17g}" for k in keys]
-                + [
-                    f"{np.mean(row['balance_time_times_2kappa']):.17g}",
-                    f"{np.min(row['fraction_learned_by_balance_time']):.17g}",
-                ]
-            )
+    write_csv(
+        out / "fast_slow_table.csv",
+        list(keys) + ["balance_time_times_2kappa_mean", "fraction_learned_by_balance_time_min"],
+        (
+            [f"{row[k]:.17g}" for k in keys]
+            + [
+                f"{np.mean(row['balance_time_times_2kappa']):.17g}",
+                f"{np.min(row['fraction_learned_by_balance_time']):.17g}",
+            ]
+            for row in table
+        ),
+    )
 
 
 def _reading(table: list) -> str:

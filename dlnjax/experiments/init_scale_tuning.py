@@ -54,6 +54,7 @@ from dlnjax.flows import Regularized
 
 from .._errors import OptionError
 from ._common import Session, figure, pick_config, save_figure, start, write_csv
+from ._summary import summary_head, wall_times
 
 __all__ = [
     "Config",
@@ -327,12 +328,11 @@ def plot_convergence(budget_rows: list):
 
 def _text(s: dict) -> str:
     c = s["config"]
-    lines = []
-    if s["problems"]:
-        lines += ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""]
+    lines = summary_head(
+        s,
+        "learn the initialization scale and kappa through the flow (issue 6, docs/theory.md §5)",
+    )
     lines += [
-        "dlnjax reproduce init-scale-tuning: learn the initialization scale and kappa through the flow (issue 6, docs/theory.md §5)",
-        f"status: {s['status']}",
         f"matrix completion {c['size']}x{c['size']}, rank {c['rank']}, {c['n_observed']} observed entries (noise std {c['noise']:g}, "
         f"||M||_F = {c['norm']:g}), depth {c['depth']}, seed {s['seed']}",
         f"flow: Regularized(loss, kappa) from gaussian(key, widths, scale) on [0, {c['horizon']:g}], Tsit5, {c['steps']} constant steps",
@@ -364,7 +364,7 @@ def _text(s: dict) -> str:
         f"discretization: test error with {c['steps']} constant steps vs an adaptive solve (rtol 1e-10): "
         + ", ".join(f"{k} {v:.1e}" for k, v in s["discretization"].items()),
         "",
-        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+        wall_times(s),
     ]
     return "\n".join(lines) + "\n"
 

@@ -39,6 +39,7 @@ import dlnjax
 from dlnjax.flows import FiberL2, KirwanNess
 
 from ._common import Session, figure, pick_config, save_figure, start
+from ._summary import failed_banner, summary_head, wall_times
 
 __all__ = [
     "Config",
@@ -550,15 +551,10 @@ def _save_hyperbola(out: Path, cfg: Config, ts: np.ndarray, htrajs: dict) -> Non
 
 
 def _summary_text(s: dict) -> str:
-    ok = s["status"] == "OK"
     m, h = s["measured"], s["figure_1_1"]["measured"]
     c = s["config"]
-    lines = []
-    if not ok:
-        lines += ["!" * 78, f"!!! FAILED: {'; '.join(s['problems'])}", "!" * 78, ""]
+    lines = summary_head(s, "balancing on a fiber (Lindsey & Menon, seed 001)")
     lines += [
-        "dlnjax reproduce lindsey-menon: balancing on a fiber (Lindsey & Menon, seed 001)",
-        f"status: {s['status']}",
         f"fiber: d = {c['d']}, N = {c['depth']}, X = U diag(sigma) V^T, sigma in [{c['sigma_min']}, {c['sigma_max']}], "
         f"{c['n_starts']} random starts (spread {c['spread']}), t in [0, {c['t_final']}], {c['n_saves']} saves, "
         f"Tsit5 rtol {c['rtol']:g} atol {c['atol']:g}, float64, seed {s['seed']}",
@@ -591,10 +587,10 @@ def _summary_text(s: dict) -> str:
         "",
         "solver success (all runs): " + ", ".join(f"{k} {v}" for k, v in s["success"].items()),
         "solver steps: " + ", ".join(f"{k} {v['min']}-{v['max']}" for k, v in s["steps"].items()),
-        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+        wall_times(s),
     ]
-    if not ok:
-        lines += ["", "!" * 78, f"!!! FAILED: {'; '.join(s['problems'])}", "!" * 78]
+    if s["problems"]:
+        lines += ["", *failed_banner(s)]
     return "\n".join(lines) + "\n"
 
 

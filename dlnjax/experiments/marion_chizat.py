@@ -85,6 +85,7 @@ from dlnjax import (
 from dlnjax.flows import Gradient
 
 from ._common import Session, figure, pick_config, save_figure, start, write_csv
+from ._summary import failed_banner, summary_head, wall_times
 
 __all__ = [
     "Config",
@@ -810,13 +811,11 @@ def _checks(
 
 def _text(s: dict) -> str:
     c = s["config"]
-    lines = []
-    if s["problems"]:
-        lines += ["!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78, ""]
     b = s["bounds"]
+    lines = summary_head(
+        s, "deep linear networks are regularized towards flat minima (Marion & Chizat, seed 004)"
+    )
     lines += [
-        "dlnjax reproduce marion-chizat: deep linear networks are regularized towards flat minima (Marion & Chizat, seed 004)",
-        f"status: {s['status']}",
         f"data: n = {c['n']}, d = {c['d']}, noise {c['noise']}, ||w*|| = 1 (targets rescaled), seed {s['seed']}",
         f"a = w*^T Sigma w* = {b['a']:.4f}, Lambda = {b['Lambda']:.4f};  N = {c['depth']}: 2Na = {b['lower']:.3f}, "
         f"8N Lambda = {b['upper']:.2f}",
@@ -861,10 +860,10 @@ def _text(s: dict) -> str:
         f"{st['alignment_min_largest_scale']:.4f}",
         "",
         "run counts: " + ", ".join(f"{k} {v}" for k, v in s["run_counts"].items()),
-        "wall time: " + ", ".join(f"{k} {v:.1f} s" for k, v in s["timings_s"].items()),
+        wall_times(s),
     ]
     if s["problems"]:
-        lines += ["", "!" * 78, "!!! FAILED: " + "; ".join(s["problems"]), "!" * 78]
+        lines += ["", *failed_banner(s)]
     return "\n".join(lines) + "\n"
 
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 from jaxtyping import Array
 
-from .._errors import ShapeError, UnsupportedError
+from .._errors import OptionError, ShapeError, UnsupportedError
 from .._numerics import check_finite, sqabs
 
 
@@ -62,3 +63,19 @@ def checked_truth(truth, shape, what: str):
     if tuple(truth.shape) != tuple(shape):
         raise ShapeError(f"{what}: truth must have shape {tuple(shape)}; got {tuple(truth.shape)}.")
     return truth
+
+
+def checked_rank(shape, rank: int, what: str) -> tuple[int, int]:
+    """``shape`` as ``(d_out, d_in)``; `OptionError` (naming ``what``) unless ``1 <= rank <= min(shape)``."""
+    d_out, d_in = (int(s) for s in shape)
+    if not 1 <= rank <= min(d_out, d_in):
+        raise OptionError(f"{what}: rank must lie in [1, {min(d_out, d_in)}]; got {rank}.")
+    return d_out, d_in
+
+
+def random_low_rank(keys, shape: tuple[int, int], rank: int, norm: float, dtype) -> Array:
+    """``M = U V^T`` with Gaussian factors ``U`` (``d_out x rank``) and ``V^T`` (``rank x d_in``) drawn with
+    the two ``keys``, scaled to ``||M||_F = norm``."""
+    (d_out, d_in), (ku, kv) = shape, keys
+    M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)
+    return norm * M / jnp.linalg.norm(M)

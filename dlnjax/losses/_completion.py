@@ -9,7 +9,7 @@ from jaxtyping import Array, Int, PRNGKeyArray
 
 from .._errors import InputTypeError, OptionError, ShapeError
 from .._numerics import sqabs
-from ._base import AbstractLoss, checked_array, checked_truth
+from ._base import AbstractLoss, checked_array, checked_rank, checked_truth, random_low_rank
 
 
 class MatrixCompletion(AbstractLoss):
@@ -78,19 +78,14 @@ class MatrixCompletion(AbstractLoss):
         """A random rank-``rank`` matrix ``M = U V^T`` (Gaussian factors) scaled to ``||M||_F = norm``, with
         ``n_observed`` distinct entries observed uniformly at random (the setting of Arora, Cohen, Hu & Luo
         2019: 100 x 100, rank 5, 2000 or 5000 entries, ``||M||_F = 1``)."""
-        d_out, d_in = (int(s) for s in shape)
-        if not 1 <= rank <= min(d_out, d_in):
-            raise OptionError(
-                f"MatrixCompletion.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}."
-            )
+        d_out, d_in = checked_rank(shape, rank, "MatrixCompletion.random")
         if not 1 <= n_observed <= d_out * d_in:
             raise OptionError(
                 f"MatrixCompletion.random: n_observed must lie in [1, {d_out * d_in}]; got {n_observed}."
             )
         dtype = jnp.result_type(float) if dtype is None else dtype
         ku, kv, ko = jr.split(key, 3)
-        M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)
-        M = norm * M / jnp.linalg.norm(M)
+        M = random_low_rank((ku, kv), (d_out, d_in), rank, norm, dtype)
         flat = jr.choice(ko, d_out * d_in, (n_observed,), replace=False)
         rows, cols = flat // d_in, flat % d_in
         return cls(rows, cols, M[rows, cols], (d_out, d_in), truth=M)

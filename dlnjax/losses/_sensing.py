@@ -6,7 +6,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._errors import OptionError, ShapeError
 from .._numerics import sqabs
-from ._base import AbstractLoss, checked_array, checked_truth
+from ._base import AbstractLoss, checked_array, checked_rank, checked_truth, random_low_rank
 
 
 class MatrixSensing(AbstractLoss):
@@ -53,18 +53,13 @@ class MatrixSensing(AbstractLoss):
         dtype=None,
     ):
         """Gaussian measurements ``A_i`` (entries N(0, 1)) of a random rank-``rank`` ``M`` with ``||M||_F = norm``."""
-        d_out, d_in = (int(s) for s in shape)
-        if not 1 <= rank <= min(d_out, d_in):
-            raise OptionError(
-                f"MatrixSensing.random: rank must lie in [1, {min(d_out, d_in)}]; got {rank}."
-            )
+        d_out, d_in = checked_rank(shape, rank, "MatrixSensing.random")
         if n_measurements < 1:
             raise OptionError(
                 f"MatrixSensing.random: n_measurements must be positive; got {n_measurements}."
             )
         dtype = jnp.result_type(float) if dtype is None else dtype
         ku, kv, ka = jr.split(key, 3)
-        M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)
-        M = norm * M / jnp.linalg.norm(M)
+        M = random_low_rank((ku, kv), (d_out, d_in), rank, norm, dtype)
         A = jr.normal(ka, (n_measurements, d_out, d_in), dtype)
         return cls(A, jnp.einsum("ijk,jk->i", A, M, precision="highest"), truth=M)

@@ -198,6 +198,26 @@ def _factorization(task, key, dtype):
 
 
 _SHAPE = _Field("int_list", _REQUIRED, check=_positive)
+_RANK = _Field("int", _REQUIRED, check=_positive)
+_NORM = _Field("float", 1.0, check=_positive)
+
+
+def _low_rank_task(loss_class, count: str) -> Task:
+    """A task drawn by ``loss_class.random(key, shape, rank, <count>, norm=, dtype=)``: ``count`` observations
+    of a random rank-``rank`` matrix of Frobenius norm ``norm``."""
+    return Task(
+        lambda task, key, dtype: loss_class.random(
+            key, task["shape"], task["rank"], task[count], norm=task["norm"], dtype=dtype
+        ),
+        {
+            "shape": _SHAPE,
+            "rank": _RANK,
+            count: _Field("int", _REQUIRED, check=_positive),
+            "norm": _NORM,
+        },
+    )
+
+
 TASKS = {
     "regression": Task(
         lambda task, key, dtype: _losses.Regression.random(
@@ -210,36 +230,9 @@ TASKS = {
             "noise": _Field("float", 1.0, check=_nonnegative),
         },
     ),
-    "matrix_completion": Task(
-        lambda task, key, dtype: _losses.MatrixCompletion.random(
-            key, task["shape"], task["rank"], task["n_observed"], norm=task["norm"], dtype=dtype
-        ),
-        {
-            "shape": _SHAPE,
-            "rank": _Field("int", _REQUIRED, check=_positive),
-            "n_observed": _Field("int", _REQUIRED, check=_positive),
-            "norm": _Field("float", 1.0, check=_positive),
-        },
-    ),
-    "matrix_sensing": Task(
-        lambda task, key, dtype: _losses.MatrixSensing.random(
-            key, task["shape"], task["rank"], task["n_measurements"], norm=task["norm"], dtype=dtype
-        ),
-        {
-            "shape": _SHAPE,
-            "rank": _Field("int", _REQUIRED, check=_positive),
-            "n_measurements": _Field("int", _REQUIRED, check=_positive),
-            "norm": _Field("float", 1.0, check=_positive),
-        },
-    ),
-    "factorization": Task(
-        _factorization,
-        {
-            "shape": _SHAPE,
-            "rank": _Field("int", _REQUIRED, check=_positive),
-            "norm": _Field("float", 1.0, check=_positive),
-        },
-    ),
+    "matrix_completion": _low_rank_task(_losses.MatrixCompletion, "n_observed"),
+    "matrix_sensing": _low_rank_task(_losses.MatrixSensing, "n_measurements"),
+    "factorization": Task(_factorization, {"shape": _SHAPE, "rank": _RANK, "norm": _NORM}),
 }
 """The losses of `dlnjax.losses` by config name: how to draw each, and the fields of its data."""
 
@@ -427,6 +420,11 @@ GRID_AXES = {
 """The axes a grid may sweep, each a non-empty list of values."""
 
 
+def _config_section(name: str) -> property:
+    """A read-only attribute: the section ``name`` of the normalized config ``data`` (a dict)."""
+    return property(lambda self: self.data[name], doc=f"The ``[{name}]`` section (a dict).")
+
+
 @dataclasses.dataclass(frozen=True)
 class SweepConfig:
     """A validated sweep config.
@@ -439,25 +437,11 @@ class SweepConfig:
     data: dict
     source: str
 
-    @property
-    def task(self) -> dict:
-        return self.data["task"]
-
-    @property
-    def network(self) -> dict:
-        return self.data["network"]
-
-    @property
-    def dynamics(self) -> dict:
-        return self.data["dynamics"]
-
-    @property
-    def record(self) -> dict:
-        return self.data["record"]
-
-    @property
-    def grid(self) -> dict:
-        return self.data["grid"]
+    task = _config_section("task")
+    network = _config_section("network")
+    dynamics = _config_section("dynamics")
+    record = _config_section("record")
+    grid = _config_section("grid")
 
     @property
     def is_train(self) -> bool:

@@ -193,36 +193,65 @@ def _optimizer(dyn: dict, lr):
     return OPTIMIZERS[dyn["optimizer"]](dyn, lr)
 
 
-def _flow(cfg: SweepConfig, loss, kappa, beta, depth):
-    return FLOWS[cfg.dynamics["flow"]].make(loss, kappa, beta, depth, cfg.dynamics)
+def _flow(cfg: SweepConfig, loss, kappa, beta, depth, live):
+    """The run's flow; on a padded network (``live`` not None), masked to its live entries."""
+    from .. import flows
+
+    flow = FLOWS[cfg.dynamics["flow"]].make(loss, kappa, beta, depth, cfg.dynamics)
+    return flow if live is None else flows.Masked(flow, live)
 
 
-def _run_one(
-    cfg: SweepConfig,
-    n_layers: int,
-    n_singular: int,
-    depth: int,
-    uses_kappa: bool,
-    loss,
-    inputs: dict,
-) -> dict:
-    """One run (traced under vmap): the recorded quantities and the run's flags."""
-    from .._simulate import simulate
-    from .._train import train
-
-    dyn, rec = cfg.dynamics, cfg.record
-    net0, live = inputs["net0"], inputs.get("live")
-    kappa = inputs["kappa"] if uses_kappa else None
-    e2e = not cfg.is_train and FLOWS[dyn["flow"]].end_to_end
-    fns = quantity_fns(
+def _quantity_fns(cfg: SweepConfig, loss, kappa, live, n_layers: int, end_to_end_state: bool):
+    """The functions of the state that a run records (``cfg.record["quantities"]``)."""
+    rec = cfg.record
+    return quantity_fns(
         rec["quantities"],
         loss,
         kappa=kappa,
         live=live,
         n_layers=n_layers,
         sharpness_iterations=rec["sharpness_iterations"],
-        end_to_end_state=e2e,
+        end_to_end_state=end_to_end_state,
     )
+
+
+def _recorded(fns: dict, ys) -> dict:
+    """Each quantity of ``fns`` at every saved state ``ys``; NaN where not finite (a failed solve: NaN from
+    the failure on)."""
+    out = {}
+    for q, fn in fns.items():
+        v = jax.vmap(fn)(ys)
+        out[q] = jnp.where(jnp.isfinite(v), v, jnp.nan)
+    return out
+
+
+def _solve(cfg: SweepConfig, field, y0, **options):
+    """`simulate` of ``field`` from ``y0``, saved at the recorded times, with the sweep's ``max_steps`` and
+    ``progress`` and the given ``options``."""
+    from .._simulate import simulate
+
+    dyn, times = cfg.dynamics, cfg.record["times"]
+    return simulate(
+        field,
+        y0,
+        jnp.asarray(times, jnp.result_type(float)),
+        max_steps=dyn["max_steps"],
+        progress=dyn["progress"],
+        **options,
+    )
+
+
+def _run_one(
+    cfg: SweepConfig, n_layers: int, depth: int, uses_kappa: bool, loss, inputs: dict
+) -> dict:
+    """One run (traced under vmap): the recorded quantities and the run's flags."""
+    from .._train import train
+
+    dyn, rec = cfg.dynamics, cfg.record
+    net0, live = inputs["net0"], inputs.get("live")
+    kappa = inputs["kappa"] if uses_kappa else None
+    e2e = not cfg.is_train and FLOWS[dyn["flow"]].end_to_end
+    fns = _quantity_fns(cfg, loss, kappa, live, n_layers, e2e)
     if cfg.is_train:
         res = train(
             loss,
@@ -239,32 +268,21 @@ def _run_one(
         out = {q: res.history[q] for q in rec["quantities"]}
         out["diverged"], out["diverged_at"] = res.diverged, res.diverged_at
         return out
-    from .. import flows
-
-    flow = _flow(cfg, loss, kappa, inputs["beta"], depth)
+    flow = _flow(cfg, loss, kappa, inputs["beta"], depth, live)
     y0 = end_to_end(net0) if e2e else net0
-    if live is not None:
-        flow = flows.Masked(flow, live)
     stochastic = isinstance(flow, AbstractStochasticFlow)
-    traj = simulate(
+    traj = _solve(
+        cfg,
         flow,
         y0,
-        jnp.asarray(rec["times"], jnp.result_type(float)),
         rtol=dyn["rtol"],
         atol=dyn["atol"],
         dt0=dyn["dt0"] or None,
-        max_steps=dyn["max_steps"],
-        progress=dyn["progress"],
         key=inputs["noise_key"] if stochastic else None,
     )
-    ok = traj.success
-    out = {}
-    for q, fn in fns.items():
-        v = jax.vmap(fn)(traj.ys)
-        out[q] = jnp.where(
-            jnp.isfinite(v), v, jnp.nan
-        )  # a failed solve: NaN from the failure on, success False
-    out["success"], out["num_steps"] = ok, jnp.asarray(traj.stats["num_steps"], jnp.int32)
+    out = _recorded(fns, traj.ys)  # a failed solve: NaN from the failure on, success False
+    out["success"] = traj.success
+    out["num_steps"] = jnp.asarray(traj.stats["num_steps"], jnp.int32)
     return out
 
 
@@ -276,13 +294,7 @@ def shared_steps(cfg: SweepConfig) -> bool:
 
 
 def _run_batch(
-    cfg: SweepConfig,
-    n_layers: int,
-    n_singular: int,
-    depth: int,
-    uses_kappa: bool,
-    loss,
-    inputs: dict,
+    cfg: SweepConfig, n_layers: int, depth: int, uses_kappa: bool, loss, inputs: dict
 ) -> dict:
     """One batch: ``vmap`` of `_run_one`, or, when the runs share their steps (`shared_steps`), one solve of
     the whole batch as a single ODE whose vector field is the ``vmap`` of the runs' fields.
@@ -291,51 +303,27 @@ def _run_batch(
     its while loop into a masked loop over the batch, which on a CPU costs ~3x more per step than the solve
     itself (`benchmarks/sweep_throughput.py`); one loop with an unbatched step counter avoids that.
     """
-    one = partial(_run_one, cfg, n_layers, n_singular, depth, uses_kappa, loss)
+    one = partial(_run_one, cfg, n_layers, depth, uses_kappa, loss)
     if not shared_steps(cfg):
         return jax.vmap(one)(inputs)
-    from .. import flows
-    from .._simulate import simulate
-
-    dyn, rec = cfg.dynamics, cfg.record
-    e2e = FLOWS[dyn["flow"]].end_to_end
+    e2e = FLOWS[cfg.dynamics["flow"]].end_to_end
     live = inputs.get("live")
     per_run = {"kappa": inputs["kappa"], "beta": inputs["beta"], "live": live}
 
     def field(t, y, args):
         def f(y1, p):
-            flow = _flow(cfg, loss, p["kappa"] if uses_kappa else None, p["beta"], depth)
-            if p["live"] is not None:
-                flow = flows.Masked(flow, p["live"])
-            return flow(t, y1)
+            kappa = p["kappa"] if uses_kappa else None
+            return _flow(cfg, loss, kappa, p["beta"], depth, p["live"])(t, y1)
 
         return jax.vmap(f)(y, per_run)
 
     y0 = jax.vmap(end_to_end)(inputs["net0"]) if e2e else inputs["net0"]
-    traj = simulate(
-        field,
-        y0,
-        jnp.asarray(rec["times"], jnp.result_type(float)),
-        dt0=dyn["dt0"],
-        max_steps=dyn["max_steps"],
-        progress=dyn["progress"],
-    )
+    traj = _solve(cfg, field, y0, dt0=cfg.dynamics["dt0"])
     ys = jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), traj.ys)  # (run, time, ...)
 
     def record(y, p):
-        fns = quantity_fns(
-            rec["quantities"],
-            loss,
-            kappa=p["kappa"] if uses_kappa else None,
-            live=p["live"],
-            n_layers=n_layers,
-            sharpness_iterations=rec["sharpness_iterations"],
-            end_to_end_state=e2e,
-        )
-        out = {}
-        for q, fn in fns.items():
-            v = jax.vmap(fn)(y)
-            out[q] = jnp.where(jnp.isfinite(v), v, jnp.nan)
+        kappa = p["kappa"] if uses_kappa else None
+        out = _recorded(_quantity_fns(cfg, loss, kappa, p["live"], n_layers, e2e), y)
         finite = jnp.all(
             jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(y)])
         )
@@ -588,9 +576,7 @@ def _dtype(cfg: SweepConfig):
 
 def _program(cfg: SweepConfig, dims, prog: Program, uses_kappa, loss_static, replicated, batched):
     """The compiled function of one program: loss arrays and a batch of inputs -> the batch's results."""
-    batch_fn = partial(
-        _run_batch, cfg, dims["n_layers"], dims["n_singular"], len(prog.shape) - 1, uses_kappa
-    )
+    batch_fn = partial(_run_batch, cfg, dims["n_layers"], len(prog.shape) - 1, uses_kappa)
     fn = lambda arrays, inputs: batch_fn(eqx.combine(arrays, loss_static), inputs)
     return jax.jit(fn, in_shardings=(replicated, batched), out_shardings=batched)
 
