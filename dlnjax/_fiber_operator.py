@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Inexact
 
+from ._errors import ShapeError
 from ._network import DLN
 from ._numerics import ct, dot
 
@@ -60,7 +61,7 @@ class FiberProducts(eqx.Module):
 
     def __init__(self, net: DLN):
         if net.depth < 2:
-            raise ValueError(
+            raise ShapeError(
                 "FiberProducts: need depth at least 2 (at depth one dX is the identity)."
             )
         self.net = net

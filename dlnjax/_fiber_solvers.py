@@ -36,6 +36,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Inexact
 
+from ._errors import InputTypeError, OptionError
 from ._fiber_operator import BalancedPreconditioner, NormalOperator
 from ._numerics import rdot
 
@@ -187,11 +188,11 @@ class FiberCG(AbstractFiberSolver):
 
     def __check_init__(self):
         if not (self.rtol > 0 and self.atol > 0):
-            raise ValueError(
+            raise OptionError(
                 f"FiberCG: rtol and atol must be positive; got {self.rtol}, {self.atol}."
             )
         if self.max_steps < 1 or self.stabilise_every < 1:
-            raise ValueError("FiberCG: max_steps and stabilise_every must be at least 1.")
+            raise OptionError("FiberCG: max_steps and stabilise_every must be at least 1.")
 
     def solve(self, operator: NormalOperator, rhs, *, v2=None) -> FiberSolution:
         pre = jax.lax.stop_gradient(operator).preconditioner()
@@ -319,7 +320,19 @@ def _lineax_solution(value: Array, sol: lx.Solution) -> FiberSolution:
     return FiberSolution(value, result, sol.stats, ok & jnp.all(jnp.isfinite(value)))
 
 
-class FiberLineax(AbstractFiberSolver):
+class _LineaxBacked(AbstractFiberSolver):
+    """A fiber solver that delegates to a Lineax solver ``solver`` (checked to be one)."""
+
+    solver: lx.AbstractLinearSolver
+
+    def __check_init__(self):
+        if not isinstance(self.solver, lx.AbstractLinearSolver):
+            raise InputTypeError(
+                f"{type(self).__name__}: solver must be a Lineax solver; got {type(self.solver).__name__}."
+            )
+
+
+class FiberLineax(_LineaxBacked):
     """A matrix-free Lineax solver on the normal operator, with the preconditioner and warm start of `FiberCG`.
 
     ``solver``: ``lineax.CG`` (what a ``solver=lineax.CG(...)`` becomes), or another Lineax solver that takes
@@ -332,12 +345,6 @@ class FiberLineax(AbstractFiberSolver):
     """
 
     solver: lx.AbstractLinearSolver
-
-    def __check_init__(self):
-        if not isinstance(self.solver, lx.AbstractLinearSolver):
-            raise TypeError(
-                f"{type(self).__name__}: solver must be a Lineax solver; got {type(self.solver).__name__}."
-            )
 
     def solve(self, operator: NormalOperator, rhs, *, v2=None) -> FiberSolution:
         scale = jnp.max(jnp.abs(rhs))
@@ -355,7 +362,7 @@ class FiberLineax(AbstractFiberSolver):
         return _lineax_solution(sol.value * scale, sol)
 
 
-class FiberDense(AbstractFiberSolver):
+class FiberDense(_LineaxBacked):
     """Any Lineax solver on the dense ``(d_N d_0) x (d_N d_0)`` matrix ``sum_k A_k (x) B_k^T`` of the normal
     operator (`NormalOperator.as_matrix`, built in O(N d^4); tagged positive semidefinite).
 
@@ -364,12 +371,6 @@ class FiberDense(AbstractFiberSolver):
     """
 
     solver: lx.AbstractLinearSolver
-
-    def __check_init__(self):
-        if not isinstance(self.solver, lx.AbstractLinearSolver):
-            raise TypeError(
-                f"{type(self).__name__}: solver must be a Lineax solver; got {type(self.solver).__name__}."
-            )
 
     def solve(self, operator: NormalOperator, rhs, *, v2=None) -> FiberSolution:
         matrix = lx.MatrixLinearOperator(operator.as_matrix(), lx.positive_semidefinite_tag)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Inexact
 
+from ._errors import InputTypeError, UnsupportedError
 from ._fiber_operator import FiberProducts
 from ._network import DLN, end_to_end, require_linear
 
@@ -59,14 +60,14 @@ def network_loss(loss: Callable, net: DLN) -> Array:
     else:
         method = getattr(loss, "network_loss", None)
         if method is None:
-            raise ValueError(
+            raise UnsupportedError(
                 f"a network with activation {net.activation.name!r} has no end-to-end matrix, so the loss must "
                 "be a data loss with a network_loss(net) method, such as dlnjax.losses.Regression; "
                 f"got {type(loss).__name__}."
             )
         value = method(net)
     if jnp.ndim(value) != 0 or jnp.iscomplexobj(value):
-        raise ValueError(
+        raise InputTypeError(
             f"loss must map X to a real scalar; got {jnp.result_type(value)} of shape {jnp.shape(value)}."
         )
     return value
