@@ -286,6 +286,16 @@ def test_choices_are_registries_that_validation_draws_from():
         made = choice.make(loss, 0.5, 2.0, 3, {"p": 1.5})
         assert isinstance(made, choice.kinds)
         assert isinstance(made, flows.AbstractStochasticFlow) == choice.stochastic, name
+        if hasattr(made, "throw"):  # a failed fiber solve flags its run, never the batch
+            assert made.throw is False, name
+    assert {
+        n
+        for n, c in _config.FLOWS.items()
+        if hasattr(c.make(loss, 0.5, 2.0, 3, {"p": 1.5}), "throw")
+    } == {
+        "fiber_l2",
+        "fiber_schatten",
+    }
     # a bad choice names its field, for each registry
     for path, bad in (
         ("dynamics.optimizer", "lbfgs"),

@@ -328,13 +328,13 @@ FLOWS: dict[str, FlowChoice] = {
         positive_kappa=True,
     ),
     "fiber_l2": FlowChoice(
-        lambda loss, kappa, beta, depth, dyn: _flows.FiberL2(),
+        lambda loss, kappa, beta, depth, dyn: _flows.FiberL2(throw=False),
         (_flows.FiberL2,),
         loss=False,
         full_rank_fibers=True,
     ),
     "fiber_schatten": FlowChoice(
-        lambda loss, kappa, beta, depth, dyn: _flows.FiberSchatten(dyn["p"]),
+        lambda loss, kappa, beta, depth, dyn: _flows.FiberSchatten(dyn["p"], throw=False),
         (_flows.FiberSchatten,),
         loss=False,
         full_rank_fibers=True,
