@@ -28,7 +28,7 @@ from ._errors import InputTypeError, OptionError, ShapeError, UnsupportedError
 from ._geometry import network_loss
 from ._lanczos import lanczos_top
 from ._network import DLN, end_to_end
-from ._numerics import dot, sqabs
+from ._numerics import dot, rdot, sqabs
 
 __all__ = [
     "sharpness",
@@ -197,7 +197,7 @@ def regression_constants(loss) -> RegressionConstants:
     w = loss.least_squares()[0]
     w_norm = jnp.linalg.norm(w)
     u = w / jnp.where(w_norm > 0, w_norm, 1.0)
-    a = jnp.real(jnp.vdot(u, dot(sigma, u)))
+    a = rdot(u, dot(sigma, u))
     Lambda = jnp.linalg.eigvalsh(sigma)[-1]
     return RegressionConstants(a=a, Lambda=Lambda, w_norm=w_norm)
 

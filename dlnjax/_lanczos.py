@@ -98,7 +98,7 @@ def lanczos_top(
         )  # the masked space was exhausted at an earlier step
         w = matvec(q)
         anorm = jnp.maximum(anorm, jnp.linalg.norm(w))
-        alpha = alpha.at[j].set(jnp.vdot(q, w))
+        alpha = alpha.at[j].set(jnp.vdot(q, w, precision=jax.lax.Precision.HIGHEST))
         w = orthogonalize(w[None], Q)[0]  # removes alpha_j q_j and beta_{j-1} q_{j-1} from w too
         b = jnp.linalg.norm(w)
         # Breakdown (an invariant subspace was found): continue with a fresh vector orthogonal to the basis and
