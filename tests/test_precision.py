@@ -119,7 +119,7 @@ TS = jnp.linspace(0.0, 1.0, 3, dtype=F32)
 # turns into a failure (and the mark must go) once they are fixed.
 _XFAIL_FIBER_OPERATOR = pytest.mark.xfail(
     strict=True,
-    reason="dlnjax/_fiber_operator.py:160-162: the einsums of NormalOperator.as_matrix state no precision",
+    reason="dlnjax/_fiber_operator.py: the three einsums of NormalOperator.as_matrix state no precision",
 )
 _XFAIL_GMRES = pytest.mark.xfail(
     strict=True,
