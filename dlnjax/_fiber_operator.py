@@ -158,9 +158,9 @@ class NormalOperator(eqx.Module):
         A3, B3 = self._middle()
         eye_n, eye_0 = jnp.eye(dN, dtype=self.A1.dtype), jnp.eye(d0, dtype=self.BN.dtype)
         dense = (
-            jnp.einsum("abk,dkc->acbd", A3, B3)
-            + jnp.einsum("ab,dc->acbd", self.A1, eye_0)
-            + jnp.einsum("ab,dc->acbd", eye_n, self.BN)
+            jnp.einsum("abk,dkc->acbd", A3, B3, precision=jax.lax.Precision.HIGHEST)
+            + jnp.einsum("ab,dc->acbd", self.A1, eye_0, precision=jax.lax.Precision.HIGHEST)
+            + jnp.einsum("ab,dc->acbd", eye_n, self.BN, precision=jax.lax.Precision.HIGHEST)
         )
         return dense.reshape(dN * d0, dN * d0)
 

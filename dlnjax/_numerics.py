@@ -15,7 +15,7 @@ from jaxtyping import Array
 
 from ._errors import NonFiniteError
 
-__all__ = ["check_finite", "ct", "dot", "rdot", "sq_norm", "sqabs", "tree_sq_norm"]
+__all__ = ["check_finite", "ct", "dot", "matmul", "rdot", "sq_norm", "sqabs", "tree_sq_norm"]
 
 
 def check_finite(x, what: str):
@@ -60,6 +60,12 @@ def dot(a, b):
         if jnp.shape(a)[-1] != jnp.shape(b)[-2]:  # the error message of matmul
             return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
         return jnp.sum(jnp.asarray(a)[..., :, :, None] * jnp.asarray(b)[..., None, :, :], axis=-2)
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def matmul(a, b):
+    """``jnp.matmul(a, b)`` at ``HIGHEST`` precision, always as a ``dot`` (never `dot`'s multiply-and-sum path for
+    tiny shapes): for data built once (random targets, projections), bitwise what ``jnp.matmul`` gives on a CPU."""
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 

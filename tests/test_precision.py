@@ -115,12 +115,8 @@ def _regression(widths, d_out=None):
 T0 = jnp.float32(0.0)
 TS = jnp.linspace(0.0, 1.0, 3, dtype=F32)
 
-# Products Lineax states without precision, or that live in files being rewritten: xfail(strict), so the case
-# turns into a failure (and the mark must go) once they are fixed.
-_XFAIL_FIBER_OPERATOR = pytest.mark.xfail(
-    strict=True,
-    reason="dlnjax/_fiber_operator.py: the three einsums of NormalOperator.as_matrix state no precision",
-)
+# A product Lineax states without precision: xfail(strict), so the case turns into a failure (and the mark must
+# go) once Lineax states it.
 _XFAIL_GMRES = pytest.mark.xfail(
     strict=True,
     reason="lineax GMRES (lineax/_solver/gmres.py, `x[...] @ proj` of the Arnoldi step) states no precision",
@@ -159,7 +155,6 @@ def _flow_cases():
         (
             "FiberL2-dense",
             lambda s: (flows.FiberL2(solver=dlnjax.FiberDense(lx.Cholesky())), net_state(s)),
-            _XFAIL_FIBER_OPERATOR,
         ),
         ("FiberSchatten", lambda s: (flows.FiberSchatten(p=3.0), net_state(s))),
         ("KirwanNess", lambda s: (flows.KirwanNess(), net_state(s))),
@@ -213,7 +208,7 @@ def test_train_adam_weight_decay_nonlinear(size):
     [
         pytest.param(None, id="default"),
         pytest.param(lx.CG(rtol=1e-5, atol=1e-6), id="lineax-CG"),
-        pytest.param(dlnjax.FiberDense(lx.Cholesky()), id="dense", marks=_XFAIL_FIBER_OPERATOR),
+        pytest.param(dlnjax.FiberDense(lx.Cholesky()), id="dense"),
     ],
 )
 def test_fiber_gradient(solver, size):

@@ -81,6 +81,7 @@ import dlnjax
 from dlnjax._metric import log_volume_density
 from dlnjax.flows._end_to_end import EndToEnd
 
+from .._numerics import matmul
 from ._common import figure, pick_config, save_figure, start, write_csv
 from ._summary import failed_banner, summary_head, wall_times
 
@@ -281,11 +282,11 @@ def svt(G: jax.Array, tau) -> tuple[jax.Array, jax.Array, jax.Array]:
     norm ``sum (s - tau)_+`` and its rank (the number of ``s > tau``). Singular values of ``G`` below
     ``~sqrt(eps) ||G||`` are inaccurate, which only matters if ``tau`` is that small.
     """
-    mu, V = jnp.linalg.eigh(G.T @ G)
+    mu, V = jnp.linalg.eigh(matmul(G.T, G))
     s = jnp.sqrt(jnp.maximum(mu, 0.0))
     keep = s > tau
     f = jnp.where(keep, 1.0 - tau / jnp.where(keep, s, 1.0), 0.0)
-    return ((G @ V) * f) @ V.T, jnp.sum(jnp.where(keep, s - tau, 0.0)), jnp.sum(keep)
+    return matmul(matmul(G, V) * f, V.T), jnp.sum(jnp.where(keep, s - tau, 0.0)), jnp.sum(keep)
 
 
 @eqx.filter_jit

@@ -38,6 +38,7 @@ import optax
 import dlnjax
 from dlnjax.flows import Gradient
 
+from .._numerics import matmul
 from ._common import figure, pick_config, save_figure, start, write_csv
 from ._summary import summary_head, wall_times
 
@@ -205,7 +206,7 @@ def factorization(key, cfg: Config) -> dict:
     ku, kv, k0 = jr.split(key, 3)
     u = jr.normal(ku, (cfg.fact_rows, 1))
     v = jr.normal(kv, (1, cfg.fact_cols))
-    M = u @ v / (jnp.linalg.norm(u) * jnp.linalg.norm(v))
+    M = matmul(u, v) / (jnp.linalg.norm(u) * jnp.linalg.norm(v))
     loss = dlnjax.losses.Factorization(M)
     net0 = dlnjax.gaussian(k0, (cfg.fact_cols, 1, cfg.fact_rows), cfg.fact_init)
     res = dlnjax.train(

@@ -37,6 +37,7 @@ from dlnjax._fast_slow import fast_slow_diagnostic
 from dlnjax.flows import Regularized
 
 from .._errors import OptionError
+from .._numerics import matmul
 from ._common import Session, figure, pick_config, start, write_csv
 from ._summary import summary_head
 
@@ -90,7 +91,7 @@ def target_matrix(key, d: int, sigma_max: float, sigma_min: float) -> jax.Array:
     loss ``1/2 (x - y)^2 + (N kappa / 2) |x|^{2/N}`` has a minimum at ``x = 0``), a slow change of ``X`` that
     neither idealization describes."""
     u, _, vh = jnp.linalg.svd(jr.normal(key, (d, d)))
-    return (u * jnp.geomspace(sigma_max, sigma_min, d)) @ vh
+    return matmul(u * jnp.geomspace(sigma_max, sigma_min, d), vh)
 
 
 def save_times(cfg: Config, kappa: float) -> jax.Array:

@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 import dlnjax
 from dlnjax.flows import FiberL2, KirwanNess
 
+from .._numerics import matmul
 from ._common import Session, figure, pick_config, save_figure, start
 from ._summary import failed_banner, summary_head, wall_times
 
@@ -106,7 +107,7 @@ def fiber_matrix(key, d: int, sigma_max: float = 2.0, sigma_min: float = 0.5) ->
     vectors of a Gaussian matrix) and ``sigma`` geometrically spaced in ``[sigma_min, sigma_max]``."""
     u, _, vh = jnp.linalg.svd(jr.normal(key, (d, d)))
     sigma = jnp.geomspace(sigma_max, sigma_min, d)
-    return (u * sigma) @ vh
+    return matmul(u * sigma, vh)
 
 
 @eqx.filter_jit

@@ -84,6 +84,7 @@ from dlnjax import (
 )
 from dlnjax.flows import Gradient
 
+from .._numerics import matmul
 from ._common import Session, figure, pick_config, save_figure, start, write_csv
 from ._summary import failed_banner, summary_head, wall_times
 
@@ -189,7 +190,7 @@ class Projected(eqx.Module):
         return (self.p.shape[1], self.loss.shape[1])
 
     def __call__(self, X) -> Array:
-        return self.loss(self.p @ X)
+        return self.loss(matmul(self.p, X))
 
 
 def regression(key, cfg: Config) -> dlnjax.losses.Regression:

@@ -7,7 +7,7 @@ import numpy as np
 from jaxtyping import Array
 
 from .._errors import OptionError, ShapeError, UnsupportedError
-from .._numerics import check_finite, sqabs
+from .._numerics import check_finite, matmul, sqabs
 
 
 def checked_array(x, what: str, ndim: int | tuple[int, ...], dtype=None) -> Array:
@@ -77,5 +77,5 @@ def random_low_rank(keys, shape: tuple[int, int], rank: int, norm: float, dtype)
     """``M = U V^T`` with Gaussian factors ``U`` (``d_out x rank``) and ``V^T`` (``rank x d_in``) drawn with
     the two ``keys``, scaled to ``||M||_F = norm``."""
     (d_out, d_in), (ku, kv) = shape, keys
-    M = jr.normal(ku, (d_out, rank), dtype) @ jr.normal(kv, (rank, d_in), dtype)
+    M = matmul(jr.normal(ku, (d_out, rank), dtype), jr.normal(kv, (rank, d_in), dtype))
     return norm * M / jnp.linalg.norm(M)

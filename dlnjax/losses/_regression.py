@@ -6,7 +6,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from .._errors import OptionError, ShapeError
 from .._network import DLN, forward
-from .._numerics import dot, sqabs
+from .._numerics import dot, matmul, sqabs
 from ._base import AbstractLoss, checked_array, checked_truth
 
 
@@ -79,5 +79,5 @@ class Regression(AbstractLoss):
         x = jr.normal(kx, (n, d_in), dtype)
         w = jr.normal(kw, (d_out, d_in), dtype)
         w = w / jnp.linalg.norm(w)
-        y = x @ w.T + noise * jr.normal(ke, (n, d_out), dtype)
+        y = matmul(x, w.T) + noise * jr.normal(ke, (n, d_out), dtype)
         return cls(x, y, truth=w)

@@ -35,6 +35,7 @@ from .. import losses as _losses
 from .._activations import Activation
 from .._errors import ConfigError
 from .._init import gaussian, orthogonal, residual
+from .._numerics import matmul
 from .._quantities import QUANTITIES as _TABLE
 
 if sys.version_info >= (3, 11):
@@ -193,7 +194,9 @@ class Task:
 def _factorization(task, key, dtype):
     d_out, d_in = task["shape"]
     ku, kv = jr.split(key)
-    M = jr.normal(ku, (d_out, task["rank"]), dtype) @ jr.normal(kv, (task["rank"], d_in), dtype)
+    M = matmul(
+        jr.normal(ku, (d_out, task["rank"]), dtype), jr.normal(kv, (task["rank"], d_in), dtype)
+    )
     return _losses.Factorization(task["norm"] * M / jnp.linalg.norm(M))
 
 
