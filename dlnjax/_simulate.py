@@ -141,6 +141,23 @@ def simulate(
     y0 = eqx.error_if(
         y0, ~_all_finite(y0), "simulate: the initial condition y0 holds non-finite values."
     )
+    terms, solver, stepsize_controller = _terms_and_solver(
+        flow, y0, ts, solver, key, dt0, stepsize_controller, rtol, atol
+    )
+    adjoint, ts = _checked_adjoint(adjoint, flow, args, ts)
+    meter = (
+        diffrax_meter() if progress else dfx.NoProgressMeter()
+    )  # a bar on a terminal, else lines
+    sol = _diffeqsolve(
+        terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter
+    )
+    ys = _from_real(sol.ys, y0)
+    success = (sol.result == dfx.RESULTS.successful) & _all_finite(ys)
+    return Trajectory(ts=sol.ts, ys=ys, success=success, result=sol.result, stats=dict(sol.stats))
+
+
+def _terms_and_solver(flow, y0, ts, solver, key, dt0, stepsize_controller, rtol, atol):
+    """The Diffrax terms, solver and step-size controller of `simulate` (checked against the flow's kind)."""
     stochastic = isinstance(flow, AbstractStochasticFlow)
     if stochastic:
         if key is None or dt0 is None:
@@ -183,6 +200,12 @@ def simulate(
         stepsize_controller = (
             dfx.PIDController(rtol=rtol, atol=atol) if dt0 is None else dfx.ConstantStepSize()
         )
+    return terms, solver, stepsize_controller
+
+
+def _checked_adjoint(adjoint, flow, args, ts):
+    """The adjoint of `simulate` (default ``RecursiveCheckpointAdjoint``), checked; ``ts`` made non-differentiable
+    for ``BacksolveAdjoint``."""
     if adjoint is None:
         adjoint = dfx.RecursiveCheckpointAdjoint()
     elif not isinstance(adjoint, dfx.AbstractAdjoint):
@@ -198,15 +221,7 @@ def simulate(
                 "(e.g. complex loss data); use the default RecursiveCheckpointAdjoint()."
             )
         ts = _nondifferentiable_ts(ts)
-    meter = (
-        diffrax_meter() if progress else dfx.NoProgressMeter()
-    )  # a bar on a terminal, else lines
-    sol = _diffeqsolve(
-        terms, solver, ts, dt0, _to_real(y0), args, stepsize_controller, max_steps, adjoint, meter
-    )
-    ys = _from_real(sol.ys, y0)
-    success = (sol.result == dfx.RESULTS.successful) & _all_finite(ys)
-    return Trajectory(ts=sol.ts, ys=ys, success=success, result=sol.result, stats=dict(sol.stats))
+    return adjoint, ts
 
 
 # Diffrax's complex support is partial (no initial step-size selection, a warning), so complex states
