@@ -13,6 +13,7 @@ from . import du_hu_lee as du_hu_lee
 from . import fast_slow as fast_slow
 from . import init_scale_tuning as init_scale_tuning
 from . import lindsey_menon as lindsey_menon
+from . import linear_systems as linear_systems
 from . import marion_chizat as marion_chizat
 
 __all__ = ["EXPERIMENTS"]
@@ -23,5 +24,6 @@ EXPERIMENTS: dict[str, Callable[..., int]] = {
     "fast-slow": fast_slow.run,
     "init-scale-tuning": init_scale_tuning.run,
     "lindsey-menon": lindsey_menon.run,
+    "linear-systems": linear_systems.run,
     "marion-chizat": marion_chizat.run,
 }
