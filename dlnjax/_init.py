@@ -104,7 +104,9 @@ def fiber_center(
     ``W_N = U Lambda``, so that ``W_N ... W_1 = X``, every ``G_k = 0`` and
     ``||W||^2 = N sum_i sigma_i^(2/N)`` (Theorem 1). For rectangular ``X`` (``d_N x d_0``) the inner
     widths default to ``r = min(d_N, d_0)``; wider inner layers (``widths``, a full tuple
-    ``(d_0, ..., d_N)``) are padded with zeros. Inner widths below ``rank X`` are rejected.
+    ``(d_0, ..., d_N)``) are padded with zeros. Inner widths below ``rank X`` are rejected. Singular values of
+    ``X`` below ``max(d_N, d_0) eps sigma_1`` (rounding) count as zero: for a rank-deficient ``X`` the centre's
+    layers then have exactly rank ``rank X`` (Remark 4 of seed 001; docs/theory.md §12).
     """
     X = jnp.asarray(X)
     if X.ndim != 2:
@@ -131,6 +133,10 @@ def fiber_center(
                 f"fiber_center: inner width {narrowest} is below rank X = {rank}; the fiber is empty."
             )
     u, s, vh = jnp.linalg.svd(X, full_matrices=False)  # u: (dN, r), vh: (r, d0)
+    # Singular values at the rounding level of X (below max(d_N, d_0) eps sigma_1, numpy's matrix_rank cutoff) are
+    # zero: otherwise sigma^(1/N) lifts them to ~eps^(1/N) in every layer, a point where dX is onto only
+    # numerically and the fiber projections are ill-posed (docs/theory.md §12). Full-rank X is unchanged.
+    s = jnp.where(s > max(dN, d0) * jnp.finfo(s.dtype).eps * s[0], s, 0.0)
     lam = s ** (1.0 / depth)
     if depth == 1:
         return DLN([X])

@@ -82,8 +82,10 @@ def simulate(
 
     Stochastic flows (`dlnjax.flows.AbstractStochasticFlow`, e.g. `dlnjax.flows.Langevin`) are
     integrated as Ito SDEs driven by a ``diffrax.VirtualBrownianTree`` drawn from ``key``
-    (required), with a fixed step ``dt0`` (required) and ``diffrax.Heun()`` by default (for additive
-    noise Ito and Stratonovich agree). ``jax.vmap`` over keys gives independent paths.
+    (required), with a fixed step ``dt0`` (required) and the flow's ``default_solver()`` by default:
+    ``diffrax.Heun()`` (for additive noise Ito and Stratonovich agree), or for `dlnjax.flows.FiberLangevin`
+    (a Stratonovich SDE on a fiber) ``dlnjax.FiberProjected(diffrax.Heun())``, whose steps are projected back
+    onto the fiber. ``jax.vmap`` over keys gives independent paths.
 
     Works under ``jax.jit``, ``jax.vmap`` (over ``y0``, batches of initial conditions) and
     ``jax.grad``. Never raises on a failed solve: see `Trajectory.success`. Invalid arguments
@@ -172,7 +174,7 @@ def _terms_and_solver(flow, y0, ts, solver, key, dt0, stepsize_controller, rtol,
             ts[0], ts[-1], tol=dt0 / 2, shape=jax.eval_shape(lambda: y0), key=key
         )
         terms = dfx.MultiTerm(dfx.ODETerm(flow), dfx.ControlTerm(flow.diffusion, bm))
-        solver = dfx.Heun() if solver is None else solver
+        solver = flow.default_solver() if solver is None else solver
     else:
         if key is not None:
             raise OptionError(

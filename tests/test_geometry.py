@@ -348,10 +348,14 @@ def _rank_deficient_exact():
 
 
 def _rank_deficient_center():
-    """fiber_center of a (numerically) rank-2 4 x 4 X, unbalanced by the group action."""
+    """The centre of a numerically rank-2 4 x 4 X, unbalanced by the group action."""
     rng = np.random.default_rng(31)
     X = rng.standard_normal((4, 2)) @ rng.standard_normal((2, 4))
-    c = dlnjax.fiber_center(X, 3, widths=(4, 4, 4, 4))
+    # The centre of a numerically rank-2 X built without fiber_center's rank cutoff: Lambda = s^(1/3) lifts the
+    # rounding-level singular values s_3, s_4 ~ 1e-16 to ~5e-6 in every layer (dX onto only numerically).
+    u, s, vh = np.linalg.svd(X)
+    lam = np.diag(s ** (1 / 3))
+    c = dlnjax.DLN([lam @ vh, lam, u @ lam])
     A = [rand_invertible(rng, 4, False) for _ in range(2)]
     return [np.asarray(w) for w in dlnjax.group_action(A, c).layers]
 

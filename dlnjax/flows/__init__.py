@@ -9,6 +9,7 @@ from ._base import AbstractStochasticFlow as AbstractStochasticFlow
 from ._end_to_end import EndToEnd as EndToEnd
 from ._fiber import FiberL2 as FiberL2
 from ._fiber import FiberSchatten as FiberSchatten
+from ._fiber_langevin import FiberLangevin as FiberLangevin
 from ._gradient import Gradient as Gradient
 from ._gradient import Regularized as Regularized
 from ._kirwan_ness import KirwanNess as KirwanNess

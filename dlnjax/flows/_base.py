@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import abc
 
+import diffrax
 import equinox as eqx
 import lineax as lx
 
@@ -37,3 +38,8 @@ class AbstractStochasticFlow(AbstractFlow):
     def diffusion(self, t, net: DLN, args=None) -> lx.AbstractLinearOperator:
         """The noise coefficient at ``(t, net)``: a ``lineax`` operator ``dB -> noise``."""
         raise NotImplementedError
+
+    def default_solver(self):
+        """The Diffrax solver `dlnjax.simulate` uses when given none: ``diffrax.Heun()`` (a flow may override it,
+        e.g. `FiberLangevin`, whose steps are projected back onto the fiber)."""
+        return diffrax.Heun()
