@@ -35,6 +35,7 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/fiber_gradient.py
 	$(BIN)/python benchmarks/sweep_vs_loop.py
+	$(BIN)/python benchmarks/train_throughput.py --quick  # ~75 s; the full run (all batch sizes) ~15 min
 	$(BIN)/python benchmarks/end_to_end.py
 	$(BIN)/python benchmarks/adjoints.py
 	$(BIN)/python benchmarks/stiff.py --cases k,b,d  # (a) and (c) at 100 x 100 take far longer: see benchmarks/README.md

@@ -202,6 +202,21 @@ def test_train_adam_weight_decay_nonlinear(size):
     assert_highest(fn, _net(size, activation="gelu"), positive=size == "w48")
 
 
+def test_train_fast_path_vmapped_with_sharpness():
+    """The fast training step (`dlnjax._chain_grad`: seed 004's widths, a `Regression` in covariance form with
+    n = 50, so its moments are ``dot_general``s) under ``jax.vmap``, then `dlnjax.sharpness` on the same path."""
+    loss = losses.Regression.random(jr.key(4), 50, 5, dtype=F32)
+    nets = jax.vmap(lambda k: dlnjax.gaussian(k, (5,) * 10 + (1,), 0.4, dtype=F32))(
+        jr.split(jr.key(5), 3)
+    )
+
+    def fn(batch):
+        res = jax.vmap(lambda n: dlnjax.train(loss, n, optax.sgd(0.1), 3, fast=True).net)(batch)
+        return jax.vmap(lambda n: dlnjax.sharpness(loss, n, iterations=5))(res)
+
+    assert_highest(fn, nets)
+
+
 @pytest.mark.parametrize("size", list(SIZES))
 @pytest.mark.parametrize(
     "solver",
