@@ -11,6 +11,7 @@ from . import flows as flows
 from . import internal as internal
 from . import losses as losses
 from . import sweep as sweep
+from . import systems as systems
 from ._activations import Activation as Activation
 from ._diagnostics import (
     RegressionConstants as RegressionConstants,
@@ -97,6 +98,8 @@ from ._fiber import (
 from ._fiber import (
     solve_normal as solve_normal,
 )
+from ._fiber_coordinates import fiber_coordinates as fiber_coordinates
+from ._fiber_coordinates import fiber_point_with_moments as fiber_point_with_moments
 from ._fiber_operator import (
     BalancedPreconditioner as BalancedPreconditioner,
 )
@@ -106,6 +109,8 @@ from ._fiber_operator import (
 from ._fiber_operator import (
     NormalOperator as NormalOperator,
 )
+from ._fiber_projected import FiberProjected as FiberProjected
+from ._fiber_projected import project_to_fiber as project_to_fiber
 from ._fiber_solvers import (
     AbstractFiberSolver as AbstractFiberSolver,
 )
@@ -196,6 +201,15 @@ from ._network import (
 from ._network import (
     squared_norm as squared_norm,
 )
+from ._orbits import exp_action as exp_action
+from ._orbits import kirwan_ness_rates as kirwan_ness_rates
+from ._orbits import lie_algebra_shapes as lie_algebra_shapes
+from ._orbits import orbit_derivative as orbit_derivative
+from ._orbits import orbit_hessian as orbit_hessian
+from ._orbits import orbit_norm as orbit_norm
+from ._orbits import orbit_schatten as orbit_schatten
+from ._orbits import orbit_second_derivative as orbit_second_derivative
+from ._orbits import orbit_tangent as orbit_tangent
 from ._padding import (
     pad as pad,
 )

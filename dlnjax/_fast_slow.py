@@ -60,7 +60,7 @@ def _check_net(net, who: str, what: str = "net"):
 
 
 def _norm(net: DLN) -> Array:
-    return jnp.sqrt(sum(jnp.sum(jnp.abs(a) ** 2) for a in net.arrays()))
+    return jnp.sqrt(squared_norm(net))
 
 
 def velocity_split(

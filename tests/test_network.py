@@ -699,3 +699,25 @@ def test_with_activation_keeps_arrays_and_checks_dtype():
     assert net.with_activation(None).activation.is_linear
     with pytest.raises(dlnjax.UnsupportedError, match="needs real weights"):
         net.with_activation("gelu")
+
+
+@pytest.mark.parametrize("is_complex", [False, True])
+def test_squared_norm_hessian_is_twice_the_identity_at_zero_entries(is_complex):
+    """``||W||^2`` is a quadratic form: its Hessian is ``2 I`` everywhere, including at zero entries (where
+    ``|w|^2`` written as ``abs(w) ** 2`` would differentiate to 0)."""
+    rng = np.random.default_rng(3)
+    layers = [rand_matrix(rng, (2, 3), is_complex), rand_matrix(rng, (3, 2), is_complex)]
+    layers[0][0, :] = 0.0
+    layers[1][:, 1] = 0.0
+    net = dlnjax.DLN.from_layers([jnp.asarray(w) for w in layers])
+    flat, unravel = jax.flatten_util.ravel_pytree(net.layers)
+    if is_complex:
+        to_net = lambda v: net.__class__.from_layers(
+            list(unravel(v[: flat.size] + 1j * v[flat.size :]))
+        )
+        v0 = jnp.concatenate([flat.real, flat.imag])
+    else:
+        to_net = lambda v: net.__class__.from_layers(list(unravel(v)))
+        v0 = flat
+    H = jax.hessian(lambda v: dlnjax.squared_norm(to_net(v)))(v0)
+    np.testing.assert_allclose(np.asarray(H), 2 * np.eye(v0.size), atol=1e-14)
