@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all lint format docs bench clean
+.PHONY: run test test-notebooks test-all lint format docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# every notebook in notebooks/ executed in a fresh kernel (~5 min on 2 cores; .ci/run runs it after the suite)
+test-notebooks: $(STAMP)
+	$(BIN)/python -m pytest -q -m notebook --dist load tests/test_notebooks.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

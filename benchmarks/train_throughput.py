@@ -123,7 +123,6 @@ def seed004_programs(loss, steps):
                 opt,
                 steps,
                 every=steps,
-                fast=True,
             )
             return res.history["loss"][-1], dlnjax.sharpness(loss, res.net, iterations=LANCZOS)
 

@@ -13,6 +13,9 @@ from . import losses as losses
 from . import sweep as sweep
 from . import systems as systems
 from ._activations import Activation as Activation
+from ._balanced_posterior import balanced_log_density as balanced_log_density
+from ._balanced_posterior import balanced_orbit_sample as balanced_orbit_sample
+from ._balanced_posterior import balanced_posterior_sample as balanced_posterior_sample
 from ._diagnostics import (
     RegressionConstants as RegressionConstants,
 )

@@ -18,9 +18,20 @@ as dozens of padded slices in one fusion (18-27 s compiles, 5x slower steps). Th
 
 Every product is an exact multiply-and-sum in working precision (no ``dot_general``, so no precision to state
 on accelerators; see `dlnjax._numerics.dot`). Results equal ``jax.value_and_grad`` of ``loss(end_to_end(W))`` to
-rounding. Derivatives of the step (through `dlnjax.train`) differentiate these products; jax 0.10 cannot batch
-such a derivative inside ``jax.vmap`` when loss leaves are batched too (an internal error of ``custom_vmap``), so
-`dlnjax.sharpness` keeps ``jax.grad`` of `dlnjax.network_loss` for its Hessian-vector products.
+rounding.
+
+**Derivatives** (through `dlnjax.train`: with respect to the data, the initialization, the learning rate). JAX
+0.10 has no reverse mode for a ``custom_vmap`` ("Linearization failed to produce known values for all output
+primals"), so the batch-last function is wrapped in a ``jax.custom_jvp``: its primal output is the function
+itself (batch-last under vmap), its tangent ``jax.jvp`` of the same products run one network at a time (under
+vmap, batch-first as ``jax.vmap`` makes them), linear in the tangents and so transposable: ``jax.grad``,
+``jax.jacfwd``, ``jax.jacrev``, their ``jax.vmap`` and higher derivatives all work. The ``custom_vmap`` rule
+returns unbatched outputs when called with no batched input: JAX's forward mode of a ``custom_vmap`` (reached
+inside the second derivative of a ``lax.scan``, whose linearization inlines the ``custom_jvp``) calls the rule
+with the inputs batched in both primal and tangent only and vmaps over the rest itself, so a batch axis added
+there came out twice (shape errors such as ``sub got incompatible shapes (1, 2, 3, 1), (1, 1, 2, 3)``, or
+unequal ``while_loop`` carry types in ``jax.jacfwd`` through `dlnjax.train`). `dlnjax.sharpness` keeps ``jax.grad`` of `dlnjax.network_loss` for its Hessian-vector
+products.
 """
 
 from __future__ import annotations
@@ -135,21 +146,30 @@ def _value_and_grad(loss: Callable, net: DLN, arrays: tuple[Array, ...], batched
 
 
 def _core(loss_tree, net: DLN):
-    """The value-and-gradient function of flat lists ``(loss leaves, stored arrays)``, batch-last under vmap.
+    """The value-and-gradient function of flat lists ``(loss leaves, stored arrays)``: batch-last under vmap,
+    differentiable in both modes (module docstring, *Derivatives*).
 
-    Flat lists of arrays (no ``None`` leaves) keep the ``custom_vmap`` rule differentiable inside a vmap too (the
-    Hessian-vector products of `dlnjax.sharpness`); ``loss_tree`` (``(treedef, static part)``) rebuilds the loss.
+    Flat lists of arrays (no ``None`` leaves) keep the rules simple; ``loss_tree`` (``(treedef, static part)``)
+    rebuilds the loss.
     """
     treedef, static = loss_tree
     rebuild = lambda leaves: eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)
 
-    @jax.custom_batching.custom_vmap
-    def core(leaves, arrays):
+    def plain(leaves, arrays):
         return _value_and_grad(rebuild(leaves), net, tuple(arrays), False)
 
-    @core.def_vmap
+    @jax.custom_batching.custom_vmap
+    def batched(leaves, arrays):
+        return plain(leaves, arrays)
+
+    @batched.def_vmap
     def rule(axis_size, in_batched, leaves, arrays):
         leaves_batched, arrays_batched = in_batched
+        if not (any(leaves_batched) or any(arrays_batched)):
+            # jax's forward mode of a custom_vmap calls the rule with the inputs batched in both primal and
+            # tangent only, and vmaps over the others itself: with none, adding a batch axis would double it
+            out = plain(leaves, arrays)
+            return out, jax.tree_util.tree_map(lambda _: False, out)
         arrays = tuple(
             jnp.moveaxis(a, 0, -1) if b else jnp.broadcast_to(a[..., None], a.shape + (axis_size,))
             for a, b in zip(arrays, arrays_batched)
@@ -158,6 +178,15 @@ def _core(loss_tree, net: DLN):
         values = jax.vmap(lambda ls, x: rebuild(ls)(x), in_axes=(axes, 0))
         value, grads = _value_and_grad(lambda X: values(leaves, X), net, arrays, True)
         return (value, tuple(jnp.moveaxis(g, -1, 0) for g in grads)), (True, (True,) * len(grads))
+
+    @jax.custom_jvp
+    def core(leaves, arrays):
+        return batched(leaves, arrays)
+
+    @core.defjvp
+    def core_jvp(primals, tangents):
+        # the primal by the rule itself (so higher derivatives come back here), the tangent by plain autodiff
+        return core(*primals), jax.jvp(plain, primals, tangents)[1]
 
     return core
 

@@ -171,7 +171,7 @@ def train(
     kappa: float | Array | None = None,
     divergence_threshold: float | Array | None = 1e6,
     mask: DLN | None = None,
-    fast: bool = False,
+    fast: bool = True,
 ) -> TrainResult:
     """Train ``net0`` for ``steps`` optimizer steps on the objective ``E(W) + kappa/2 ||W||^2``.
 
@@ -227,13 +227,15 @@ def train(
     way (then ``s = 0`` and ``result.net`` is ``W_0``). Seed 004 counts such runs as failures (the
     divergence probability of its Figure 2).
 
-    **Fast path** (``fast=True``, opt-in): for a linear network with real weights of widths ``<= 8`` and a loss of
-    `dlnjax.losses`, each step's gradient is computed by ``dlnjax._chain_grad`` (the chain in its cheaper association,
-    the backward pass written out, the batch axis last under ``jax.vmap``, a `Regression` in its covariance form),
-    ~3.5x faster per run-step on seed 004's network (benchmarks/README.md, ``train_throughput.py``); results agree
-    with the default path to rounding. It is for forward runs only: JAX 0.10 cannot differentiate its
-    ``custom_vmap`` rule in reverse mode or in forward mode outside ``vmap``, so derivatives *through* `train`
-    (with respect to the data, the initialization or the learning rate) need the default ``fast=False``.
+    **Fast path** (``fast=True``, the default): for a linear network with real weights of widths ``<= 8`` and a loss
+    of `dlnjax.losses`, each step's gradient is computed by ``dlnjax._chain_grad`` (the chain in its cheaper
+    association, the backward pass written out, the batch axis last under ``jax.vmap``, a `Regression` in its
+    covariance form), ~3.5x faster per run-step on seed 004's network (benchmarks/README.md,
+    ``train_throughput.py``); results agree with ``fast=False`` (``jax.value_and_grad`` of the objective) to
+    rounding. Derivatives *through* `train` (``jax.grad``, ``jax.jacfwd``, ``jax.jacrev`` with respect to the
+    data, the initialization or the learning rate, and their ``jax.vmap``) work on both paths: the fast step
+    carries a ``custom_jvp`` whose tangent is the plain autodiff of the same products. Other networks and
+    losses (a plain function) always take the generic path.
 
     Raises `dlnjax.OptionError` for ``steps < 1``, ``every < 1`` or not dividing ``steps``, an unknown
     metric name and a non-positive threshold; `dlnjax.UnsupportedError` for ``"test_error"`` without

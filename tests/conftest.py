@@ -365,9 +365,7 @@ NOTEBOOK_DIR = Path(__file__).parent.parent / "notebooks"
 def execute_notebook(name: str) -> None:
     """Execute ``notebooks/<name>`` in a fresh kernel: no cell may fail, and it must draw a figure.
 
-    Called from the test file of the experiment the notebook tells (after that file's ``--quick`` run, so the
-    kernel finds the programs it shares with it in the compilation cache); tests/test_notebooks.py checks that
-    every notebook has such a test.
+    Called for every notebook by tests/test_notebooks.py (marked ``notebook``: ``make test-notebooks``).
     """
     import nbformat
     from nbclient import NotebookClient

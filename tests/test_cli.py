@@ -11,12 +11,18 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import execute_notebook
+from scipy.integrate import quad
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, lindsey_menon
 
-FIGURES = ("moment_decay.png", "theorem1_norm.png", "figure_1_1.png")
+FIGURES = (
+    "moment_decay.png",
+    "theorem1_norm.png",
+    "figure_1_1.png",
+    "figure_1_2.png",
+    "posterior.png",
+)
 DATA = (
     "fiber_l2.npz",
     "kirwan_ness.npz",
@@ -24,6 +30,8 @@ DATA = (
     "fiber_l2_curves.csv",
     "kirwan_ness_curves.csv",
     "figure_1_1_curves.csv",
+    "figure_1_2.npz",
+    "posterior.csv",
 )
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -148,7 +156,7 @@ def test_quick_run_measures_the_theorems(quick_run):
     code, out, _ = quick_run
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "OK" and s["problems"] == []
-    assert all(s["success"].values()) and len(s["success"]) == 4
+    assert all(s["success"].values()) and len(s["success"]) == 5
     m = s["measured"]
     # X is constant under both flows (docs/theory.md §4)
     assert m["x_drift_max"]["fiber_l2"] < 1e-7 and m["x_drift_max"]["kirwan_ness"] < 1e-7
@@ -179,6 +187,34 @@ def test_quick_run_measures_the_theorems(quick_run):
     assert "status: OK" in text and "FAILED" not in text
 
 
+def test_quick_run_slices_and_posterior(quick_run):
+    """Figure 1.2: the slices F_X ∩ M_G of w3 w2 w1 = x against the closed form (|w_k|^2 from the cubic
+    u (u + G_2)(u + G_1 + G_2) = x^2, solved here with numpy's roots); the posterior: E||W||^2 of the FiberLangevin
+    chains against quadrature of the hyperbola's closed-form density, and the rescaled excess near m = 1."""
+    code, out, _ = quick_run
+    assert code == 0
+    with np.load(out / "figure_1_2.npz") as f:
+        G, w, x = f["G"], f["w"], float(f["x"])
+    for g, wk in zip(G[::7], w[::7]):
+        roots = np.roots(np.poly([0.0, -g[1], -g[0] - g[1]]) - np.array([0, 0, 0, x**2]))
+        u = max(r.real for r in roots if abs(r.imag) < 1e-9)
+        exact = np.sqrt([u + g[0] + g[1], u + g[1], u])
+        assert np.max(np.abs(wk - exact)) < 1e-9, (g, wk, exact)
+    s = json.loads((out / "summary.json").read_text())
+    p = s["posterior"]
+    assert p["m"] == 1 and len(p["stats"]) == len(lindsey_menon.QUICK.posterior_beta_kappa)
+    for bk, st in zip(lindsey_menon.QUICK.posterior_beta_kappa, p["stats"]):
+        rho = lambda t: np.exp(-bk * (t * t + x * x / (t * t)) / 2) * np.sqrt(1 + x * x / t**4)
+        Z = quad(rho, 0, np.inf)[0]
+        exact = quad(lambda t: (t * t + x * x / (t * t)) * rho(t), 0, np.inf)[0] / Z
+        assert abs(st["sq_norm"] - exact) <= 5 * st["sq_norm_err"], (bk, st, exact)
+        assert st["x_drift_max"] < 1e-10
+    assert (
+        abs(p["stats"][-1]["scaled_excess"] - 1.0) <= 5 * p["stats"][-1]["scaled_excess_err"] + 0.2
+    )
+    assert -1.25 <= p["excess_power"] <= -0.75
+
+
 def test_failed_solve_is_reported_and_exits_1(quick_run, tmp_path, monkeypatch):
     real = lindsey_menon.solve_hyperbola
 
@@ -194,8 +230,3 @@ def test_failed_solve_is_reported_and_exits_1(quick_run, tmp_path, monkeypatch):
     assert "FAILED" in (tmp_path / "summary.txt").read_text()
     for name in FIGURES:  # everything computed is still written
         assert (tmp_path / name).exists()
-
-
-def test_notebook_executes():
-    # notebooks/lindsey_menon.ipynb: last in this file, after the `lindsey-menon --quick` run whose programs it reuses
-    execute_notebook("lindsey_menon.ipynb")

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
-from conftest import csv_rows, execute_notebook
+from conftest import csv_rows
 
 import dlnjax
 from dlnjax.experiments import cohen_menon_veraszto as cmv
@@ -269,8 +269,3 @@ def test_inf_scales_runs_only_the_chosen_scales_at_infinite_depth():
     assert math.isclose(
         c["test_error"][0, 1, 0], float(np.linalg.norm(X - np.asarray(loss.truth))), rel_tol=1e-12
     )
-
-
-def test_notebook_executes():
-    # notebooks/cohen_menon_veraszto.ipynb: last in this file, after the `cohen-menon-veraszto --quick` run whose programs it reuses
-    execute_notebook("cohen_menon_veraszto.ipynb")

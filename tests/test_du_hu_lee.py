@@ -4,7 +4,7 @@ against direct recomputation."""
 import json
 
 import numpy as np
-from conftest import csv_rows, execute_notebook
+from conftest import csv_rows
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, du_hu_lee
@@ -58,8 +58,3 @@ def test_quick_run_is_consistent(tmp_path):
     steps = np.arange(err.size)[tail]
     rate = np.exp(np.polyfit(steps, np.log(err[tail]), 1)[0])
     assert abs(rate - s["factorization"]["rate"]) < 1e-9 and rate < 0.99
-
-
-def test_notebook_executes():
-    # notebooks/du_hu_lee.ipynb: last in this file, after the `du-hu-lee --quick` run whose programs it reuses
-    execute_notebook("du_hu_lee.ipynb")

@@ -10,7 +10,7 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from conftest import csv_rows, execute_notebook
+from conftest import csv_rows
 
 import dlnjax
 from dlnjax._cli import main
@@ -137,8 +137,3 @@ def test_quick_run_is_consistent(tmp_path):
     fd = (float(test_error(th0[0] + h, th0[1])) - float(test_error(th0[0] - h, th0[1]))) / (2 * h)
     assert abs(fd) > 1e-3  # a real slope: the start is far from the optimum
     assert math.isclose(data["path_grad"][0, 0], fd, rel_tol=1e-6)
-
-
-def test_notebook_executes():
-    # notebooks/gradient_through_flow.ipynb: last in this file, after the `init-scale-tuning --quick` run whose programs it reuses
-    execute_notebook("gradient_through_flow.ipynb")

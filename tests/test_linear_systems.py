@@ -4,7 +4,7 @@ recomputation."""
 import json
 
 import numpy as np
-from conftest import csv_rows, execute_notebook
+from conftest import csv_rows
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, linear_systems
@@ -47,8 +47,3 @@ def test_quick_run_is_consistent(tmp_path):
     np.testing.assert_allclose(
         reg, np.exp(-2 * kappa * t)[:, None, None] * reg[0], atol=1e-7 * np.abs(reg[0]).max()
     )
-
-
-def test_notebook_executes():
-    # notebooks/linear_systems.ipynb: last in this file, after the `linear-systems --quick` run
-    execute_notebook("linear_systems.ipynb")

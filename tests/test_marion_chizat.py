@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-from conftest import execute_notebook
 
 from dlnjax._cli import main
 from dlnjax.experiments import marion_chizat as mc
@@ -129,8 +128,3 @@ def test_measured_facts_hold_in_the_saved_data(quick):
     ok = ~data["gaussian_gd_diverged"].astype(bool)
     np.testing.assert_allclose(hist[..., -1][ok], data["gaussian_gd_final_loss"][ok], rtol=1e-12)
     assert summary["run_counts"]["gd_gaussian"] == data["gaussian_gd_sharpness"].size
-
-
-def test_notebook_executes():
-    # notebooks/marion_chizat.ipynb: last in this file, after the `marion-chizat --quick` run whose programs it reuses
-    execute_notebook("marion_chizat.ipynb")

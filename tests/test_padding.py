@@ -339,6 +339,8 @@ def _explicit_hessian_top(loss, layers):
     return float(np.linalg.eigvalsh(np.asarray(jax.hessian(f)(theta)))[-1])
 
 
+# slow (30 s): padded sharpness is also checked through the sharded sweep (tests/test_sweep.py)
+@pytest.mark.slow
 def test_sharpness_with_mask_equals_the_real_sharpness():
     """Two real nets (depths 2 and 3; 14 and 18 weights) padded to (4, 4), one vmapped call with per-run live
     and 40 Lanczos steps (more than the live weights: the masked Krylov space is exhausted, no NaN): the

@@ -49,7 +49,11 @@ def _horizon(depth, scale, mmin=0.1):
     return 50.0 * scale ** -(1 - 2 / depth) / (depth * mmin)
 
 
-@pytest.mark.parametrize("depth", [2, 3, 8, INF])
+# N = 3 and N = 8 (the quadrature references) are slow: N = 2 (logistic) and N = inf (closed forms) stay default
+@pytest.mark.parametrize(
+    "depth",
+    [2, pytest.param(3, marks=pytest.mark.slow), pytest.param(8, marks=pytest.mark.slow), INF],
+)
 def test_stiff_follows_the_exact_aligned_solution_through_every_escape(depth):
     """E = ½||X - M||², X0 = U diag(s0) V^T: the solve (not told the start is aligned) matches the decoupled scalar
     solutions at scales 1e-2 ... 1e-10, every singular value, every save time, and passes every escape."""
@@ -123,7 +127,9 @@ def test_the_aligned_reference_agrees_with_an_independent_ode_solve():
         aligned_singular_values([1.0], [1e-3], 0, [0.0])
 
 
-@pytest.mark.parametrize("complex_, shape", [(False, (4, 6)), (True, (5, 5))])
+@pytest.mark.parametrize(
+    "complex_, shape", [pytest.param(False, (4, 6), marks=pytest.mark.slow), (True, (5, 5))]
+)
 def test_stiff_on_rectangular_and_complex_aligned_problems(complex_, shape):
     """Rectangular real and square complex X at N = inf, scale 1e-6, against the exact solution."""
     m = np.array([1.0, 0.3, 0.0, 0.0])
@@ -152,24 +158,26 @@ def _completion(n=8, rank=1, observed=40):
     return dlnjax.losses.MatrixCompletion.random(jr.PRNGKey(1), (n, n), rank, observed)
 
 
-def test_stiff_equals_tsit5_on_a_completion_at_finite_and_infinite_depth():
+@pytest.mark.parametrize("depth", [pytest.param(3, marks=pytest.mark.slow), INF])
+def test_stiff_equals_tsit5_on_a_completion_at_finite_and_infinite_depth(depth):
     loss = _completion()
     Q = jr.normal(jr.PRNGKey(0), loss.shape)
     X0 = 1e-2 * Q / jnp.linalg.norm(Q)
     ts = jnp.array([0.0, 1e2, 1e3, 1e4, 1e5])
-    for depth in (3, INF):
-        flow = dlnjax.flows.EndToEnd(loss, depth)
-        stiff = dlnjax.simulate(
-            flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-9, atol=1e-14, max_steps=20000
-        )
-        ref = dlnjax.simulate(flow, X0, ts, rtol=1e-11, atol=1e-16, max_steps=200000)
-        assert bool(stiff.success) and bool(ref.success)
-        err = jnp.linalg.norm(stiff.ys - ref.ys, axis=(1, 2)) / jnp.linalg.norm(ref.ys, axis=(1, 2))
-        assert float(jnp.max(err[1:])) < 1e-6, depth
-        assert int(stiff.stats["num_accepted_steps"]) < int(ref.stats["num_accepted_steps"]) / 5
+    flow = dlnjax.flows.EndToEnd(loss, depth)
+    stiff = dlnjax.simulate(
+        flow, X0, ts, solver=dlnjax.Stiff(), rtol=1e-9, atol=1e-14, max_steps=20000
+    )
+    ref = dlnjax.simulate(flow, X0, ts, rtol=1e-11, atol=1e-16, max_steps=200000)
+    assert bool(stiff.success) and bool(ref.success)
+    err = jnp.linalg.norm(stiff.ys - ref.ys, axis=(1, 2)) / jnp.linalg.norm(ref.ys, axis=(1, 2))
+    assert float(jnp.max(err[1:])) < 1e-6, depth
+    assert int(stiff.stats["num_accepted_steps"]) < int(ref.stats["num_accepted_steps"]) / 5
 
 
-@pytest.mark.parametrize("flow_cls", ["Gradient", "Regularized"])
+@pytest.mark.parametrize(
+    "flow_cls", [pytest.param("Gradient", marks=pytest.mark.slow), "Regularized"]
+)
 def test_stiff_on_the_weight_flows(flow_cls):
     """The weight flows of a depth-3 network (no preconditioner: plain GMRES, elementwise error) against Tsit5."""
     loss = _completion(n=5, rank=2, observed=15)
@@ -279,6 +287,8 @@ def test_newton_krylov_solves_a_stage_and_fails_loudly_when_krylov_cannot():
     assert bad.result != optx.RESULTS.successful
 
 
+# slow (30 s); test_newton_krylov_solves_a_stage_and_fails_loudly_when_krylov_cannot covers a failing Krylov solve
+@pytest.mark.slow
 def test_a_starved_krylov_solver_is_caught_not_wrong():
     """With one GMRES step per correction the corrections fail their check on the stiff tail: those steps are
     rejected (more rejections than the default), and the run either ends with success False or is accurate."""

@@ -189,16 +189,87 @@ def test_train_fast_path_single_run_completion_and_gradient_through_train():
     assert_close(d_fast, d_generic, 1e-10, "d loss / d lr")
 
 
-def test_fast_is_opt_in_and_checked():
-    """The default `train` takes the generic (differentiable) path; ``fast`` must be a bool."""
+def _final_outcomes(fast, steps=6):
+    """``(learning rate, init scale, data offset) -> (final loss, final gradient norm)`` of `dlnjax.train` on a
+    small regression (widths (3, 3, 3, 1)); ``fast=None``: the default."""
+    loss = Regression.random(jax.random.PRNGKey(5), 10, 3, 1, noise=0.3)
+    dy = jax.random.normal(jax.random.PRNGKey(6), loss.targets.shape)
+    kw = {} if fast is None else {"fast": fast}
+
+    def f(lr, s, c):
+        res = dlnjax.train(
+            Regression(loss.inputs, loss.targets + c * dy),
+            dlnjax.gaussian(jax.random.PRNGKey(7), (3, 3, 3, 1), s),
+            optax.sgd(lr),
+            steps,
+            metrics=("loss", "grad_norm"),
+            **kw,
+        )
+        return jnp.stack([res.history["loss"][-1], res.history["grad_norm"][-1]])
+
+    return f
+
+
+def test_fast_is_the_default_and_checked():
+    """The default `train` runs the fast step (its program holds the custom_jvp around the custom_vmap rule),
+    ``fast=False`` the generic one; ``fast`` must be a bool."""
+    theta = jnp.array([0.1, 0.6, 0.0])
+    program = lambda fast: str(jax.make_jaxpr(_final_outcomes(fast, steps=2))(*theta))
+    default, generic = program(None), program(False)
+    assert "custom_vmap_call" in default and "custom_jvp_call" in default
+    assert "custom_vmap_call" not in generic
     loss = Factorization(jnp.ones((2, 3)))
     net0 = dlnjax.DLN(rand_layers(0, (3, 4, 2)))
     with pytest.raises(dlnjax.OptionError, match="fast"):
         dlnjax.train(loss, net0, optax.sgd(0.1), 2, fast="yes")
-    # the derivative with respect to the data goes through the default path
-    d = jax.grad(
-        lambda c: dlnjax.train(
-            Factorization(c * jnp.ones((2, 3))), net0, optax.sgd(0.1), 3
-        ).history["loss"][-1]
-    )(1.0)
-    assert np.isfinite(d) and d != 0
+
+
+def test_derivatives_through_the_default_train():
+    """d(final loss, final gradient norm) / d(learning rate, init scale, data offset) through the default (fast)
+    `train`, reverse and forward mode under ``jax.vmap`` over thetas (the custom_vmap rule batching the primal,
+    the custom_jvp's plain tangent batch-first), against reverse mode of ``fast=False`` and central finite
+    differences of the default path. (Without vmap: tests/test_gradients.py's train test runs the default.)"""
+    f, ref = (lambda th, g=g: g(*th) for g in (_final_outcomes(None), _final_outcomes(False)))
+    thetas = jnp.array([[0.1, 0.6, 0.0], [0.2, 0.5, 0.3]])
+    h = 1e-5
+    stencil = h * jnp.concatenate([jnp.eye(3), -jnp.eye(3)])
+
+    @jax.jit
+    def run(thetas):
+        vals = jax.vmap(jax.vmap(f))(thetas[:, None, :] + stencil[None])  # (theta, 6, outcome)
+        return dict(
+            rev=jax.vmap(jax.jacrev(f))(thetas),
+            fwd=jax.vmap(jax.jacfwd(f))(thetas),
+            ref=jax.vmap(jax.jacrev(ref))(thetas),
+            fd=jnp.swapaxes((vals[:, :3] - vals[:, 3:]) / (2 * h), 1, 2),
+        )
+
+    out = {k: np.asarray(v) for k, v in run(thetas).items()}
+    assert np.all(np.abs(out["ref"][:, 0]) > 1e-3)  # every parameter moves the final loss
+    assert_close(out["rev"], out["ref"], 1e-10, "vmapped jacrev, default vs fast=False")
+    assert_close(out["fwd"], out["ref"], 1e-10, "vmapped jacfwd, default vs fast=False")
+    assert_close(out["rev"], out["fd"], 1e-6, "vmapped jacrev vs central differences")
+
+
+@pytest.mark.slow
+def test_second_derivatives_through_the_default_train():
+    """``jax.hessian`` of the final loss through the default `train` (forward over reverse through the
+    ``lax.scan``, whose linearization inlines the custom_jvp: the custom_vmap rule is then differentiated in
+    forward mode with no batched input) against ``fast=False``."""
+    f, ref = (lambda th, g=g: g(*th)[0] for g in (_final_outcomes(None), _final_outcomes(False)))
+    theta = jnp.array([0.2, 0.5, 0.3])
+    hess, hess_ref = (np.asarray(jax.jit(jax.hessian(g))(theta)) for g in (f, ref))
+    assert np.all(np.isfinite(hess)) and np.all(np.abs(np.diag(hess_ref)) > 1e-3)
+    assert_close(hess, hess_ref, 1e-9, "hessian, default vs fast=False")
+
+
+def test_vmapped_default_train_with_batched_loss_data():
+    """Plain vmapped `train` (default fast step) over batched loss data and one initial network, against
+    ``fast=False``."""
+    cs = jnp.array([0.0, 0.5, 1.0])
+    fast, generic = (
+        jax.jit(jax.vmap(_final_outcomes(fast), in_axes=(None, None, 0)))(0.1, 0.6, cs)
+        for fast in (None, False)
+    )
+    assert len(set(np.asarray(fast[:, 0]).tolist())) == 3  # the data differ
+    assert_close(fast, generic, 1e-11, "final loss and gradient norm per data set")

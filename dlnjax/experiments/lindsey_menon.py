@@ -42,6 +42,15 @@ from dlnjax.flows import FiberL2, KirwanNess
 
 from .._numerics import matmul
 from ._common import Session, figure, pick_config, save_figure, start
+from ._fiber_posterior import (
+    codimension,
+    fitted_power,
+    hyperbola_exact,
+    plot_posterior,
+    posterior_chains,
+    posterior_stats,
+)
+from ._fiber_slices import plot_slices, slice_grid, slice_points, slices_closed_form
 from ._summary import failed_banner, summary_head, wall_times
 
 __all__ = [
@@ -63,6 +72,16 @@ __all__ = [
     "plot_hyperbola",
     "measure",
     "rates",
+    "slice_grid",
+    "slice_points",
+    "slices_closed_form",
+    "plot_slices",
+    "codimension",
+    "posterior_chains",
+    "posterior_stats",
+    "hyperbola_exact",
+    "fitted_power",
+    "plot_posterior",
     "run",
 ]
 
@@ -76,6 +95,11 @@ class Config:
     ``n_starts`` random points ``A . C`` with ``A_k = I + spread * Gaussian / sqrt(d)``.
     Both flows are integrated on ``[0, t_final]`` and saved at ``n_saves`` equally spaced times.
     ``x`` and ``hyperbola_w1``: Figure 1.1, the fiber ``w_2 w_1 = x`` and the ``w_1`` of its starts.
+    ``slice_*``: Figure 1.2, the fiber ``w_3 w_2 w_1 = x`` sliced by ``G``: ``slice_lines`` curves ``G_k = c``,
+    ``|c| <= slice_g_max``, of ``slice_points`` points each, and the FiberL2 path from the slice ``slice_g0``.
+    ``posterior_*``: `dlnjax.flows.FiberLangevin` chains on the fiber of a ``posterior_d x posterior_d`` matrix at
+    depth ``posterior_depth`` (``x`` itself for ``d = 1``), one batch per ``beta kappa``, on ``[0, posterior_t]``
+    with step ``posterior_dt``, averaged after ``posterior_burn``.
     """
 
     d: int = 8
@@ -90,10 +114,35 @@ class Config:
     atol: float = 1e-11
     x: float = 1.0
     hyperbola_w1: tuple[float, ...] = (0.25, 0.5, 2.5, 4.0, -0.3, -3.0)
+    slice_g_max: float = 1.5
+    slice_lines: int = 7
+    slice_points: int = 41
+    slice_g0: tuple[float, float] = (1.4, -1.0)
+    posterior_d: int = 2
+    posterior_depth: int = 3
+    posterior_chains: int = 32
+    posterior_beta_kappa: tuple[float, ...] = (8.0, 32.0, 128.0)
+    posterior_t: float = 16.0
+    posterior_burn: float = 4.0
+    posterior_dt: float = 0.01
 
 
 DEFAULT = Config()
-QUICK = Config(d=4, depth=4, n_starts=8, t_final=4.0, n_saves=41)
+QUICK = Config(
+    d=4,
+    depth=4,
+    n_starts=8,
+    t_final=4.0,
+    n_saves=41,
+    slice_lines=5,
+    slice_points=21,
+    posterior_d=1,
+    posterior_depth=2,
+    posterior_chains=16,
+    posterior_beta_kappa=(2.0, 8.0, 32.0),
+    posterior_t=20.0,
+    posterior_dt=0.02,
+)
 
 # The two flows compared, by the names used in files and summaries.
 FLOWS: dict[str, dlnjax.flows.AbstractFlow] = {"fiber_l2": FiberL2(), "kirwan_ness": KirwanNess()}
@@ -611,6 +660,7 @@ def _summary_text(s: dict) -> str:
         "",
         "solver success (all runs): " + ", ".join(f"{k} {v}" for k, v in s["success"].items()),
         "solver steps: " + ", ".join(f"{k} {v['min']}-{v['max']}" for k, v in s["steps"].items()),
+        *_posterior_lines(s),
         wall_times(s),
     ]
     if s["problems"]:
@@ -633,20 +683,19 @@ def run(
 ) -> int:
     """Run the experiment, writing into ``out`` (created), and return an exit code.
 
-    Figures ``moment_decay.png`` (a), ``theorem1_norm.png`` (b), ``figure_1_1.png`` (c); data
-    ``fiber_l2.npz``, ``kirwan_ness.npz``, ``figure_1_1.npz`` and the matching ``*_curves.csv``;
+    Figures ``moment_decay.png`` (a), ``theorem1_norm.png`` (b), ``figure_1_1.png`` (c), ``figure_1_2.png`` (d, the
+    slices ``F_X ∩ M_G``), ``posterior.png`` (e, the posterior's concentration on ``O_X``); data ``fiber_l2.npz``,
+    ``kirwan_ness.npz``, ``figure_1_1.npz``, ``figure_1_2.npz``, the matching ``*_curves.csv`` and ``posterior.csv``;
     ``summary.txt`` and ``summary.json``. Each file is written as soon as it is complete.
     Returns 0, or 1 if a solve failed or an exact invariant (``X`` constant, Theorem 2, the
-    Kirwan-Ness flow decreasing ``1/2 ||G||^2``) is violated beyond round-off; the summary then
+    Kirwan-Ness flow decreasing ``1/2 ||G||^2``, the slices against their closed form) is violated beyond
+    round-off, or the posterior's rescaled excess misses its limit (`_new_problems`); the summary then
     says so in capitals. ``config`` overrides ``quick``; ``progress`` shows Diffrax's progress for
     the Figure 1.1 solves (a bar on a terminal, lines in a log: `dlnjax._progress`).
     """
     cfg = pick_config(config, quick, DEFAULT, QUICK)
     session = start("lindsey-menon", out, seed, log)
-    session.say(
-        f"fiber of a {cfg.d}x{cfg.d} matrix X at depth N = {cfg.depth}; {cfg.n_starts} random starts (seed {seed})"
-    )
-    X, starts, minimum = _fiber(cfg, seed)
+    X, starts, minimum = _fiber(session, cfg, seed)
     ts = save_times(cfg)
     results, success, steps = {}, {}, {}
     for name, flow in FLOWS.items():
@@ -658,7 +707,8 @@ def run(
     save_figure(plot_norm_approach(results, minimum), session.out / "theorem1_norm.png")
     measured = measure(results, minimum)
     hmeasured, hsuccess, hsteps = _figure_1_1(session, cfg, ts, progress)
-    success.update(hsuccess)
+    slices, post = _figure_1_2(session, cfg), _posterior(session, cfg, seed)
+    success.update(hsuccess, posterior=all(st["success"] for st in post["stats"]))
     steps.update(hsteps)
     body = {
         "theorem1_minimum": minimum,
@@ -666,15 +716,20 @@ def run(
         "measured": measured,
         "rates": rates(results, X, cfg.depth),
         "figure_1_1": {"x": cfg.x, "w1_starts": list(cfg.hyperbola_w1), "measured": hmeasured},
+        "figure_1_2": slices,
+        "posterior": post,
         "success": success,
         "steps": steps,
     }
-    problems = _problems(success, measured, hmeasured)
+    problems = _problems(success, measured, hmeasured) + _new_problems(slices, post)
     return session.finish(problems, dataclasses.asdict(cfg), body, _summary_text)
 
 
-def _fiber(cfg: Config, seed: int) -> tuple[jax.Array, dlnjax.DLN, float]:
+def _fiber(session: Session, cfg: Config, seed: int) -> tuple[jax.Array, dlnjax.DLN, float]:
     """The matrix ``X`` of the seed, the batch of starts on its fiber, and the Theorem-1 minimum."""
+    session.say(
+        f"fiber of a {cfg.d}x{cfg.d} matrix X at depth N = {cfg.depth}; {cfg.n_starts} random starts (seed {seed})"
+    )
     kx, ks = jr.split(jr.PRNGKey(seed))
     X = fiber_matrix(kx, cfg.d, cfg.sigma_max, cfg.sigma_min)
     starts = fiber_starts(ks, X, cfg.depth, cfg.n_starts, cfg.spread)
@@ -743,3 +798,164 @@ def _problems(success: dict, measured: dict, hmeasured: dict) -> list[str]:
         if not m["g_law_max"] < 1e-6:
             problems.append(f"{where}FiberL2 breaks Theorem 2 by {m['g_law_max']:.1e}")
     return problems
+
+
+def _figure_1_2(session: Session, cfg: Config) -> dict:
+    """(d) Figure 1.2 (timed as ``figure_1_2``): the slices of the fiber ``w_3 w_2 w_1 = x``, written to
+    ``figure_1_2.npz`` and ``.png``; returns their largest errors against the closed form, ``X`` and ``G``."""
+    session.say(
+        f"Figure 1.2: d = 1, N = 3, fiber w3 w2 w1 = {cfg.x:g} sliced by G: 2 x {cfg.slice_lines} curves "
+        f"of {cfg.slice_points} points (fiber_point_with_moments)"
+    )
+    G, t = slice_grid(cfg.slice_g_max, cfg.slice_lines, cfg.slice_points, cfg.slice_g0, 13)
+    with session.timed("figure_1_2"):
+        w, h = slice_points(cfg.x, G)
+    exact = slices_closed_form(cfg.x, G)
+    np.savez(
+        session.out / "figure_1_2.npz", G=G, w=w, log_A=h, closed_form=exact, path_t=t, x=cfg.x
+    )
+    fig = plot_slices(cfg.x, w, h, cfg.slice_lines, cfg.slice_points, cfg.slice_g_max)
+    save_figure(fig, session.out / "figure_1_2.png")
+    moments_ = np.stack([w[:, 0] ** 2 - w[:, 1] ** 2, w[:, 1] ** 2 - w[:, 2] ** 2], -1)
+    return {
+        "n_slices": len(G),
+        "closed_form_max": float(np.max(np.abs(w - exact))),
+        "x_error_max": float(np.max(np.abs(np.prod(w, axis=1) - cfg.x)) / abs(cfg.x)),
+        "moments_error_max": float(np.max(np.abs(moments_ - G))),
+    }
+
+
+def _posterior_fiber(cfg: Config, seed: int) -> tuple[jax.Array, float]:
+    """The ``X`` of the posterior runs (``[[x]]`` for ``d = 1``) and its Theorem-1 minimum."""
+    d, N = cfg.posterior_d, cfg.posterior_depth
+    if d == 1:
+        X = jnp.full((1, 1), cfg.x)
+    else:
+        X = fiber_matrix(jr.PRNGKey(seed + 1), d, cfg.sigma_max, cfg.sigma_min)
+    return X, theorem1_minimum(X, N)
+
+
+def _posterior(session: Session, cfg: Config, seed: int) -> dict:
+    """(e) FiberLangevin at each ``beta kappa`` (timed as ``posterior``), written to ``posterior.csv`` and
+    ``posterior.png``; returns the statistics, the fitted powers and, for ``d = 1``, ``N = 2``, the quadrature."""
+    d, N = cfg.posterior_d, cfg.posterior_depth
+    X, minimum = _posterior_fiber(cfg, seed)
+    m, n_steps = codimension(d, N), int(round(cfg.posterior_t / cfg.posterior_dt))
+    ts = jnp.arange(0, n_steps + 1, max(1, int(round(0.5 / cfg.posterior_dt)))) * cfg.posterior_dt
+    burn = int(np.searchsorted(np.asarray(ts), cfg.posterior_burn))
+    session.say(
+        f"posterior on the fiber: d = {d}, N = {N} (m = {m}), {cfg.posterior_chains} FiberLangevin chains per "
+        f"beta kappa in {list(cfg.posterior_beta_kappa)}, t in [0, {cfg.posterior_t:g}], dt {cfg.posterior_dt:g}"
+    )
+    stats = []
+    with session.timed("posterior"):
+        for i, bk in enumerate(cfg.posterior_beta_kappa):
+            start = dlnjax.fiber_center(X, N)
+            key = jr.fold_in(jr.PRNGKey(seed), i)
+            traj = posterior_chains(
+                key,
+                start,
+                jnp.asarray(bk),
+                cfg.posterior_chains,
+                ts,
+                cfg.posterior_dt,
+                n_steps + 16,
+            )
+            stats.append(posterior_stats(traj, X, minimum, bk, burn))
+            st = stats[-1]
+            session.say(
+                f"  beta kappa {bk:g}: (E|W|^2 - min) beta kappa = {st['scaled_excess']:.3f} "
+                f"+- {st['scaled_excess_err']:.3f} (m = {m}), E|G| = {st['g_norm']:.3e}"
+            )
+    exact = None
+    if d == 1 and N == 2:
+        exact = [hyperbola_exact(cfg.x, bk) for bk in cfg.posterior_beta_kappa]
+    _save_posterior(session.out, stats, exact)
+    save_figure(plot_posterior(stats, m, exact, minimum), session.out / "posterior.png")
+    return {
+        "d": d,
+        "depth": N,
+        "m": m,
+        "minimum": minimum,
+        "stats": stats,
+        "exact": exact,
+        "excess_power": fitted_power(stats, "excess"),
+        "g_power": fitted_power(stats, "g_norm"),
+    }
+
+
+def _save_posterior(out: Path, stats: list[dict], exact: list[dict] | None) -> None:
+    keys = (
+        "beta_kappa",
+        "sq_norm",
+        "sq_norm_err",
+        "excess",
+        "scaled_excess",
+        "g_norm",
+        "x_drift_max",
+    )
+    with open(out / "posterior.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(list(keys) + ["sq_norm_quadrature", "g_norm_quadrature"])
+        for i, st in enumerate(stats):
+            ex = ["", ""] if exact is None else [exact[i]["sq_norm"], exact[i]["g_norm"]]
+            w.writerow(
+                [f"{st[k]:.10g}" for k in keys] + [f"{v:.10g}" if v != "" else v for v in ex]
+            )
+
+
+def _new_problems(slices: dict, post: dict) -> list[str]:
+    """The checks of Figure 1.2 (the slices against their closed form, on the fiber, with the prescribed ``G``) and of
+    the posterior: ``X`` kept, the rescaled excess at the largest ``beta kappa`` within ``5`` standard errors plus
+    ``20 %`` of ``m`` (the ``O(1/(beta kappa))`` correction), the fitted power of the excess within ``0.25`` of ``-1``,
+    and, for ``d = 1``, ``N = 2``, every ``E ||W||^2`` within 5 standard errors of the quadrature."""
+    problems = []
+    for key in ("closed_form_max", "x_error_max", "moments_error_max"):
+        if not slices[key] < 1e-8:
+            problems.append(f"Figure 1.2: slices off by {slices[key]:.1e} ({key})")
+    stats, m = post["stats"], post["m"]
+    if not max(st["x_drift_max"] for st in stats) < 1e-8:
+        problems.append("posterior: X drifted under FiberLangevin")
+    last = stats[-1]
+    if not abs(last["scaled_excess"] - m) <= 5 * last["scaled_excess_err"] + 0.2 * m:
+        problems.append(f"posterior: rescaled excess {last['scaled_excess']:.3f} misses m = {m}")
+    if not abs(post["excess_power"] + 1) <= 0.25:
+        problems.append(
+            f"posterior: excess falls like (beta kappa)^{post['excess_power']:.2f}, not ^-1"
+        )
+    for st, ex in zip(stats, post["exact"] or []):
+        if not abs(st["sq_norm"] - ex["sq_norm"]) <= 5 * st["sq_norm_err"]:
+            problems.append(
+                f"posterior: E|W|^2 at beta kappa {st['beta_kappa']:g} misses the quadrature"
+            )
+    return problems
+
+
+def _posterior_lines(s: dict) -> list[str]:
+    """The summary's lines for Figure 1.2 and the posterior table."""
+    sl, p = s["figure_1_2"], s["posterior"]
+    lines = [
+        "",
+        f"Figure 1.2 (d = 1, N = 3, {sl['n_slices']} slices F_X ∩ M_G): max |w - closed form| "
+        f"{sl['closed_form_max']:.1e}, max |X - x|/|x| {sl['x_error_max']:.1e}, max |G - target| "
+        f"{sl['moments_error_max']:.1e}",
+        "",
+        f"posterior on the fiber (FiberLangevin; d = {p['d']}, N = {p['depth']}, m = {p['m']}, "
+        f"min = N sum sigma^(2/N) = {p['minimum']:.6g}):",
+        f"{'beta kappa':>12}{'E|W|^2':>12}{'(E|W|^2-min) bk':>20}{'E|G|':>12}{'max X drift':>13}"
+        + ("" if p["exact"] is None else f"{'quadrature':>24}"),
+    ]
+    for i, st in enumerate(p["stats"]):
+        scaled = f"{st['scaled_excess']:.3f} +- {st['scaled_excess_err']:.3f}"
+        row = f"{st['beta_kappa']:>12g}{st['sq_norm']:>12.5f}{scaled:>20}{st['g_norm']:>12.4f}{st['x_drift_max']:>13.1e}"
+        if p["exact"] is not None:
+            ex = p["exact"][i]
+            row += (
+                f"{(ex['sq_norm'] - p['minimum']) * st['beta_kappa']:>12.3f}{ex['g_norm']:>12.4f}"
+            )
+        lines.append(row)
+    lines.append(
+        f"fitted powers of beta kappa: excess {p['excess_power']:.3f} (theory -1), E|G| {p['g_power']:.3f} "
+        "(theory -1/2)"
+    )
+    return lines

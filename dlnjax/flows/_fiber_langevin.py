@@ -36,7 +36,9 @@ class FiberLangevin(AbstractStochasticFlow):
 
     Real weights only. ``solver``, ``throw``: the fiber solves, as for `FiberL2`. As ``beta kappa`` grows the law
     concentrates on the balanced orbit ``O_X`` (Theorem 1): ``E ||W||^2 = N sum_i sigma_i^(2/N) + m / (beta kappa)
-    + O((beta kappa)^-2)``, ``m`` the codimension of ``O_X`` in ``F_X`` (docs/theory.md §11).
+    + O((beta kappa)^-2)``, ``m`` the codimension of ``O_X`` in ``F_X`` (docs/theory.md §11); the limit law, the
+    uniform law on ``O_X`` (the posterior restricted to balanced networks), is drawn exactly by
+    `dlnjax.balanced_orbit_sample`.
     """
 
     kappa: float

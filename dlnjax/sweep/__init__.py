@@ -6,6 +6,9 @@
 - `load` reads the results back as an ``xarray.Dataset`` with one dimension per swept axis;
 - `plot` draws the standard figures.
 
+A config with ``[task] loss = "realization"`` sweeps linear state-space models ``(A, B, C)`` fitted to the Markov
+parameters of a target system instead of networks (`dlnjax.systems`; docs/sweeps.md, the realization task).
+
 The command line: ``dlnjax sweep CONFIG --out DIR`` and ``dlnjax plot DIR``.
 """
 

@@ -541,6 +541,10 @@ def parse_config(data: Mapping, source: str = "") -> SweepConfig:
     """Validate a config given as a dict (the parsed TOML); raises `ConfigError` naming the field."""
     if not isinstance(data, Mapping):
         raise ConfigError("config", f"expected a table, got {_typename(data)}")
+    if isinstance(data.get("task"), dict) and data["task"].get("loss") == "realization":
+        from ._realization import parse_realization  # linear state-space models, not networks
+
+        return parse_realization(data, source)
     sections = ("task", "network", "dynamics", "record", "grid")
     top = {k: v for k, v in data.items() if k not in sections}
     out = _section("", top, _TOP)
@@ -554,7 +558,7 @@ def parse_config(data: Mapping, source: str = "") -> SweepConfig:
         raise ConfigError("task.loss", f"missing (required): one of {list(TASKS)}")
     loss = _coerce("task.loss", "str", task["loss"])
     if loss not in TASKS:
-        raise ConfigError("task.loss", f"{loss!r} is not one of {list(TASKS)}")
+        raise ConfigError("task.loss", f"{loss!r} is not one of {list(TASKS) + ['realization']}")
     schema = {
         "loss": _Field("str"),
         "seed": _Field("int", 0, check=_nonnegative),
@@ -764,6 +768,11 @@ def padding_possible(cfg: SweepConfig) -> tuple[bool, str]:
     if min(depths) < 2:
         return False, "depth-1 networks have no hidden layer to pad"
     return True, ""
+
+
+# the schema helpers under plain names, shared with the realization task (``_realization.py``)
+config_field, config_section, positive, nonnegative = _Field, _section, _positive, _nonnegative
+dynamics_fields, record_fields = _DYNAMICS, _RECORD
 
 
 def load_config(path: str | Path) -> SweepConfig:

@@ -477,27 +477,20 @@ def run(
     Resumes when ``out`` already holds this sweep: finished batches are kept, the others run. Raises
     `ConfigError` (field ``"out"``) if ``out`` holds a different sweep. Runs that diverge (training) or
     whose solve fails (flows) are flagged in ``diverged`` / ``success`` with NaN after the failure; they
-    are counted in the log, never hidden.
+    are counted in the log, never hidden. A realization config (``task.loss = "realization"``) runs its fits of
+    linear state-space models instead (`dlnjax.sweep._realization`), with the same store and conventions.
     """
-    from .._progress import progress_bar
     from ._store import load
 
+    if cfg.task["loss"] == "realization":  # linear state-space models (`_realization.py`)
+        from ._realization import run_realization
+
+        return run_realization(cfg, out, progress=progress, log=log, devices=devices)
     say = log or (lambda msg: logger.info(msg))
     out = Path(out)
-    store, stored = _open_store(cfg, out)
-
-    devices = list(jax.devices() if devices is None else devices)
-    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
-    batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    the_plan = plan(cfg, len(devices))
-    meta = provenance(devices)
-    writer = jax.process_index() == 0
-    if stored is None and writer:
-        store.create(_template(cfg, the_plan, meta), cfg.to_json(), cfg.source, the_plan.batch_size)
-    done = store.done()
-    batches = the_plan.batches
-    todo = [b for b in range(len(batches)) if b not in done]
+    go = launch(cfg, out, plan, _template, devices)
+    the_plan, devices, meta, todo = go.plan, go.devices, go.meta, go.todo
+    batched, replicated, batches = go.batched, go.replicated, the_plan.batches
     say(
         f"sweep {cfg.data['name']!r}: {cfg.n_runs} runs in {len(batches)} batches of {the_plan.batch_size} "
         f"({len(the_plan.programs)} program(s), padding: {the_plan.padding}) on {len(devices)} x {meta['device_kind']}; "
@@ -511,13 +504,7 @@ def run(
     uses_kappa = "kappa" in cfg.grid or cfg.dynamics["kappa"] > 0
     compiled: dict[int, Callable] = {}
 
-    bar = progress_bar(  # a bar on a terminal; elsewhere (a log, CI, Jupyter) a line every few seconds
-        len(batches),
-        initial=len(batches) - len(todo),
-        unit="batch",
-        desc=cfg.data["name"],
-        disable=not progress,
-    )
+    bar = go.progress_bar(cfg, progress)
     n_bad = 0
     try:
         for b in todo:
@@ -532,14 +519,7 @@ def run(
             result = _gather(compiled[p](loss_arrays, _to_global(inputs, batched)))
             flag = result["diverged"] if "diverged" in result else ~result["success"]
             n_bad += int(np.sum(flag[: len(runs)]))
-            data = {k: np.asarray(v) for k, v in result.items()}
-            if writer:
-                marker = {
-                    "device_kind": meta["device_kind"],
-                    "n_devices": len(devices),
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
-                store.write_batch(b, start, start + the_plan.batch_size, data, marker)
+            go.write(b, result, t0)
             bar.update(1)
     finally:
         bar.close()
@@ -550,6 +530,63 @@ def run(
         else f"sweep {cfg.data['name']!r}: nothing to do, all batches were done"
     )
     return load(out)
+
+
+@dataclasses.dataclass
+class Launch:
+    """A sweep being run (`launch`): its store, plan, devices and their shardings (batch axis, replicated),
+    provenance, whether this process writes, and the batches still to run."""
+
+    store: Store
+    plan: Plan
+    devices: list
+    batched: jax.sharding.NamedSharding
+    replicated: jax.sharding.NamedSharding
+    meta: dict
+    writer: bool
+    todo: list[int]
+
+    def progress_bar(self, cfg: SweepConfig, progress: bool):
+        """A bar over the batches on a terminal; elsewhere (a log, CI, Jupyter) a line every few seconds."""
+        from .._progress import progress_bar
+
+        n = len(self.plan.batches)
+        return progress_bar(
+            n, initial=n - len(self.todo), unit="batch", desc=cfg.data["name"], disable=not progress
+        )
+
+    def write(self, b: int, result: dict, t0: float) -> None:
+        """Write batch ``b``'s ``result`` (host arrays) and its marker (started at ``t0``); process 0 only."""
+        if not self.writer:
+            return
+        _, start, _ = self.plan.batches[b]
+        marker = {
+            "device_kind": self.meta["device_kind"],
+            "n_devices": len(self.devices),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        data = {k: np.asarray(v) for k, v in result.items()}
+        self.store.write_batch(b, start, start + self.plan.batch_size, data, marker)
+
+
+def launch(cfg: SweepConfig, out: Path, make_plan, make_template, devices=None) -> Launch:
+    """Open (or create, from ``make_template(cfg, plan, meta)``) the store of ``cfg`` at ``out``, the mesh over
+    ``devices`` (default: all) and ``make_plan(cfg, n_devices)``; `ConfigError` if ``out`` holds another sweep."""
+    store, stored = _open_store(cfg, out)
+    devices = list(jax.devices() if devices is None else devices)
+    mesh = jax.sharding.Mesh(np.asarray(devices), ("runs",))
+    batched = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    the_plan = make_plan(cfg, len(devices))
+    meta = provenance(devices)
+    writer = jax.process_index() == 0
+    if stored is None and writer:
+        store.create(
+            make_template(cfg, the_plan, meta), cfg.to_json(), cfg.source, the_plan.batch_size
+        )
+    done = store.done()
+    todo = [b for b in range(len(the_plan.batches)) if b not in done]
+    return Launch(store, the_plan, devices, batched, replicated, meta, writer, todo)
 
 
 def _open_store(cfg: SweepConfig, out: Path):
@@ -598,6 +635,10 @@ def _gather(tree):
 
         return multihost_utils.process_allgather(tree, tiled=True)
     return jax.device_get(tree)
+
+
+# under plain names, shared with the realization task (``_realization.py``)
+to_global, gather, sweep_dtype = _to_global, _gather, _dtype
 
 
 def _batch_inputs(cfg: SweepConfig, the_plan: Plan, prog: Program, runs, dtype) -> dict:
