@@ -325,20 +325,34 @@ def csv_rows(path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-# The files that take longest (measured on the 2-core CPU, ~60-150 s each), in that order. pytest-xdist hands
-# whole files to its workers (--dist loadfile) in collection order: starting the long ones first leaves the
-# short ones to fill the end, instead of one worker finishing a long file alone.
+# The files that take longest, longest first (worker seconds in the 2026-12-04 suite runs on the 2-core CPU,
+# ~50-200 s each). pytest-xdist hands whole files to its workers (--dist loadfile) in collection order: starting
+# the long ones first leaves the short ones to fill the end, instead of one worker finishing a long file alone
+# (test_stiff.py, the longest, was not listed and started late).
 LONG_FILES = (
-    "test_marion_chizat.py",
+    "test_stiff.py",
     "test_gradients.py",
-    "test_sweep.py",
-    "test_cohen_menon_veraszto.py",
-    "test_du_hu_lee.py",
-    "test_cli.py",
-    "test_langevin.py",
+    "test_fiber_cg.py",
+    "test_flows.py",
+    "test_end_to_end.py",
+    "test_train_fast.py",
+    "test_diagnostics.py",
     "test_padding.py",
-    "test_init_scale_tuning.py",
+    "test_sweep.py",
+    "test_cli.py",
+    "test_geometry.py",
+    "test_cohen_menon_veraszto.py",
     "test_fast_slow.py",
+    "test_simulate.py",
+    "test_marion_chizat.py",
+    "test_train.py",
+    "test_systems_core.py",
+    "test_losses.py",
+    "test_network.py",
+    "test_langevin.py",
+    "test_precision.py",
+    "test_du_hu_lee.py",
+    "test_linear_systems.py",
 )
 
 
