@@ -30,6 +30,7 @@ from ._fiber_operator import FiberProducts
 from ._fiber_solvers import as_fiber_solver
 from ._network import DLN, end_to_end
 from ._numerics import sq_norm
+from ._wrapped_solver import AbstractForwardingSolver
 
 __all__ = ["FiberProjected", "project_to_fiber"]
 
@@ -60,7 +61,7 @@ def project_to_fiber(
     return w, sq_norm(r) <= bound
 
 
-class FiberProjected(dfx.AbstractWrappedSolver):
+class FiberProjected(AbstractForwardingSolver):
     """``solver``'s steps, each followed by the projection back onto the fiber of the initial state.
 
     The default solver of `dlnjax.flows.FiberLangevin` in `dlnjax.simulate` (``FiberProjected(diffrax.Heun())``:
@@ -83,20 +84,6 @@ class FiberProjected(dfx.AbstractWrappedSolver):
         if self.max_iterations < 1:
             raise OptionError("FiberProjected: max_iterations must be at least 1.")
 
-    @property
-    def term_structure(self):
-        return self.solver.term_structure
-
-    @property
-    def interpolation_cls(self):
-        return self.solver.interpolation_cls
-
-    def order(self, terms):
-        return self.solver.order(terms)
-
-    def strong_order(self, terms):
-        return self.solver.strong_order(terms)
-
     def init(self, terms, t0, t1, y0, args):
         return self.solver.init(terms, t0, t1, y0, args), end_to_end(y0)
 
@@ -113,6 +100,3 @@ class FiberProjected(dfx.AbstractWrappedSolver):
             dense_info = dict(dense_info, y1=y1)
         result = dfx.RESULTS.where(ok, result, dfx.RESULTS.internal_error)
         return y1, y_error, dense_info, (inner_state, X0), result
-
-    def func(self, terms, t0, y0, args):
-        return self.solver.func(terms, t0, y0, args)

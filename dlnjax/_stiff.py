@@ -52,6 +52,7 @@ import optimistix as optx
 from jaxtyping import Array, PyTree, Scalar
 
 from ._errors import InputTypeError, OptionError
+from ._wrapped_solver import AbstractForwardingSolver
 
 __all__ = ["Stiff", "NewtonKrylov"]
 
@@ -287,37 +288,11 @@ class NewtonKrylov(optx.AbstractRootFinder):
         return y, aux, {}
 
 
-class AbstractDelegatingSolver(dfx.AbstractAdaptiveSolver, dfx.AbstractWrappedSolver):
-    """A Diffrax solver that forwards everything but ``step`` to the solver it wraps (its field ``solver``)."""
+class AbstractDelegatingSolver(dfx.AbstractAdaptiveSolver, AbstractForwardingSolver):
+    """A Diffrax solver that forwards everything but ``step`` to the solver it wraps (its field ``solver``),
+    its error estimate included (adaptive)."""
 
     solver: eqx.AbstractVar[dfx.AbstractSolver]
-
-    @property
-    def term_structure(self):
-        return self.solver.term_structure
-
-    @property
-    def interpolation_cls(self):  # pyright: ignore
-        return self.solver.interpolation_cls
-
-    @property
-    def term_compatible_contr_kwargs(self):
-        return self.solver.term_compatible_contr_kwargs
-
-    def order(self, terms):
-        return self.solver.order(terms)
-
-    def strong_order(self, terms):
-        return self.solver.strong_order(terms)
-
-    def error_order(self, terms):
-        return self.solver.error_order(terms)
-
-    def init(self, terms, t0, t1, y0, args):
-        return self.solver.init(terms, t0, t1, y0, args)
-
-    def func(self, terms, t0, y0, args):
-        return self.solver.func(terms, t0, y0, args)
 
 
 class _ScaledError(AbstractDelegatingSolver):
