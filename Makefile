@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-notebooks test-all lint format docs bench clean
+.PHONY: run test test-notebooks test-slow test-all lint format docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ format: $(STAMP)
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
+
+# the tests marked slow: the whole --quick reproductions but lindsey-menon's, the costliest variants (.ci/run runs them)
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m "slow and not gpu"
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m ""

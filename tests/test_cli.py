@@ -215,6 +215,20 @@ def test_quick_run_slices_and_posterior(quick_run):
     assert -1.25 <= p["excess_power"] <= -0.75
 
 
+def test_a_failed_solve_is_a_problem(quick_run):
+    """The run's own checks on its saved measurements: none fails, and a Figure 1.1 solve marked failed is named
+    (the end-to-end failure, exit 1 and every file still written, is the slow test below)."""
+    _, out, _ = quick_run
+    s = json.loads((out / "summary.json").read_text())
+    measured, hmeasured = s["measured"], s["figure_1_1"]["measured"]
+    assert lindsey_menon._problems(s["success"], measured, hmeasured) == []
+    failed = {**s["success"], "figure_1_1_fiber_l2": False}
+    problems = lindsey_menon._problems(failed, measured, hmeasured)
+    assert problems == ["solve figure_1_1_fiber_l2 did not succeed"]
+
+
+# A second whole --quick run in this process (~90 s of tracing on the 2-core CPU): slow
+@pytest.mark.slow
 def test_failed_solve_is_reported_and_exits_1(quick_run, tmp_path, monkeypatch):
     real = lindsey_menon.solve_hyperbola
 

@@ -302,8 +302,21 @@ def _simulate_cases():
     ]
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize(("name", "build"), _param_cases(_simulate_cases()))
+def _simulate_params():
+    """Every case at every size; the Stiff cases (~8 s of tracing each) at the "mixed" size by default, the
+    other sizes slow (make test-slow)."""
+    out = []
+    for p in _param_cases(_simulate_cases()):
+        name = p.values[0]
+        for size in SIZES:
+            marks = list(p.marks)
+            if name.startswith("Stiff") and size != "mixed":
+                marks.append(pytest.mark.slow)
+            out.append(pytest.param(*p.values, size, id=f"{name}-{size}", marks=marks))
+    return out
+
+
+@pytest.mark.parametrize(("name", "build", "size"), _simulate_params())
 def test_simulate(name, build, size):
     # The error norms of the step-size controller are products at every size.
     fn, state = build(size)

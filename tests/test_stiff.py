@@ -49,10 +49,10 @@ def _horizon(depth, scale, mmin=0.1):
     return 50.0 * scale ** -(1 - 2 / depth) / (depth * mmin)
 
 
-# N = 3 and N = 8 (the quadrature references) are slow: N = 2 (logistic) and N = inf (closed forms) stay default
+# N = inf (closed forms) stays default; N = 2 (logistic) and N = 3, 8 (quadrature references) are slow
 @pytest.mark.parametrize(
     "depth",
-    [2, pytest.param(3, marks=pytest.mark.slow), pytest.param(8, marks=pytest.mark.slow), INF],
+    [pytest.param(d, marks=pytest.mark.slow) for d in (2, 3, 8)] + [INF],
 )
 def test_stiff_follows_the_exact_aligned_solution_through_every_escape(depth):
     """E = ½||X - M||², X0 = U diag(s0) V^T: the solve (not told the start is aligned) matches the decoupled scalar
@@ -158,7 +158,8 @@ def _completion(n=8, rank=1, observed=40):
     return dlnjax.losses.MatrixCompletion.random(jr.PRNGKey(1), (n, n), rank, observed)
 
 
-@pytest.mark.parametrize("depth", [pytest.param(3, marks=pytest.mark.slow), INF])
+# slow (make test-slow): the Stiff solve of a completion stays default through test_stiff_on_the_weight_flows
+@pytest.mark.parametrize("depth", [pytest.param(d, marks=pytest.mark.slow) for d in (3, INF)])
 def test_stiff_equals_tsit5_on_a_completion_at_finite_and_infinite_depth(depth):
     loss = _completion()
     Q = jr.normal(jr.PRNGKey(0), loss.shape)

@@ -203,7 +203,10 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
     )
     proc = _cli(
         ["sweep", str(cfg), "--out", str(tmp_path / "four"), "--no-progress"],
-        {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+        # the compiler options of this process (the test suite's, tests/conftest.py) plus four host devices
+        {
+            "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+        },
     )
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
@@ -280,6 +283,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     xr.testing.assert_identical(resumed, fresh)
 
 
+# slow (make test-slow): padded sweeps stay default through the sharded test (padding = "pad")
+@pytest.mark.slow
 def test_padded_grid_equals_one_program_per_shape(tmp_path):
     """The whole depth x width grid as one padded program gives the real networks' numbers. (The sharpness of
     padded networks: tests/test_padding.py against the real ones, and the sharded test below through the sweep.)"""
