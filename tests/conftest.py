@@ -25,19 +25,14 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# Compile faster, run a little slower: this suite is compile-bound (most programs run for milliseconds after
-# seconds of compiling). XLA:CPU's legacy (LLVM IR) fusion emitters and LLVM at -O1: on the 2026-12-04 runs on the
-# 2-core CPU the emitters alone took the suite from 52.5 to 37.6 CPU-minutes (the compile of a Stiff solve 12.3 ->
-# 7.7 s), -O1 on top cuts that compile to 6.5 s, every test passing at unchanged tolerances. (-O0, 4.6 s, changes
-# round-off enough to fail two tests: docs/performance.md, lab notes.) The library's default (`configure_cpu`)
-# keeps XLA's own choices, which compile the long `train` programs faster and run them at full speed.
-# Inherited by the processes the tests start; a user's XLA_FLAGS win.
-_TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
-_flags = os.environ.get("XLA_FLAGS", "")
-for _flag in _TEST_XLA_FLAGS:
-    if _flag.split("=")[0] not in _flags:
-        _flags = f"{_flags} {_flag}".strip()
-os.environ["XLA_FLAGS"] = _flags
+# XLA:CPU's legacy (LLVM IR) fusion emitters: ~30% less compile time for this compile-bound suite (its
+# 2026-12-04 run on the 2-core CPU: 52.5 -> 37.6 CPU-minutes, every test passing at unchanged tolerances). The
+# library's own default (`configure_cpu`) keeps XLA's new emitters, which compile the long `train` programs
+# faster (docs/performance.md, lab notes). Inherited by the processes the tests start; a user's XLA_FLAGS win.
+if "fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false"
+    ).strip()
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
 
