@@ -25,14 +25,23 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-# XLA:CPU's legacy (LLVM IR) fusion emitters: ~30% less compile time for this compile-bound suite (its
-# 2026-12-04 run on the 2-core CPU: 52.5 -> 37.6 CPU-minutes, every test passing at unchanged tolerances). The
-# library's own default (`configure_cpu`) keeps XLA's new emitters, which compile the long `train` programs
-# faster (docs/performance.md, lab notes). Inherited by the processes the tests start; a user's XLA_FLAGS win.
-if "fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false"
-    ).strip()
+# Compile faster, run a little slower: this suite is compile-bound (most programs run for milliseconds after a
+# second of compiling). XLA:CPU's legacy (LLVM IR) fusion emitters and LLVM at -O0: on the 2-core CPU the default
+# suite's worker time 1212 -> 830 s (wall 654 -> 467 s), the emitters having taken it from 52.5 to 37.6 CPU-minutes
+# before (docs/performance.md, lab notes "Compiler options"); every test passes at unchanged tolerances. The
+# library's default (`configure_cpu`) keeps XLA's own choices, which compile the long `train` programs faster and
+# run them at full speed. Inherited by the processes the tests start; a user's XLA_FLAGS win, flag by flag.
+_TEST_XLA_FLAGS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0")
+_flags = os.environ.get("XLA_FLAGS", "")
+for _flag in _TEST_XLA_FLAGS:
+    if _flag.split("=")[0] not in _flags:
+        _flags = f"{_flags} {_flag}".strip()
+os.environ["XLA_FLAGS"] = _flags
+
+# For the few programs that run long (Monte Carlo over thousands of paths), pass this to `jax.jit`'s
+# ``compiler_options``: XLA's default optimization level for that program alone (a 2000-path Langevin run:
+# -O0 compiles in 4.4 s and runs 22 s, the default 10.2 s and 6 s).
+RUN_BOUND = {"xla_backend_optimization_level": 3}
 
 from dlnjax._cpu import configure_cpu  # noqa: E402
 

@@ -35,8 +35,6 @@ def _erank(X):
     return float(np.exp(-np.sum(p * np.log(p))))
 
 
-# uses the whole `--quick` reproduction: slow (make test-slow, run by .ci/run)
-@pytest.mark.slow
 def test_status_and_files(quick):
     out, code = quick
     summary = json.loads((out / "summary.json").read_text())
@@ -57,8 +55,6 @@ def test_status_and_files(quick):
     assert "status: OK" in (out / "summary.txt").read_text()
 
 
-# uses the whole `--quick` reproduction: slow (make test-slow, run by .ci/run)
-@pytest.mark.slow
 def test_toy_distances_recomputed(quick):
     out, _ = quick
     z = np.load(out / "toy.npz")
@@ -98,8 +94,6 @@ def test_toy_distances_recomputed(quick):
     )
 
 
-# uses the whole `--quick` reproduction: slow (make test-slow, run by .ci/run)
-@pytest.mark.slow
 def test_completion_recomputed(quick):
     out, _ = quick
     z = np.load(out / "completion.npz")
@@ -148,8 +142,6 @@ def test_completion_recomputed(quick):
         assert len(rows) == 1 + z["test_error"][i].size
 
 
-# uses the whole `--quick` reproduction: slow (make test-slow, run by .ci/run)
-@pytest.mark.slow
 def test_volume_table(quick):
     out, _ = quick
     z = np.load(out / "toy.npz")

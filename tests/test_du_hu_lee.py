@@ -4,15 +4,10 @@ against direct recomputation."""
 import json
 
 import numpy as np
-import pytest
 from conftest import csv_rows
 
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, du_hu_lee
-
-# The whole `--quick` reproduction (~30-80 s of tracing and compiling on the 2-core CPU): slow, with the other
-# reproductions; `make test-slow` (run by .ci/run) and `make test-all` run it.
-pytestmark = pytest.mark.slow
 
 
 def test_quick_run_is_consistent(tmp_path):

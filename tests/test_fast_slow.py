@@ -193,8 +193,6 @@ def quick_run(tmp_path_factory):
     return code, out, fast_slow.QUICK
 
 
-# uses the whole `--quick` reproduction: slow (make test-slow, run by .ci/run)
-@pytest.mark.slow
 def test_experiment_outputs_are_consistent(quick_run):
     code, out, cfg = quick_run
     assert code == 0
@@ -239,8 +237,6 @@ def test_experiment_outputs_are_consistent(quick_run):
     assert "status: OK" in txt and f"{kappas[0]:g}" in txt
 
 
-# uses the whole `--quick` reproduction: slow (make test-slow, run by .ci/run)
-@pytest.mark.slow
 def test_prediction_errors_versus_kappa(quick_run):
     """Measured (quick config, kappa = 0.01, 0.03, 0.1; see the summary for the numbers):
 

@@ -9,13 +9,15 @@
 
 from __future__ import annotations
 
+import functools as ft
+
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import explicit_product, rand_layers, rand_unitary
+from conftest import RUN_BOUND, explicit_product, rand_layers, rand_unitary
 from scipy import integrate, stats
 
 import dlnjax
@@ -119,7 +121,8 @@ def test_fiber_langevin_rejects_bad_parameters():
         flows.FiberLangevin(kappa=1.0, beta=0.0)
 
 
-@eqx.filter_jit
+# one program for every beta (a traced argument), compiled at XLA's default level: it runs long (64 chains x 4000 steps)
+@ft.partial(jax.jit, compiler_options=RUN_BOUND)
 def _concentration_chains(keys, beta, net, ts):
     flow = flows.FiberLangevin(kappa=1.0, beta=beta)
     return jax.vmap(lambda k: dlnjax.simulate(flow, net, ts, key=k, dt0=0.01, max_steps=20000))(
@@ -139,7 +142,9 @@ def test_posterior_concentrates_on_the_balanced_orbit():
     ts = jnp.arange(0, 201) * 0.2
     out = {}
     for bk in (8.0, 32.0, 128.0):
-        tr = _concentration_chains(jax.random.split(jax.random.PRNGKey(int(bk)), 64), bk, start, ts)
+        tr = _concentration_chains(
+            jax.random.split(jax.random.PRNGKey(int(bk)), 64), jnp.asarray(bk), start, ts
+        )
         assert bool(jnp.all(tr.success))
         Xs = jnp.einsum(
             "...ij,...jk,...kl->...il", tr.ys.last, tr.ys.inner[..., 0, :, :], tr.ys.first

@@ -418,7 +418,16 @@ def test_fiber_l2_reaches_theorem_1_minimum(which, request):
         target = N * np.sum(sig ** (2.0 / N))
         ys = _unstack_traj(jax.tree_util.tree_map(lambda a: a[b], traj.ys))
         norms = [sq_norm(layers) for layers in ys]
-        assert all(n1 < n0 for n0, n1 in zip(norms, norms[1:])), norms
+        # Strictly decreasing while the excess over the minimum is resolved by the integration (above 1e-9 target:
+        # states are integrated to rtol 1e-10; for the square runs the excess at t = 8 and 12 is ~1e-11 target, the
+        # integration's floor, far above the true excess ~1e-6 e^(-4 (t - 4)), so the order of those two values is
+        # error, not the theorem: LLVM -O0 reversed it); once below, it stays at the minimum.
+        tol = 1e-9 * target
+        for n0, n1 in zip(norms, norms[1:]):
+            if n0 - target > tol:
+                assert n1 < n0, norms
+            else:
+                assert abs(n1 - target) <= tol, norms
         assert norms[0] > target * (1 + 1e-2)  # starts well above the minimum
         assert abs(norms[-1] - target) <= 1e-9 * target, (
             f"||W(12)||^2 = {norms[-1]!r}, N sum sigma^(2/N) = {target!r}"

@@ -378,7 +378,6 @@ def test_train_d_learning_rate_init_scale_and_data():
 # --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # ~30 s of compiling on the 2-core CPU (make test-slow)
 def test_horizon_derivative_equals_vector_field_dotted_with_outcome_gradient():
     loss = _loss((4, 4))
     flow = flows.Regularized(loss, 0.2)

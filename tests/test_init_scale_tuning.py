@@ -10,17 +10,12 @@ import diffrax as dfx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from conftest import csv_rows
 
 import dlnjax
 from dlnjax._cli import main
 from dlnjax.experiments import EXPERIMENTS, init_scale_tuning
 from dlnjax.flows import Regularized
-
-# The whole `--quick` reproduction (~30-80 s of tracing and compiling on the 2-core CPU): slow, with the other
-# reproductions; `make test-slow` (run by .ci/run) and `make test-all` run it.
-pytestmark = pytest.mark.slow
 
 
 def test_quick_run_is_consistent(tmp_path):

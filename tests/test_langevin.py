@@ -25,6 +25,7 @@ import jax.random as jr
 import jax.scipy.stats as jss
 import numpy as np
 import pytest
+from conftest import RUN_BOUND
 
 import dlnjax
 from dlnjax.flows import Langevin
@@ -79,7 +80,8 @@ def test_mean_moments_follow_the_linear_law(loss):
     fn = None if loss is None else (lambda X: 0.5 * jnp.sum((X - target) ** 2))
     ts = jnp.array([0.0, 0.5, 1.0])
     run = jax.jit(
-        jax.vmap(lambda k: dlnjax.simulate(Langevin(fn, kappa, beta), net0, ts, key=k, dt0=0.01))
+        jax.vmap(lambda k: dlnjax.simulate(Langevin(fn, kappa, beta), net0, ts, key=k, dt0=0.01)),
+        compiler_options=RUN_BOUND,
     )
     traj = run(jr.split(jr.PRNGKey(1), paths))
     assert bool(jnp.all(traj.success))
@@ -132,7 +134,8 @@ def test_stationary_law_is_the_gaussian_with_variance_one_over_beta_kappa():
     net0 = dlnjax.gaussian(jr.PRNGKey(0), (3, 3, 3), 2.0)
     ts = jnp.array([0.0, T])
     run = jax.jit(
-        jax.vmap(lambda k: dlnjax.simulate(Langevin(None, kappa, beta), net0, ts, key=k, dt0=0.01))
+        jax.vmap(lambda k: dlnjax.simulate(Langevin(None, kappa, beta), net0, ts, key=k, dt0=0.01)),
+        compiler_options=RUN_BOUND,
     )
     w = np.concatenate(
         [

@@ -9,10 +9,6 @@ import pytest
 from dlnjax._cli import main
 from dlnjax.experiments import marion_chizat as mc
 
-# The whole `--quick` reproduction (~30-80 s of tracing and compiling on the 2-core CPU): slow, with the other
-# reproductions; `make test-slow` (run by .ci/run) and `make test-all` run it.
-pytestmark = pytest.mark.slow
-
 FIGURES = (
     "sharpness_gaussian.png",
     "sharpness_residual.png",

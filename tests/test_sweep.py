@@ -283,8 +283,6 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     xr.testing.assert_identical(resumed, fresh)
 
 
-# slow (make test-slow): padded sweeps stay default through the sharded test (padding = "pad")
-@pytest.mark.slow
 def test_padded_grid_equals_one_program_per_shape(tmp_path):
     """The whole depth x width grid as one padded program gives the real networks' numbers. (The sharpness of
     padded networks: tests/test_padding.py against the real ones, and the sharded test below through the sweep.)"""
