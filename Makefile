@@ -33,7 +33,7 @@ format: $(STAMP)
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
 
-# the tests marked slow: the whole --quick reproductions but lindsey-menon's, the costliest variants (.ci/run runs them)
+# the tests marked slow: the costliest variants and the long Monte Carlo checks (.ci/run runs them)
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m "slow and not gpu"
 
