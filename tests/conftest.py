@@ -27,7 +27,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 
 # Compile faster, run a little slower: this suite is compile-bound (most programs run for milliseconds after a
 # second of compiling). XLA:CPU's legacy (LLVM IR) fusion emitters and LLVM at -O0: on the 2-core CPU the default
-# suite's worker time 1212 -> 830 s (wall 654 -> 467 s), the emitters having taken it from 52.5 to 37.6 CPU-minutes
+# suite's worker time 1255 -> 870 s (wall 654 -> 464 s), the emitters having taken it from 52.5 to 37.6 CPU-minutes
 # before (docs/performance.md, lab notes "Compiler options"); every test passes at unchanged tolerances. The
 # library's default (`configure_cpu`) keeps XLA's own choices, which compile the long `train` programs faster and
 # run them at full speed. Inherited by the processes the tests start; a user's XLA_FLAGS win, flag by flag.
