@@ -344,33 +344,40 @@ def csv_rows(path) -> list[dict]:
 
 
 # The files that take longest, longest first (worker seconds in the 2026-12-04 suite runs on the 2-core CPU,
-# ~50-200 s each). pytest-xdist hands whole files to its workers (--dist loadfile) in collection order: starting
-# the long ones first leaves the short ones to fill the end, instead of one worker finishing a long file alone
-# (test_stiff.py, the longest, was not listed and started late).
+# ~15-100 s each). pytest-xdist hands whole files to its workers (--dist loadfile) in collection order (with
+# --no-loadscope-reorder, pyproject.toml; its default order is by number of tests, which started the long files of
+# few tests last): starting the long ones first leaves the short ones to fill the end, instead of one worker
+# finishing a long file alone. A stale list costs only balance.
 LONG_FILES = (
     "test_stiff.py",
     "test_gradients.py",
-    "test_fiber_cg.py",
-    "test_flows.py",
-    "test_end_to_end.py",
-    "test_train_fast.py",
-    "test_diagnostics.py",
-    "test_padding.py",
     "test_sweep.py",
-    "test_cli.py",
+    "test_langevin.py",
+    "test_flows.py",
+    "test_train_fast.py",
+    "test_network.py",
+    "test_fiber_cg.py",
+    "test_marion_chizat.py",
+    "test_precision.py",
     "test_geometry.py",
+    "test_end_to_end.py",
+    "test_cli.py",
     "test_cohen_menon_veraszto.py",
     "test_fast_slow.py",
+    "test_diagnostics.py",
+    "test_padding.py",
     "test_simulate.py",
-    "test_marion_chizat.py",
+    "test_linear_systems.py",
+    "test_du_hu_lee.py",
+    "test_sweep_plot.py",
+    "test_rank_deficient.py",
+    "test_losses.py",
+    "test_systems_flows.py",
+    "test_systems_gramians.py",
+    "test_init_scale_tuning.py",
     "test_train.py",
     "test_systems_core.py",
-    "test_losses.py",
-    "test_network.py",
-    "test_langevin.py",
-    "test_precision.py",
-    "test_du_hu_lee.py",
-    "test_linear_systems.py",
+    "test_fiber_langevin.py",
 )
 
 
